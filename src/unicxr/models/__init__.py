@@ -1,0 +1,30 @@
+"""Model families (one per file) and the loader for saved model directories."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from unicxr.models.base import MODEL_REGISTRY, ModelMixin, read_model_config, register_model
+from unicxr.utils.errors import UnicxrError
+
+__all__ = ["ModelMixin", "register_model", "load_model", "MODEL_MODULES"]
+
+# model_type -> module defining it (imported lazily so `import unicxr.models` stays light).
+MODEL_MODULES: dict[str, str] = {
+    "toy_mlp": "unicxr.models.toy",
+    "cxr_classifier": "unicxr.models.classifier",
+}
+
+
+def load_model(directory: str | Path, *, device: str = "cpu") -> ModelMixin:
+    """Load any saved unicxr model directory, dispatching on ``config.json``'s ``model_type``."""
+    raw = read_model_config(directory)
+    mtype = raw["model_type"]
+    if mtype not in MODEL_REGISTRY and mtype in MODEL_MODULES:
+        importlib.import_module(MODEL_MODULES[mtype])
+    cls = MODEL_REGISTRY.get(mtype)
+    if cls is None:
+        known = ", ".join(sorted(set(MODEL_REGISTRY) | set(MODEL_MODULES)))
+        raise UnicxrError(f"{Path(directory) / 'config.json'}: unknown model_type {mtype!r} (known: {known})")
+    return cls.from_pretrained(directory, device=device)

@@ -1,0 +1,344 @@
+"""The one training loop of unicxr (Accelerate underneath).
+
+Features: gradient accumulation, clipping, warmup + cosine/linear LR, EMA weights, mixed precision
+(bf16 on GPU, fp32 on CPU), progress bar with loss and img/s, TensorBoard scalars + ``log.jsonl``,
+periodic and final checkpoints with ``keep_last`` rotation, validation, and exact resume: data order,
+augmentation and loss noise are pure functions of (seed, step, rank, micro-batch), so restarting from a
+checkpoint replays exactly what an uninterrupted run would have done (bit-identical on CPU).
+
+Multi-process: run the same command under ``torchrun --nproc_per_node 2 --no-python unicxr train ...``
+or ``accelerate launch --num_processes 2 --cpu -m unicxr.cli train ...``; the global batch
+(``train.batch_size``) is split across ranks and accumulation micro-batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch.utils.data import DataLoader
+
+from unicxr.train.checkpoint import (
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    rotate_checkpoints,
+    save_checkpoint,
+)
+from unicxr.train.config import LoadedRecipe
+from unicxr.train.ema import EMA
+from unicxr.train.sampler import StepBatchSampler
+from unicxr.train.schedule import lr_at
+from unicxr.train.tasks import get_task
+from unicxr.utils.errors import UnicxrError
+from unicxr.utils.io import atomic_write_text
+
+__all__ = ["train", "derive_seed", "resolve_mixed_precision", "param_digest"]
+
+_M = (1 << 63) - 1
+
+
+def derive_seed(*parts: int) -> int:
+    """Deterministic 63-bit seed from integers (seed, step, rank, micro, stream)."""
+    h = 0x9E3779B97F4A7C15
+    for p in parts:
+        h = (h ^ (int(p) + 0x9E3779B97F4A7C15 + ((h << 6) & _M) + (h >> 2))) & _M
+        h = (h * 0xBF58476D1CE4E5B9) & _M
+    return h
+
+
+def resolve_mixed_precision(flag: str) -> str:
+    """``auto`` → ``bf16`` on a bf16-capable GPU, else ``no`` (fp32)."""
+    if flag != "auto":
+        if flag in {"bf16", "fp16"} and not torch.cuda.is_available():
+            return "no"
+        return flag
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "no"
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+def _batch_len(batch: dict[str, Any]) -> int:
+    for v in batch.values():
+        if isinstance(v, torch.Tensor) and v.ndim > 0:
+            return int(v.shape[0])
+        if isinstance(v, (list, tuple)):
+            return len(v)
+    return 0
+
+
+def _trim_log(path: Path, max_step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from (they will be replayed)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= max_step:
+                keep.append(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill
+    atomic_write_text(path, "".join(k + "\n" for k in keep))
+
+
+def param_digest(model: torch.nn.Module) -> str:
+    """SHA-256 over a model's parameters and buffers (names + raw bytes), for cross-rank checks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def train(
+    loaded: LoadedRecipe,
+    out: str | Path,
+    *,
+    resume: bool = True,
+    resume_from: str | Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train the recipe's task into run folder ``out``; resume from its newest checkpoint if any.
+
+    Returns the folder of the final model (``out/model``; EMA weights in ``out/model_ema``).
+    """
+    from accelerate import Accelerator
+
+    out = Path(out)
+    cfg = loaded.recipe.train
+    task = get_task(loaded.recipe.task)(loaded.model_cfg, loaded.data_cfg)
+    # cpu=True lets Accelerate set up gloo DDP when launched with several CPU processes.
+    accelerator = Accelerator(
+        mixed_precision=resolve_mixed_precision(cfg.mixed_precision), cpu=not torch.cuda.is_available()
+    )
+    world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
+    device = accelerator.device
+
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        recipe_text = yaml.safe_dump(loaded.raw, sort_keys=False)
+        rpath = out / "recipe.yaml"
+        if rpath.exists() and rpath.read_text(encoding="utf-8") != recipe_text:
+            accelerator.print(f"warning: {rpath} differs from the recipe given now; the new one is used")
+        atomic_write_text(rpath, recipe_text)
+    accelerator.wait_for_everyone()
+
+    torch.manual_seed(cfg.seed)
+    model = task.build_model()
+    train_ds, val_ds = task.build_datasets(cfg.seed)
+    ema = EMA(model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay is not None else None
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+    )
+
+    ckpt: Path | None = Path(resume_from) if resume_from else (latest_checkpoint(out) if resume else None)
+    start_step = 0
+    opt_ckpt = None
+    if ckpt is not None:
+        try:
+            state = load_checkpoint(ckpt, model, None, ema.model if ema else None)
+        except UnicxrError as exc:
+            older = [p for _, p in list_checkpoints(out) if p != ckpt]
+            hint = f"; the previous checkpoint {older[-1]} may be intact: rerun with --resume-from {older[-1]}" if older else ""
+            raise UnicxrError(f"cannot resume: {exc}{hint}") from None
+        start_step = int(state["step"])
+        if ema is not None:
+            ema.num_updates = int(state.get("ema_updates", start_step))
+        opt_ckpt = ckpt / "optimizer.pt"
+        accelerator.print(f"resuming from {ckpt} (step {start_step})")
+
+    model, optimizer = accelerator.prepare(model, optimizer)
+    if opt_ckpt is not None:
+        optimizer.load_state_dict(torch.load(opt_ckpt, map_location="cpu", weights_only=True))
+    if ema is not None:
+        ema.model.to(device)
+    raw_model = accelerator.unwrap_model(model)
+
+    sampler = StepBatchSampler(
+        len(train_ds),
+        batch_size=cfg.batch_size,
+        grad_accum=cfg.grad_accum,
+        world_size=world,
+        rank=rank,
+        seed=cfg.seed,
+        start_step=start_step,
+        max_steps=cfg.max_steps,
+    )
+    loader = DataLoader(
+        train_ds, batch_sampler=sampler, num_workers=cfg.num_workers, pin_memory=device.type == "cuda"
+    )
+
+    log_path = out / "log.jsonl"
+    writer = None
+    if main:
+        _trim_log(log_path, start_step)
+        if cfg.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                writer = SummaryWriter(str(out / "tb"), purge_step=start_step + 1 if start_step else None)
+            except ImportError:  # pragma: no cover - tensorboard is a dependency
+                writer = None
+    idx_log = out / f"indices_rank{rank}.jsonl" if cfg.record_indices else None
+
+    def run_eval(step: int) -> None:
+        if not main or val_ds is None:
+            return
+        net = ema.model if ema is not None else raw_model
+        was_training = net.training
+        net.eval()
+        with torch.no_grad(), accelerator.autocast():
+            metrics = task.evaluate(net, val_ds)
+        net.train(was_training)
+        if metrics:
+            _append_jsonl(out / "eval.jsonl", {"step": step, **metrics})
+            if writer is not None:
+                for k, v in metrics.items():
+                    writer.add_scalar(f"val/{k}", v, step)
+            accelerator.print(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+
+    bar = None
+    if progress and main:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.max_steps, initial=start_step, unit="step", dynamic_ncols=True, desc="train")
+
+    it = iter(loader)
+    window_loss = torch.zeros((), device=device)
+    window_n = 0
+    window_items = 0
+    t0 = time.perf_counter()
+    last_loss = float("nan")
+    for step in range(start_step, cfg.max_steps):
+        lr = lr_at(
+            step,
+            lr=cfg.lr,
+            max_steps=cfg.max_steps,
+            warmup_steps=cfg.warmup_steps,
+            schedule=cfg.lr_schedule,
+            min_lr_ratio=cfg.min_lr_ratio,
+        )
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        model.train()
+        step_loss = torch.zeros((), device=device)
+        extras: dict[str, float] = {}
+        for micro in range(cfg.grad_accum):
+            batch = next(it)
+            if idx_log is not None:
+                ids = batch["index"].tolist() if "index" in batch else sampler.indices_for(step, micro)
+                _append_jsonl(idx_log, {"step": step, "micro": micro, "rank": rank, "indices": ids})
+            window_items += _batch_len(batch) * world
+            gen = torch.Generator().manual_seed(derive_seed(cfg.seed, step, rank, micro, 1))
+            batch = _to_device(task.augment(batch, gen), device)
+            torch.manual_seed(derive_seed(cfg.seed, step, rank, micro, 2))
+            sync = contextlib.nullcontext() if micro == cfg.grad_accum - 1 else accelerator.no_sync(model)
+            with sync:
+                with accelerator.autocast():
+                    loss, extra = task.loss(model, batch)
+                if not torch.isfinite(loss.detach()):
+                    raise UnicxrError(
+                        f"train: loss is {loss.item()} at step {step} (rank {rank}); "
+                        "lower train.lr or check the data"
+                    )
+                accelerator.backward(loss / cfg.grad_accum)
+            step_loss += loss.detach().float() / cfg.grad_accum
+            for k, v in extra.items():
+                extras[k] = extras.get(k, 0.0) + float(v) / cfg.grad_accum
+        grad_norm = None
+        if cfg.clip_grad is not None:
+            grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update(raw_model)
+        done = step + 1
+        window_loss += step_loss
+        window_n += 1
+
+        if done % cfg.log_every == 0 or done == cfg.max_steps:
+            mean_loss = accelerator.reduce(window_loss / window_n, reduction="mean")
+            last_loss = float(mean_loss)
+            dt = max(time.perf_counter() - t0, 1e-9)
+            rec = {"step": done, "loss": last_loss, "lr": lr, "img_per_s": window_items / dt, **extras}
+            if grad_norm is not None:
+                rec["grad_norm"] = float(grad_norm)
+            if main:
+                _append_jsonl(log_path, rec)
+                if writer is not None:
+                    for k, v in rec.items():
+                        if k != "step":
+                            writer.add_scalar(f"train/{k}", v, done)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{last_loss:.4g}", lr=f"{lr:.2e}", img_s=f"{rec['img_per_s']:.1f}")
+            window_loss.zero_()
+            window_n = 0
+            window_items = 0
+            t0 = time.perf_counter()
+        if bar is not None:
+            bar.update(1)
+
+        if done % cfg.ckpt_every == 0 or done == cfg.max_steps:
+            accelerator.wait_for_everyone()
+            if main:
+                save_checkpoint(
+                    out,
+                    done,
+                    raw_model,
+                    optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
+                    ema.model if ema else None,
+                    extra={"ema_updates": ema.num_updates if ema else 0, "world_size": world},
+                )
+                rotate_checkpoints(out, cfg.keep_last)
+            accelerator.wait_for_everyone()
+        if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.max_steps:
+            run_eval(done)
+    if bar is not None:
+        bar.close()
+
+    if start_step < cfg.max_steps or not (out / "model").exists():
+        run_eval(cfg.max_steps)
+    # Ranks must end with the same weights; record each rank's digest so a desync is visible.
+    from accelerate.utils import gather_object
+
+    digests = gather_object([param_digest(raw_model)])
+    if main and len(set(digests)) > 1:
+        accelerator.print("warning: ranks ended with different weights: " + ", ".join(d[:12] for d in digests))
+    if main:
+        raw_model.save_pretrained(out / "model")
+        if ema is not None:
+            ema.model.save_pretrained(out / "model_ema")
+        summary = {
+            "steps": cfg.max_steps,
+            "final_loss": last_loss,
+            "world_size": world,
+            "task": task.name,
+            "param_sha256_per_rank": digests,
+        }
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        if writer is not None:
+            writer.close()
+    accelerator.wait_for_everyone()
+    return out / "model"

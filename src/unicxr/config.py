@@ -7,7 +7,6 @@ Every error is one line naming the file, the dotted key and the problem, e.g.
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar

@@ -7,7 +7,7 @@ augmentation and loss noise are pure functions of (seed, step, rank, micro-batch
 checkpoint replays exactly what an uninterrupted run would have done (bit-identical on CPU).
 
 Multi-process: run the same command under ``torchrun --nproc_per_node 2 --no-python unicxr train ...``
-or ``accelerate launch --num_processes 2 --cpu -m unicxr.cli train ...``; the global batch
+or ``accelerate launch --multi_gpu --num_processes 2 -m unicxr.cli train ...`` (gloo on CPU); the global batch
 (``train.batch_size``) is split across ranks and accumulation micro-batches.
 """
 

@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks (ratios against a baseline measured in the same run)."""

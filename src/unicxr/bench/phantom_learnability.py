@@ -1,0 +1,159 @@
+"""Is the phantom learnable, and not trivially? Train a small CNN on phantom images, report AUROC.
+
+``python -m unicxr.bench.phantom_learnability --n-train 2000 --n-test 500 --size 128``
+
+Train and test sets come from different master seeds (different patients). Training targets use
+U-Ones (uncertain -> 1, blank -> 0); test AUROC ignores uncertain labels and counts blank as
+negative. Plain PyTorch loop on CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import time
+
+import numpy as np
+
+__all__ = ["make_arrays", "SmallCNN", "auroc", "main"]
+
+
+def _render(args: tuple) -> tuple[np.ndarray, np.ndarray]:
+    from unicxr.phantom.simulate import render_case
+
+    plan, size, cfg = args
+    c = render_case(plan, size, cfg, masks=False)
+    return (np.round(c.image * 255).astype(np.uint8), c.labels)
+
+
+def make_arrays(n: int, size: int, seed: int, workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Render ``n`` phantom cases.
+
+    Returns:
+        ``(images uint8 (n, size, size), labels float32 (n, 14))``.
+    """
+    from unicxr.phantom.config import PhantomConfig
+    from unicxr.phantom.simulate import make_plan
+
+    cfg = PhantomConfig()
+    plans = make_plan(seed, n, cfg)
+    items = [(p, size, cfg) for p in plans]
+    if workers > 1:
+        with mp.get_context("fork").Pool(workers) as pool:
+            out = pool.map(_render, items, chunksize=16)
+    else:
+        out = [_render(it) for it in items]
+    return np.stack([o[0] for o in out]), np.stack([o[1] for o in out]).astype(np.float32)
+
+
+def auroc(y: np.ndarray, s: np.ndarray) -> float:
+    """Area under the ROC curve (rank statistic, ties averaged); NaN with one class only."""
+    from scipy.stats import rankdata
+
+    y = np.asarray(y, dtype=bool)
+    npos, nneg = int(y.sum()), int((~y).sum())
+    if npos == 0 or nneg == 0:
+        return float("nan")
+    r = rankdata(s)
+    return float((r[y].sum() - npos * (npos + 1) / 2) / (npos * nneg))
+
+
+def SmallCNN(n_out: int = 14, width: int = 16):  # noqa: N802 - a factory that reads like a class
+    """A strided stem and 4 conv stages: (B, 1, H, W) -> (B, n_out) logits."""
+    import torch.nn as nn
+
+    def block(i: int, o: int) -> nn.Sequential:
+        return nn.Sequential(nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True),
+                             nn.Conv2d(o, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True),
+                             nn.MaxPool2d(2))
+
+    w = width
+    stem = nn.Sequential(nn.Conv2d(1, w, 5, stride=2, padding=2, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True))
+    return nn.Sequential(stem, block(w, 2 * w), block(2 * w, 4 * w), block(4 * w, 6 * w), block(6 * w, 8 * w),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(8 * w, n_out))
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n-train", type=int, default=2000)
+    ap.add_argument("--n-test", type=int, default=500)
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+
+    from unicxr.labels import FINDINGS, UncertainPolicy, apply_policy
+
+    t0 = time.perf_counter()
+    # render before importing torch so the worker processes fork from a torch-free parent
+    xtr, ytr = make_arrays(args.n_train, args.size, args.seed * 2 + 101, args.workers)
+    xte, yte = make_arrays(args.n_test, args.size, args.seed * 2 + 202, args.workers)
+    import torch
+    from tqdm import tqdm
+
+    t_data = time.perf_counter() - t0
+    print(f"rendered {len(xtr)} + {len(xte)} images at {args.size} px in {t_data:.1f} s")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    model = SmallCNN(len(FINDINGS))
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    steps = args.epochs * int(np.ceil(len(xtr) / args.batch))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=steps, pct_start=0.15)
+    target = torch.from_numpy(apply_policy(ytr, UncertainPolicy.AS_POSITIVE))
+    xt = torch.from_numpy(xtr).float().div_(255.0).sub_(0.5).div_(0.25).unsqueeze(1)
+    pos = target.mean(0).clamp(0.02, 0.98)
+    pos_weight = ((1 - pos) / pos).clamp(max=8.0).sqrt()
+    lossf = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    t1 = time.perf_counter()
+    for ep in range(args.epochs):
+        model.train()
+        perm = rng.permutation(len(xt))
+        tot = 0.0
+        for i in tqdm(range(0, len(perm), args.batch), desc=f"epoch {ep + 1}/{args.epochs}", leave=False):
+            idx = torch.from_numpy(perm[i : i + args.batch])
+            xb = xt[idx]
+            # light augmentation: small shifts and intensity jitter
+            if rng.random() < 0.5:
+                dx, dy = rng.integers(-4, 5, size=2)
+                xb = torch.roll(xb, shifts=(int(dy), int(dx)), dims=(2, 3))
+            xb = xb * float(rng.uniform(0.9, 1.1)) + float(rng.normal(0, 0.05))
+            loss = lossf(model(xb), target[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            tot += float(loss.detach()) * len(idx)
+        print(f"epoch {ep + 1}: loss {tot / len(xt):.4f} ({time.perf_counter() - t1:.0f} s)")
+    t_train = time.perf_counter() - t1
+    model.eval()
+    with torch.no_grad():
+        xe = torch.from_numpy(xte).float().div_(255.0).sub_(0.5).div_(0.25).unsqueeze(1)
+        scores = torch.cat([model(xe[i : i + 128]) for i in range(0, len(xe), 128)]).sigmoid().numpy()
+    yeval = apply_policy(yte, UncertainPolicy.IGNORE)
+    res: dict[str, float] = {}
+    print(f"\n{'finding':28s} {'test pos':>8s} {'AUROC':>7s}")
+    macro = []
+    for j, name in enumerate(FINDINGS):
+        ok = ~np.isnan(yeval[:, j])
+        npos = int((yeval[ok, j] == 1).sum())
+        a = auroc(yeval[ok, j] == 1, scores[ok, j])
+        res[name] = a
+        flag = ""
+        if name != "No Finding" and npos >= 20 and not np.isnan(a):
+            macro.append(a)
+            flag = " *"
+        print(f"{name:28s} {npos:8d} {a:7.3f}{flag}")
+    m = float(np.mean(macro)) if macro else float("nan")
+    res["macro"] = m
+    print(f"\nmacro AUROC over findings with >= 20 test positives (*): {m:.3f}")
+    print(f"data {t_data:.0f} s, training {t_train:.0f} s, total {time.perf_counter() - t0:.0f} s")
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Acquisition: attenuation -> detected intensity (scatter, quantum noise) -> processed radiograph.
+
+The processing chain mimics a digital radiography system: log transform, histogram-based auto
+window, a contrast (sigmoid/gamma) curve, unsharp masking / equalization, side marker and
+collimation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from unicxr.phantom.grid import blur, blur_large
+
+__all__ = ["Acquisition", "sample_acquisition", "expose", "draw_marker"]
+
+# 5x7 bitmap glyphs of the lead side markers
+_GLYPHS = {
+    "L": ["10000", "10000", "10000", "10000", "10000", "10000", "11111"],
+    "R": ["11110", "10001", "10001", "11110", "10100", "10010", "10001"],
+}
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    """Projection and processing parameters of one exposure.
+
+    Attributes:
+        view: ``PA`` or ``AP``.
+        zoom: field-of-view scale (> 1 crops tighter).
+        tilt: in-plane rotation (radians).
+        shift_x, shift_y: image-space shift of the patient.
+        rotation: axial rotation expressed as spine offset from the mediastinum (canonical units).
+        mu: effective attenuation coefficient (lower = higher kVp, less contrast).
+        scatter: scatter-to-primary fraction (higher without a grid, AP portable).
+        dose: photons per pixel at 256 px (quantum noise level).
+        gamma: display gamma.
+        contrast: slope of the sigmoid display curve.
+        usm: unsharp-mask gain (equalization strength).
+        usm_sigma: unsharp-mask radius as a fraction of the image side.
+        collimate: fraction of the width collimated off on each side (0 = none).
+        marker: side marker letter and corner (``L`` at top right, etc.) or ``""``.
+    """
+
+    view: str
+    zoom: float
+    tilt: float
+    shift_x: float
+    shift_y: float
+    rotation: float
+    mu: float
+    scatter: float
+    dose: float
+    gamma: float
+    contrast: float
+    usm: float
+    usm_sigma: float
+    collimate: float
+    marker: str
+
+    def as_params(self) -> dict[str, float | str]:
+        """Flat dict (for metadata columns, prefixed ``acq_``)."""
+        return {f"acq_{k}": (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def sample_acquisition(rng: np.random.Generator, view: str) -> Acquisition:
+    """Draw exposure/positioning/processing for a view (AP portable: more scatter, rotation, noise)."""
+    ap = view == "AP"
+    return Acquisition(
+        view=view,
+        zoom=float(rng.uniform(0.95, 1.08)),
+        tilt=float(rng.normal(0, 0.025 if ap else 0.012)),
+        shift_x=float(rng.normal(0, 0.03)),
+        shift_y=float(rng.normal(0.02, 0.03)),
+        rotation=float(rng.normal(0, 0.025 if ap else 0.012)),
+        mu=float(rng.uniform(3.6, 4.6)),
+        scatter=float(rng.uniform(0.5, 1.0) if ap else rng.uniform(0.2, 0.5)),
+        dose=float(rng.uniform(4000, 10000) if ap else rng.uniform(8000, 25000)),
+        gamma=float(rng.uniform(0.85, 1.2)),
+        contrast=float(rng.uniform(3.0, 5.5)),
+        usm=float(rng.uniform(0.15, 0.6)),
+        usm_sigma=float(rng.uniform(0.06, 0.14)),
+        collimate=float(rng.uniform(0.02, 0.07)) if rng.random() < 0.25 else 0.0,
+        marker=str(rng.choice(["L", "R", "L", ""])) + ("" if rng.random() < 0.5 else "*"),
+    )
+
+
+def draw_marker(img: np.ndarray, letter: str, right_corner: bool, top: bool, value: float = 1.0) -> None:
+    """Burn a lead marker glyph (bright) into ``img`` (H, W) in place."""
+    glyph = _GLYPHS.get(letter)
+    if glyph is None:
+        return
+    n = img.shape[0]
+    cell = max(1, n // 110)
+    bmp = np.array([[c == "1" for c in row] for row in glyph], dtype=bool)
+    bmp = np.kron(bmp, np.ones((cell, cell), dtype=bool))
+    pad = max(2, n // 40)
+    h, w = bmp.shape
+    r0 = pad if top else n - pad - h
+    c0 = n - pad - w if right_corner else pad
+    box = img[r0 : r0 + h + 2 * cell, c0 - cell : c0 + w + cell]
+    box[...] = np.maximum(box, 0.12)  # the marker's plastic holder
+    img[r0 + cell : r0 + cell + h, c0 : c0 + w][bmp] = value
+
+
+def expose(
+    A: np.ndarray, acq: Acquisition, rng: np.random.Generator, noise_scale: float = 1.0
+) -> np.ndarray:
+    """Turn a total attenuation map into a processed radiograph.
+
+    Args:
+        A: float32 (H, W) line-integral of attenuation in soft-tissue units.
+        acq: exposure and processing parameters.
+        rng: noise generator.
+        noise_scale: multiplier of quantum noise.
+
+    Returns:
+        float32 (H, W) image in [0, 1] (bright = attenuating, as radiographs are displayed).
+    """
+    n = A.shape[0]
+    P = np.exp(-acq.mu * A)
+    inten = P + acq.scatter * blur_large(P, 0.12 * n)
+    # quantum noise: Poisson-like, relative noise grows where few photons arrive
+    photons = acq.dose * (256.0 / n) ** 2
+    z = rng.standard_normal(A.shape, dtype=np.float32)
+    z = blur(z, 0.5) * 1.6  # detector blur correlates neighbouring pixels
+    inten = inten + noise_scale * np.sqrt(np.maximum(inten, 1e-6) / photons) * z
+    L = -np.log(np.maximum(inten, 1e-4))
+    # histogram-based auto window on a subsample
+    sub = L[:: 4, :: 4].ravel()
+    lo, hi = np.percentile(sub, [0.5, 99.7])
+    x = (L - lo) / max(hi - lo, 1e-3)
+    # equalization / unsharp masking (processing of digital systems)
+    low = blur_large(x, acq.usm_sigma * n)
+    x = x + acq.usm * (x - low) - 0.15 * acq.usm * (low - 0.5)
+    x = np.clip(x, 0.0, 1.2) ** acq.gamma
+    # sigmoid contrast curve normalised to map [0, 1] -> [0, 1]
+    k = acq.contrast
+    s0, s1 = 1 / (1 + np.exp(k * 0.5)), 1 / (1 + np.exp(-k * 0.5))
+    y = (1 / (1 + np.exp(-k * (x - 0.5))) - s0) / (s1 - s0)
+    if acq.collimate > 0:
+        c = int(acq.collimate * n)
+        y[:, :c] = np.maximum(y[:, :c], 0.92)
+        y[:, n - c :] = np.maximum(y[:, n - c :], 0.92)
+    if acq.marker:
+        letter = acq.marker[0]
+        # the marker marks the patient's side: L on the image right of a PA view
+        draw_marker(y, letter, right_corner=(letter == "L"), top=not acq.marker.endswith("*"), value=0.98)
+    return np.clip(y, 0.0, 1.0).astype(np.float32)

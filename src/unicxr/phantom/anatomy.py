@@ -1,0 +1,539 @@
+"""Per-patient anatomy parameters and their thickness maps (the attenuation-domain body model).
+
+Every structure is a projected thickness map in "soft-tissue equivalent" units (1.0 is roughly the
+antero-posterior thickness of the chest). Lungs are *missing* tissue (air), bones add dense
+thickness with a cortical rim, the heart and mediastinum occlude lung air. :class:`Scene` holds the
+maps of one case; findings and devices edit the same maps before acquisition turns them into a
+radiograph.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+from unicxr.phantom.grid import Grid, ellipsoid, smoothstep, tube
+
+__all__ = ["Anatomy", "sample_anatomy", "follow_up_anatomy", "Scene", "RIGHT", "LEFT"]
+
+RIGHT = -1  # patient's right = image left on a PA view
+LEFT = 1
+
+
+@dataclass(frozen=True)
+class Anatomy:
+    """Per-patient anatomy (canonical units: the image spans [-1, 1]).
+
+    Attributes:
+        sex: ``"M"`` or ``"F"``.
+        age: years.
+        W: thoracic inner half-width at its widest (rib margin).
+        mid: horizontal position of the mediastinal midline.
+        v_apex: top of the lung apices.
+        rib_space: vertical spacing of posterior ribs.
+        insp: posterior ribs above the right hemidiaphragm (inspiration depth).
+        dome_diff: how much lower the left dome sits than the right.
+        dome_k: dome curvature (depth of the costophrenic angles).
+        ctr: true cardiothoracic ratio (heart width / thoracic width).
+        heart_tilt: long-axis angle of the heart (radians from horizontal).
+        heart_round: minor/major axis ratio of the heart.
+        medi_w: upper mediastinal half-width.
+        knob: aortic knob prominence.
+        body_margin: chest-wall soft tissue beyond the ribs.
+        body_thick: soft-tissue thickness scale.
+        lung_depth: maximal air path through a lung.
+        rho: lung parenchyma density (fraction of tissue).
+        breast: breast shadow size (0 = none).
+        clav_v: clavicle height (medial end).
+        vessel_seed: seed of the vascular trees.
+        rib_jitter: seed-like float for small rib irregularities.
+    """
+
+    sex: str
+    age: int
+    W: float
+    mid: float
+    v_apex: float
+    rib_space: float
+    insp: float
+    dome_diff: float
+    dome_k: float
+    ctr: float
+    heart_tilt: float
+    heart_round: float
+    medi_w: float
+    knob: float
+    body_margin: float
+    body_thick: float
+    lung_depth: float
+    rho: float
+    breast: float
+    clav_v: float
+    vessel_seed: int
+    rib_jitter: float
+
+    def as_params(self) -> dict[str, float | int | str]:
+        """Flat dict of the parameters (for metadata columns, prefixed ``anat_``)."""
+        return {f"anat_{k}": (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def sample_anatomy(rng: np.random.Generator) -> Anatomy:
+    """Draw one patient's anatomy (sex/age-dependent habitus)."""
+    sex = "F" if rng.random() < 0.48 else "M"
+    age = int(np.clip(rng.normal(60, 17), 18, 95))
+    big = 0.04 if sex == "M" else -0.02
+    W = float(np.clip(rng.normal(0.76 + big, 0.04), 0.64, 0.9))
+    return Anatomy(
+        sex=sex,
+        age=age,
+        W=W,
+        mid=float(rng.normal(0.0, 0.015)),
+        v_apex=float(rng.normal(-0.8, 0.03)),
+        rib_space=float(rng.normal(0.122, 0.007)),
+        insp=float(rng.normal(10.0, 0.5)),
+        dome_diff=float(np.clip(rng.normal(0.045, 0.02), -0.01, 0.1)),
+        dome_k=float(rng.uniform(0.6, 0.95)),
+        ctr=float(np.clip(rng.normal(0.44, 0.03), 0.36, 0.49)),
+        heart_tilt=float(rng.uniform(0.45, 0.75)),
+        heart_round=float(rng.uniform(0.58, 0.72)),
+        medi_w=float(rng.uniform(0.12, 0.15)),
+        knob=float(rng.uniform(0.02, 0.05) + (0.015 if age > 70 else 0.0)),
+        body_margin=float(rng.uniform(0.1, 0.24) + (0.03 if sex == "F" else 0.0)),
+        body_thick=float(rng.uniform(0.9, 1.1)),
+        lung_depth=float(rng.uniform(0.62, 0.75)),
+        rho=float(rng.uniform(0.14, 0.22)),
+        breast=float(rng.uniform(0.5, 1.2)) if sex == "F" else 0.0,
+        clav_v=float(rng.normal(-0.6, 0.03)),
+        vessel_seed=int(rng.integers(0, 2**31 - 1)),
+        rib_jitter=float(rng.random()),
+    )
+
+
+def follow_up_anatomy(anat: Anatomy, rng: np.random.Generator) -> Anatomy:
+    """Same patient at a later study: anatomy is kept, inspiration and body habitus vary a little."""
+    return replace(
+        anat,
+        insp=float(anat.insp + rng.normal(0, 0.35)),
+        body_thick=float(anat.body_thick * rng.uniform(0.96, 1.04)),
+        mid=float(anat.mid + rng.normal(0, 0.005)),
+    )
+
+
+class Scene:
+    """Thickness maps of one case, with the geometry helpers findings and devices need.
+
+    Maps (float32, shape (H, W)):
+        body: soft tissue thickness; air: lung/airway air path length; occl: fraction of lung air
+        occluded by heart/mediastinum/fluid; bone; fill: water-density material inside the air
+        spaces (vessels, consolidation, masses); metal; rho: lung parenchyma density.
+
+    Args:
+        grid: canonical coordinates of the pixels.
+        anat: the patient's anatomy.
+        ap: anteroposterior projection (heart magnified, scapulae over the lungs, clavicles higher).
+        spine_shift: horizontal offset of spine/sternum relative to the mediastinum (rotation).
+    """
+
+    def __init__(self, grid: Grid, anat: Anatomy, ap: bool = False, spine_shift: float = 0.0) -> None:
+        self.g = grid
+        self.a = anat
+        self.ap = ap
+        self.spine_shift = spine_shift
+        n = grid.size
+        z = np.zeros((n, n), dtype=np.float32)
+        self.body = z.copy()
+        self.air = z.copy()
+        self.occl = z.copy()
+        self.bone = z.copy()
+        self.fill = z.copy()
+        self.metal = z.copy()
+        self.vessels = z.copy()
+        self.rho = np.full((n, n), anat.rho, dtype=np.float32)
+        self.heart_prof = z.copy()
+        # derived geometry
+        a = anat
+        s = a.rib_space
+        self.v_rib1 = a.v_apex + 0.03
+        self.v_dome = {RIGHT: self.v_rib1 + (a.insp - 0.6) * s, LEFT: self.v_rib1 + (a.insp - 0.6) * s + a.dome_diff}
+        self.dome_shift = {RIGHT: 0.0, LEFT: 0.0}  # findings may elevate/depress a dome
+        self.mediastinal_shift = 0.0  # findings may shift the mediastinum (tension, collapse)
+        self.heart_scale = 1.08 if ap else 1.0
+        self.ctr = a.ctr
+        self.medi_extra = 0.0  # mediastinal widening (Enlarged Cardiomediastinum)
+
+    # ---------------------------------------------------------------- geometry (canonical) ----
+    @property
+    def midline(self) -> float:
+        return self.a.mid + self.mediastinal_shift
+
+    def dome_top(self, side: int) -> float:
+        return self.v_dome[side] + self.dome_shift[side]
+
+    def lat(self, v: np.ndarray | float, side: int) -> np.ndarray:
+        """Distance from the midline of the lateral lung border at height ``v``."""
+        a = self.a
+        ac = 0.45 * a.W
+        v_full = a.v_apex + 0.42
+        t = np.clip((v_full - np.asarray(v, dtype=np.float32)) / (v_full - a.v_apex), 0.0, 1.0)
+        upper = ac + (a.W - ac) * np.sqrt(1.0 - t * t)
+        lower = a.W * (1.0 + 0.05 * np.clip(np.asarray(v, dtype=np.float32) - v_full, 0.0, 1.0))
+        return np.where(np.asarray(v) < v_full, upper, lower)
+
+    def heart_geom(self) -> tuple[float, float, float, float, float]:
+        """Left-ventricular ellipse (uc, vc, major, minor, tilt) in canonical units.
+
+        The heart silhouette is this tilted ellipse (left border down to the apex) united with a
+        smaller right-atrial ellipse (right border); together they span ``ctr * 2W`` horizontally.
+        """
+        a = self.a
+        hw_total = self.ctr * 2.0 * a.W * self.heart_scale
+        x_l = 0.68 * hw_total
+        th = a.heart_tilt
+        r = a.heart_round
+        hw_lv = (x_l + 0.06) / 2.0
+        uc = self.midline + x_l - hw_lv
+        major = hw_lv / math.sqrt(math.cos(th) ** 2 + (r * math.sin(th)) ** 2)
+        minor = r * major
+        half_h = self._stretch(major, minor, th) * math.sqrt((major * math.sin(th)) ** 2 + (minor * math.cos(th)) ** 2)
+        vc = self.dome_top(LEFT) + 0.06 - half_h
+        return uc, vc, major, minor, th
+
+    def _stretch(self, major: float, minor: float, th: float) -> float:
+        """Vertical stretch of the ventricular ellipse so the heart reaches from the hila to the domes."""
+        h0 = math.sqrt((major * math.sin(th)) ** 2 + (minor * math.cos(th)) ** 2)
+        a = self.a
+        hilum_v = a.v_apex + 0.52 * (self.dome_top(RIGHT) - a.v_apex)
+        want = self.dome_top(LEFT) + 0.06 - (hilum_v + 0.1)
+        return float(np.clip(want / (2.0 * h0), 1.0, 1.5))
+
+    def ra_geom(self) -> tuple[float, float, float, float]:
+        """Right-atrial ellipse (uc, vc, ru, rv)."""
+        hw_total = self.ctr * 2.0 * self.a.W * self.heart_scale
+        x_r = 0.32 * hw_total
+        ru = 0.6 * x_r + 0.04
+        rv = 0.24 + 0.2 * (self.ctr - 0.45)
+        return self.midline - x_r + ru, self.dome_top(RIGHT) + 0.05 - 0.7 * rv, ru, rv
+
+    def heart_top(self) -> float:
+        uc, vc, major, minor, th = self.heart_geom()
+        return vc - self._stretch(major, minor, th) * math.sqrt((major * math.sin(th)) ** 2 + (minor * math.cos(th)) ** 2)
+
+    def medi_half(self, v: np.ndarray, side: int) -> np.ndarray:
+        """Half-width of the upper mediastinum (lung medial border) at height ``v``."""
+        a = self.a
+        ht = self.heart_top()
+        base = a.medi_w + self.medi_extra + np.zeros_like(v)
+        if side == LEFT:
+            v_knob = ht - 0.09
+            base = base + (a.knob + 0.3 * self.medi_extra) * np.exp(-(((v - v_knob) / 0.05) ** 2))
+        else:
+            base = base + 0.01 * smoothstep((v - (ht - 0.25)) / 0.2)
+        retro = 0.035
+        w = smoothstep((v - (ht + 0.04)) / 0.12)
+        return base * (1 - w) + retro * w
+
+    def dome(self, a_dist: np.ndarray, side: int) -> np.ndarray:
+        """Height of the hemidiaphragm at distance ``a_dist`` from the midline."""
+        a = self.a
+        x = (a_dist - 0.42 * a.W) / a.W
+        x2 = np.where(x > 0, x * x, 0.25 * x * x)
+        return self.dome_top(side) + a.dome_k * x2 + 0.05 * np.maximum(x, 0) ** 3
+
+    def hilum(self, side: int) -> tuple[float, float]:
+        """Canonical (u, v) of a hilum."""
+        a = self.a
+        v = a.v_apex + 0.52 * (self.dome_top(RIGHT) - a.v_apex)
+        if side == LEFT:
+            return self.midline + 0.14, v - 0.03
+        return self.midline - 0.13, v + 0.01
+
+    def side_box(self, side: int, v0: float, v1: float, extra: float = 0.06) -> tuple[slice, slice] | None:
+        """Pixel box of one hemithorax between heights v0 and v1."""
+        m = self.midline
+        w = self.a.W * 1.06 + extra
+        return self.g.box(m - w, m, v0, v1) if side == RIGHT else self.g.box(m, m + w, v0, v1)
+
+    # --------------------------------------------------------------------- rendering --------
+    def render_anatomy(self, rng: np.random.Generator) -> None:
+        """Draw body, lungs, heart, mediastinum, airway, skeleton and textures into the maps."""
+        self._body()
+        self._lungs()
+        self._heart_mediastinum()
+        self._airway()
+        self._spine()
+        self._ribs(rng)
+        self._clavicles()
+        self._scapulae_humeri()
+
+    def _body(self) -> None:
+        g, a = self.g, self.a
+        U, V = g.U, g.V
+        m = a.mid
+        wb_chest = a.W + a.body_margin
+        grow = smoothstep((V - (a.v_apex - 0.22)) / 0.32)
+        wb = 0.34 + (wb_chest + 0.3 - 0.34) * grow - 0.3 * smoothstep((V - a.v_apex) / 0.6) * grow
+        x = (U - m) / wb
+        prof = np.power(np.clip(1.0 - x * x, 0.0, 1.0), 0.3)
+        thick = a.body_thick * (0.78 + 0.22 * grow) * (1.0 + 0.08 * smoothstep((V - self.dome_top(RIGHT)) / 0.3))
+        self.body += (thick * prof).astype(np.float32)
+        if a.breast > 0:
+            for side in (RIGHT, LEFT):
+                cu = m + side * 0.58 * a.W
+                cv = self.dome_top(side) - 0.04
+                ru, rv = 0.34 * a.breast**0.5, 0.24 * a.breast**0.5
+                box = g.box(cu - ru, cu + ru, cv - rv, cv + rv)
+                if box is None:
+                    continue
+                du = (U[box] - cu) / ru
+                dv = (V[box] - cv) / rv
+                e = np.sqrt(ellipsoid(du, dv)) * smoothstep((dv + 0.9) / 0.9)
+                self.body[box] += (0.03 * a.breast * e).astype(np.float32)
+
+    def _lungs(self) -> None:
+        g, a = self.g, self.a
+        for side in (RIGHT, LEFT):
+            v_lo = float(self.dome_top(side) + a.dome_k * 0.45 + 0.1)
+            box = self.side_box(side, a.v_apex - 0.03, v_lo)
+            if box is None:
+                continue
+            U, V = g.U[box], g.V[box]
+            ad = side * (U - self.midline)
+            d_lat = self.lat(V, side) - ad
+            ac = 0.45 * a.W
+            v_full = a.v_apex + 0.42
+            t = np.clip((v_full - V) / (v_full - a.v_apex), 0.0, 1.0)
+            med = ac - (ac - self.medi_half(V, side)) * np.sqrt(1.0 - t * t)
+            d_med = ad - med
+            d_bot = self.dome(ad, side) - V
+            f = (
+                np.sqrt(np.clip(d_lat / 0.2, 0.0, 1.0))
+                * np.sqrt(np.clip(d_med / 0.1, 0.0, 1.0))
+                * np.sqrt(np.clip(d_bot / 0.07, 0.0, 1.0))
+            )
+            depth = a.lung_depth * (0.7 + 0.3 * np.clip((V - a.v_apex) / (self.dome_top(side) - a.v_apex), 0, 1))
+            self.air[box] += (depth * f).astype(np.float32)
+
+    def _heart_mediastinum(self) -> None:
+        g = self.g
+        uc, vc, major, minor, th = self.heart_geom()
+        ext = max(major, minor) + 0.02
+        st = self._stretch(major, minor, th)
+        box = g.box(uc - ext, uc + ext, vc - st * ext, vc + st * ext)
+        if box is not None:
+            du = g.U[box] - uc
+            dv = (g.V[box] - vc) / st
+            c, s = math.cos(th), math.sin(th)
+            p = ellipsoid((c * du + s * dv) / major, (-s * du + c * dv) / minor)
+            self.heart_prof[box] = np.maximum(self.heart_prof[box], p.astype(np.float32))
+        ru_c, rv_c, ru, rv = self.ra_geom()
+        box = g.box(ru_c - ru, ru_c + ru, rv_c - rv, rv_c + rv)
+        if box is not None:
+            p = ellipsoid((g.U[box] - ru_c) / ru, (g.V[box] - rv_c) / rv)
+            self.heart_prof[box] = np.maximum(self.heart_prof[box], p.astype(np.float32))
+        # fill the cleft between atrium and ventricle down to the diaphragm
+        v0 = max(vc, rv_c)
+        v1 = max(self.dome_top(LEFT), self.dome_top(RIGHT)) + 0.15
+        box = g.box(ru_c, uc, v0, v1)
+        if box is not None:
+            bridge = smoothstep((g.U[box] - ru_c) / 0.02) * smoothstep((uc - g.U[box]) / 0.02)
+            bridge = bridge * smoothstep((g.V[box] - v0) / 0.03)
+            self.heart_prof[box] = np.maximum(self.heart_prof[box], (0.5 * bridge).astype(np.float32))
+        # the heart occludes the lung air in front of and behind it
+        self.occl = np.maximum(self.occl, np.minimum(1.0, 3.0 * self.heart_prof)).astype(np.float32)
+
+    def _airway(self) -> None:
+        a = self.a
+        ht = self.heart_top()
+        v_car = ht - 0.0
+        m = self.midline
+        tr = 0.038
+        self.segment(m + 0.01, -1.1, m - 0.005, v_car, tr, 0.14, target="air_tube")
+        self.segment(m - 0.005, v_car, m - 0.12, v_car + 0.11, 0.027, 0.1, target="air_tube")
+        self.segment(m - 0.005, v_car, m + 0.13, v_car + 0.08, 0.025, 0.1, target="air_tube")
+        # gastric air bubble under the left hemidiaphragm (upright: flat air-fluid level below)
+        if a.rib_jitter > 0.35:
+            g = self.g
+            cu, cv = m + 0.42 * a.W, self.dome_top(LEFT) + 0.09
+            ru, rv = 0.09 + 0.05 * a.rib_jitter, 0.06
+            box = g.box(cu - ru, cu + ru, cv - rv, cv + rv)
+            if box is not None:
+                du, dv = (g.U[box] - cu) / ru, (g.V[box] - cv) / rv
+                bubble = ellipsoid(du, dv) * smoothstep((0.35 - dv) / 0.1)
+                self.airway[box] = np.maximum(self.airway[box], (0.12 * bubble).astype(np.float32))
+
+    def _spine(self) -> None:
+        g, a = self.g, self.a
+        ms = a.mid + self.spine_shift
+        box = g.box(ms - 0.16, ms + 0.16, -1.05, 1.05)
+        if box is None:
+            return
+        U, V = g.U[box], g.V[box]
+        s = a.rib_space
+        bw = 0.075 + 0.02 * smoothstep((V + 0.2) / 1.2)
+        du = U - ms
+        body = tube(np.abs(du) / bw, inner=0.82, core=0.55)
+        ph = (V - self.v_rib1) / s + 0.35
+        fr = ph - np.floor(ph)
+        disc = 1.0 - 0.5 * np.exp(-(((fr - 0.9) / 0.05) ** 2)) + 0.25 * np.exp(-(((fr - 0.82) / 0.025) ** 2))
+        ped = np.zeros_like(U)
+        for sgn in (-1.0, 1.0):
+            pu = (du - sgn * 0.62 * bw) / 0.02
+            pv = (fr - 0.35) * s / 0.028
+            r2 = pu * pu + pv * pv
+            ped += np.where(r2 < 1.0, 0.6 + 0.6 * np.exp(-(((np.sqrt(r2) - 0.85) / 0.15) ** 2)), 0.0)
+        spin = np.exp(-((du / 0.012) ** 2) - (((fr - 0.6) * s / 0.03) ** 2)) * 0.5
+        val = 0.09 * body * disc + 0.04 * ped + 0.03 * spin
+        self.bone[box] += val.astype(np.float32)
+
+    def _rib_arc(
+        self, side: int, a0: float, a1: float, vfun, hw: float, amp: float, fade_med: bool,
+        fracture: tuple[float, float] | None = None,
+    ) -> None:
+        """Draw one rib arc ``v = vfun(t)``, ``t`` in [0, 1] from ``a0`` to ``a1`` (distance from midline)."""
+        g = self.g
+        m = self.a.mid + self.spine_shift * 0.6
+        ts = np.linspace(0, 1, 9)
+        vs = vfun(ts)
+        vmin, vmax = float(vs.min()) - hw - 0.01, float(vs.max()) + hw + 0.01
+        u0, u1 = (m + a0, m + a1) if side == LEFT else (m - a1, m - a0)
+        box = g.box(u0, u1, vmin, vmax)
+        if box is None:
+            return
+        U, V = g.U[box], g.V[box]
+        # rib centre line evaluated per column (in-plane tilt is small), distance per pixel
+        um = U[U.shape[0] // 2]
+        t = (side * (um - m) - a0) / (a1 - a0)
+        inside = ((t >= 0.0) & (t <= 1.0))[None, :]
+        tc = np.clip(t, 0.0, 1.0)
+        vc = vfun(tc)
+        gap = None
+        if fracture is not None:
+            tf, disp = fracture
+            step = smoothstep((tc - tf) * (a1 - a0) / 0.004)
+            vc = vc + disp * hw * step
+            gap = 1.0 - 0.9 * np.exp(-((((tc - tf) * (a1 - a0)) / max(0.004, 0.25 * hw)) ** 2))
+        eps = 1e-3
+        slope = (vfun(np.clip(tc + eps, 0, 1)) - vfun(np.clip(tc - eps, 0, 1))) / (2 * eps * (a1 - a0))
+        vc = vc[None, :]
+        d = np.abs(V - vc) * (1.0 / (hw * np.sqrt(1.0 + slope * slope)))[None, :]
+        prof = tube(d, inner=0.62, core=0.3)
+        if fade_med:
+            w = smoothstep(tc / 0.12) * (1.0 - 0.25 * smoothstep((tc - 0.85) / 0.15))
+        else:
+            w = smoothstep(tc / 0.3) * (1.0 - 0.2 * smoothstep((tc - 0.85) / 0.15))
+        if gap is not None:
+            w = w * gap
+        w = (amp * w * inside[0])[None, :]
+        self.bone[box] += (prof * w).astype(np.float32)
+
+    def rib_post_fn(self, side: int, k: int):
+        """Posterior arc function ``t -> v`` of rib ``k`` (0-based) and its lateral extent."""
+        s = self.a.rib_space
+        jit = 0.012 * math.sin(7.3 * k + 11.0 * self.a.rib_jitter + (0.7 if side == LEFT else 0.0))
+        v0 = self.v_rib1 + k * s + jit
+        curve = 1.0 + 0.25 * max(0, 2 - k)
+        a_max = float(self.lat(v0 + 0.7 * s, side)) + 0.03
+        if k == 0:
+            a_max = 0.42 * self.a.W
+
+        def f(t: np.ndarray) -> np.ndarray:
+            return v0 + 1.4 * s * curve * t**3 - 0.5 * s * curve * np.sin(np.pi * t)
+
+        return f, a_max
+
+    def _ribs(self, rng: np.random.Generator) -> None:
+        s = self.a.rib_space
+        amp = 0.07 * rng.uniform(0.8, 1.2)
+        hw = 0.3 * s
+        fr = {(s_, k_): (t_, d_) for s_, k_, t_, d_ in getattr(self, "fractures", [])}
+        for side in (RIGHT, LEFT):
+            for k in range(12):
+                f, a_max = self.rib_post_fn(side, k)
+                self._rib_arc(side, 0.04, a_max, f, hw * (0.85 if k == 0 else 1.0), amp, True, fr.get((side, k)))
+                if k == 0 or k > 9:
+                    continue
+                v_lat = float(f(np.array(1.0)))
+                drop = 2.3 * s
+                a_med = 0.3 * self.a.W + 0.015 * k
+
+                def fa(t: np.ndarray, v_lat: float = v_lat, drop: float = drop) -> np.ndarray:
+                    return v_lat + drop * (1.0 - t) ** 1.25
+
+                self._rib_arc(side, a_med, a_max - 0.005, fa, hw * 1.1, amp * 0.5, False)
+
+    def _clavicles(self) -> None:
+        g, a = self.g, self.a
+        v_m = a.clav_v - (0.1 if self.ap else 0.0)
+        for side in (RIGHT, LEFT):
+            m = a.mid + self.spine_shift * 0.8
+            a0, a1 = 0.06, a.W * 0.85 + 0.08
+            rise = 0.13 if not self.ap else 0.05
+
+            def f(t: np.ndarray, v_m: float = v_m, rise: float = rise) -> np.ndarray:
+                return v_m - rise * t**1.3 + 0.03 * np.sin(2 * np.pi * t)
+
+            u0, u1 = (m + a0, m + a1) if side == LEFT else (m - a1, m - a0)
+            box = g.box(u0, u1, v_m - rise - 0.08, v_m + 0.08)
+            if box is None:
+                continue
+            U, V = g.U[box], g.V[box]
+            t = np.clip((side * (U - m) - a0) / (a1 - a0), 0, 1)
+            inside = ((side * (U - m) - a0) >= 0) & ((side * (U - m) - a1) <= 0)
+            hw = 0.024 + 0.012 * (1 - t) ** 2 + 0.008 * smoothstep((t - 0.8) / 0.2)
+            d = np.abs(V - f(t)) / hw
+            prof = tube(d, inner=0.6, core=0.35) * smoothstep(t / 0.05 + 0.3)
+            self.bone[box] += np.where(inside, 0.15 * prof, 0.0).astype(np.float32)
+
+    def _scapulae_humeri(self) -> None:
+        g, a = self.g, self.a
+        for side in (RIGHT, LEFT):
+            m = a.mid
+            # scapula: a thin plate lateral to its medial border, brighter lateral rim
+            inset = 0.22 if self.ap else 0.02
+            box = g.box(m - side * 0.0, m + side * (a.W + 0.35), a.v_apex - 0.05, a.v_apex + 0.85)
+            if box is not None:
+                U, V = g.U[box], g.V[box]
+                ad = side * (U - m)
+                t = np.clip((V - (a.v_apex + 0.05)) / 0.75, 0, 1)
+                border = a.W - inset + 0.03 - 0.05 * t + (0.22 + inset) * t * t
+                top = smoothstep((V - (a.v_apex + 0.02)) / 0.06)
+                bottom = 1 - smoothstep((V - (a.v_apex + 0.7)) / 0.1)
+                inside = smoothstep((ad - border) / 0.012) * top * bottom
+                rim = np.exp(-(((ad - border) / 0.012) ** 2)) * top * bottom
+                self.bone[box] += (0.035 * inside + 0.03 * rim).astype(np.float32)
+            # humeral head
+            cu, cv, r = m + side * (a.W + 0.28), a.v_apex - 0.02, 0.14
+            box = g.box(cu - r, cu + r, cv - r, cv + r)
+            if box is not None:
+                du = (g.U[box] - cu) / r
+                dv = (g.V[box] - cv) / r
+                rr = np.sqrt(du * du + dv * dv)
+                self.bone[box] += (0.2 * tube(rr, inner=0.85, core=0.45)).astype(np.float32)
+
+    # ------------------------------------------------------------------ primitives ----------
+    def segment(
+        self, u0: float, v0: float, u1: float, v1: float, r: float, amp: float, target: str = "bone",
+        inner: float = 0.0, core: float = 0.0,
+    ) -> None:
+        """Add a capsule (cylinder seen side-on) from (u0, v0) to (u1, v1) of radius ``r``.
+
+        ``target`` is a map name; ``"air_tube"`` adds air that is not occluded by the mediastinum.
+        """
+        g = self.g
+        box = g.box(min(u0, u1) - r, max(u0, u1) + r, min(v0, v1) - r, max(v0, v1) + r)
+        if box is None:
+            return
+        U, V = g.U[box], g.V[box]
+        du, dv = u1 - u0, v1 - v0
+        L2 = du * du + dv * dv + 1e-12
+        t = np.clip(((U - u0) * du + (V - v0) * dv) / L2, 0.0, 1.0)
+        d = np.hypot(U - (u0 + t * du), V - (v0 + t * dv)) / r
+        val = (amp * tube(d, inner=inner, core=core)).astype(np.float32)
+        if target == "air_tube":
+            if not hasattr(self, "airway"):
+                self.airway = np.zeros_like(self.air)
+            self.airway[box] = np.maximum(self.airway[box], val)
+        else:
+            getattr(self, target)[box] += val

@@ -1,0 +1,183 @@
+"""Coordinate grids, splatting and small profile helpers shared by the phantom renderers.
+
+Canonical patient coordinates: ``u`` runs from -1 (image left = patient's right on a PA view) to +1,
+``v`` from -1 (top) to +1 (bottom). A per-case affine (zoom, in-plane tilt, shift) maps canonical
+coordinates to image coordinates; every structure is evaluated analytically on the canonical grid
+``(U, V)`` so rendering happens directly at the target size with no resampling.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["Grid", "base_grid", "tube", "smoothstep", "blur", "blur_large", "upsample", "ellipsoid"]
+
+
+@lru_cache(maxsize=8)
+def base_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre image coordinates in [-1, 1] for a square image.
+
+    Returns:
+        ``(x, y)``: float32 arrays of shape (size,) for columns and rows.
+    """
+    c = (np.arange(size, dtype=np.float32) + 0.5) / size * 2.0 - 1.0
+    c.setflags(write=False)
+    return c, c
+
+
+@dataclass
+class Grid:
+    """Canonical coordinates of every pixel of one case.
+
+    Attributes:
+        size: image side in pixels.
+        zoom: canonical-to-image scale (> 1 zooms in).
+        tilt: in-plane rotation in radians (positive = clockwise on screen).
+        shift: (dx, dy) image-space shift of the canonical origin, in [-1, 1] units.
+        U, V: float32 (size, size) canonical coordinates of each pixel.
+    """
+
+    size: int
+    zoom: float = 1.0
+    tilt: float = 0.0
+    shift: tuple[float, float] = (0.0, 0.0)
+
+    def __post_init__(self) -> None:
+        x, y = base_grid(self.size)
+        c, s = math.cos(self.tilt), math.sin(self.tilt)
+        xs = (x - self.shift[0]) / self.zoom
+        ys = (y - self.shift[1]) / self.zoom
+        # inverse rotation of image coordinates gives canonical coordinates
+        self.U = (c * xs[None, :] + s * ys[:, None]).astype(np.float32)
+        self.V = (-s * xs[None, :] + c * ys[:, None]).astype(np.float32)
+        self.px = 2.0 / (self.size * self.zoom)  # canonical units per pixel
+
+    # --- canonical -> pixel -------------------------------------------------------------------
+    def to_pixel(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Map canonical points to fractional pixel (row, col) coordinates (arrays of any shape)."""
+        c, s = math.cos(self.tilt), math.sin(self.tilt)
+        x = (c * u - s * v) * self.zoom + self.shift[0]
+        y = (s * u + c * v) * self.zoom + self.shift[1]
+        col = (x + 1.0) * 0.5 * self.size - 0.5
+        row = (y + 1.0) * 0.5 * self.size - 0.5
+        return row, col
+
+    def box(self, u0: float, u1: float, v0: float, v1: float) -> tuple[slice, slice] | None:
+        """Pixel slices covering the canonical rectangle [u0, u1] x [v0, v1] (None when off-image)."""
+        us = np.array([u0, u1, u0, u1], dtype=np.float64)
+        vs = np.array([v0, v0, v1, v1], dtype=np.float64)
+        r, c = self.to_pixel(us, vs)
+        r0, r1 = max(int(math.floor(r.min())) - 1, 0), min(int(math.ceil(r.max())) + 2, self.size)
+        c0, c1 = max(int(math.floor(c.min())) - 1, 0), min(int(math.ceil(c.max())) + 2, self.size)
+        if r0 >= r1 or c0 >= c1:
+            return None
+        return slice(r0, r1), slice(c0, c1)
+
+    def splat(self, u: np.ndarray, v: np.ndarray, w: np.ndarray | float, out: np.ndarray) -> None:
+        """Add weights ``w`` at canonical points ``(u, v)`` into ``out`` (size, size), bilinear."""
+        r, c = self.to_pixel(np.asarray(u, dtype=np.float64), np.asarray(v, dtype=np.float64))
+        w = np.broadcast_to(np.asarray(w, dtype=np.float64), r.shape)
+        r = r.ravel()
+        c = c.ravel()
+        w = w.ravel()
+        r0 = np.floor(r)
+        c0 = np.floor(c)
+        fr = r - r0
+        fc = c - c0
+        r0 = r0.astype(np.int64)
+        c0 = c0.astype(np.int64)
+        n = self.size
+        rr = np.concatenate([r0, r0, r0 + 1, r0 + 1])
+        cc = np.concatenate([c0, c0 + 1, c0, c0 + 1])
+        ww = np.concatenate([w * (1 - fr) * (1 - fc), w * (1 - fr) * fc, w * fr * (1 - fc), w * fr * fc])
+        ok = (rr >= 0) & (rr < n) & (cc >= 0) & (cc < n)
+        if not np.any(ok):
+            return
+        acc = np.bincount(rr[ok] * n + cc[ok], weights=ww[ok], minlength=n * n)
+        out += acc.reshape(n, n).astype(np.float32)
+
+
+def tube(d: np.ndarray, inner: float = 0.0, core: float = 0.0) -> np.ndarray:
+    """Projected chord length of a (hollow) cylinder of radius 1 at normalized distance ``d``.
+
+    ``inner`` is the radius of the marrow cavity; its chord is weighted by ``core`` (0 = hollow),
+    which gives bones a bright cortical rim and a lighter centre.
+    """
+    d2 = np.minimum(d * d, 1.0)
+    outer = np.sqrt(1.0 - d2)
+    if inner <= 0:
+        return outer
+    i2 = inner * inner
+    cav = np.sqrt(np.maximum(i2 - d2, 0.0))
+    return outer - (1.0 - core) * cav
+
+
+def ellipsoid(du: np.ndarray, dv: np.ndarray) -> np.ndarray:
+    """Projected thickness profile ``sqrt(1 - r^2)`` of an ellipsoid given normalized offsets."""
+    return np.sqrt(np.maximum(1.0 - du * du - dv * dv, 0.0))
+
+
+def smoothstep(x: np.ndarray) -> np.ndarray:
+    """Cubic smoothstep clipped to [0, 1]."""
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+def blur(img: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Gaussian blur (reflect border) with ``sigma`` in pixels; identity when sigma < 0.3."""
+    if sigma_px < 0.3:
+        return img
+    return ndimage.gaussian_filter(img, sigma_px, mode="reflect", truncate=3.0)
+
+
+def blur_large(img: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Wide Gaussian blur computed on a 4x downsampled copy (for scatter and unsharp masking).
+
+    Args:
+        img: float32 (H, W).
+        sigma_px: blur sigma in full-resolution pixels (typically 5-20% of the image side).
+
+    Returns:
+        float32 (H, W) low-pass image.
+    """
+    h, w = img.shape
+    f = 4 if min(h, w) >= 64 else 1
+    if f > 1:
+        hh, ww = h // f, w // f
+        small = img[: hh * f, : ww * f].reshape(hh, f, ww, f).mean(axis=(1, 3))
+    else:
+        small = img
+    small = ndimage.gaussian_filter(small, sigma_px / f, mode="nearest", truncate=2.5).astype(np.float32)
+    if f == 1:
+        return small
+    return upsample(small, h, w)
+
+
+@lru_cache(maxsize=32)
+def _interp_index(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Linear-interpolation indices/weights (pixel-centre aligned, edge clamped)."""
+    x = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+    i0 = np.floor(x).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    f = (x - i0).astype(np.float32)
+    return i0, i1, f
+
+
+def upsample(small: np.ndarray, h: int, w: int, smooth: float = 0.0) -> np.ndarray:
+    """Resize a small float32 (h0, w0) array to (h, w) with separable linear interpolation.
+
+    ``smooth`` > 0 first blurs the small array by that many (small-grid) pixels. No BLAS is used, so
+    this stays fast when many processes share few cores.
+    """
+    a = small.astype(np.float32)
+    if smooth > 0:
+        a = ndimage.gaussian_filter(a, smooth, mode="reflect", truncate=2.5)
+    i0, i1, f = _interp_index(h, a.shape[0])
+    rows = a[i0] * (1 - f)[:, None] + a[i1] * f[:, None]
+    j0, j1, g = _interp_index(w, a.shape[1])
+    return (rows[:, j0] * (1 - g)[None, :] + rows[:, j1] * g[None, :]).astype(np.float32)

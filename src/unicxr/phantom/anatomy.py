@@ -449,7 +449,7 @@ class Scene:
         hw = 0.3 * s
         fr = {(s_, k_): (t_, d_) for s_, k_, t_, d_ in getattr(self, "fractures", [])}
         for side in (RIGHT, LEFT):
-            for k in range(12):
+            for k in range(11):  # the 12th rib lies below the diaphragm
                 f, a_max = self.rib_post_fn(side, k)
                 self._rib_arc(side, 0.04, a_max, f, hw * (0.85 if k == 0 else 1.0), amp, True, fr.get((side, k)))
                 if k == 0 or k > 9:

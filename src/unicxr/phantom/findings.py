@@ -85,11 +85,11 @@ def _value(name: str, sev: str, rng: np.random.Generator, subtle: bool) -> float
     ranges = {
         "Cardiomegaly": ((0.53, 0.57), (0.57, 0.62), (0.62, 0.7)),
         "Enlarged Cardiomediastinum": ((0.03, 0.045), (0.045, 0.065), (0.065, 0.09)),
-        "Pleural Effusion": ((0.07, 0.13), (0.15, 0.3), (0.33, 0.55)),
-        "Pneumothorax": ((0.1, 0.16), (0.18, 0.3), (0.32, 0.5)),
+        "Pleural Effusion": ((0.05, 0.11), (0.13, 0.28), (0.32, 0.55)),
+        "Pneumothorax": ((0.06, 0.12), (0.15, 0.28), (0.32, 0.5)),
     }
     if subtle:
-        sub = {"Cardiomegaly": (0.5, 0.525), "Pleural Effusion": (0.04, 0.07), "Pneumothorax": (0.07, 0.1),
+        sub = {"Cardiomegaly": (0.5, 0.525), "Pleural Effusion": (0.03, 0.06), "Pneumothorax": (0.04, 0.07),
                "Enlarged Cardiomediastinum": (0.02, 0.03)}
         lo, hi = sub.get(name, (0.5, 0.7))
         return float(rng.uniform(lo, hi))

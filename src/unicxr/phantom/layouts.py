@@ -176,7 +176,7 @@ class MimicLayout(Layout):
                 "StudyDate": r["StudyDate"], "StudyTime": r["StudyTime"],
                 "ProcedureCodeSequence_CodeMeaning": "CHEST (PORTABLE AP)" if ap else "CHEST (PA AND LAT)",
                 "ViewCodeSequence_CodeMeaning": "antero-posterior" if ap else "postero-anterior",
-                "PatientOrientationCodeSequence_CodeMeaning": "Recumbent" if ap and r["_index"] % 3 == 0 else "Erect",
+                "PatientOrientationCodeSequence_CodeMeaning": "Erect",
             })
         header = ["dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows",
                   "Columns", "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning", "ViewCodeSequence_CodeMeaning",

@@ -25,7 +25,7 @@ from unicxr.phantom.findings import (
     render_findings,
     sample_findings,
 )
-from unicxr.phantom.grid import Grid, blur
+from unicxr.phantom.grid import Grid, upsample
 from unicxr.phantom.report import write_report
 from unicxr.phantom.vessels import render_vessels
 
@@ -132,8 +132,8 @@ def _compose(scene: Scene, rng: np.random.Generator) -> np.ndarray:
     lung_frac = np.clip(scene.air / depth, 0.0, 1.0)
     air_eff = scene.air * (1.0 - scene.occl)
     # parenchymal texture: fine mottling of lung density
-    tex = rng.standard_normal((n, n), dtype=np.float32)
-    tex = blur(tex, 1.1 * n / 256) * 2.2
+    h = (n + 1) // 2
+    tex = upsample(rng.standard_normal((h, h), dtype=np.float32), n, n) * 1.6
     rho = np.clip(scene.rho * (1.0 + 0.15 * tex), 0.0, 1.0)
     vessels = 7.0 * scene.vessels * np.sqrt(lung_frac)
     airway = getattr(scene, "airway", 0.0)

@@ -34,13 +34,13 @@ def encode_image(img: np.ndarray, fmt: str, bit_depth: int = 8) -> bytes:
     buf = io.BytesIO()
     if bit_depth == 16:
         arr = np.round(np.clip(img, 0, 1) * 65535.0).astype(np.uint16)
-        Image.fromarray(arr).save(buf, format="PNG", compress_level=3)
+        Image.fromarray(arr).save(buf, format="PNG", compress_level=1)
     else:
         arr = np.round(np.clip(img, 0, 1) * 255.0).astype(np.uint8)
         if fmt == "jpg":
             Image.fromarray(arr, mode="L").save(buf, format="JPEG", quality=95)
         else:
-            Image.fromarray(arr, mode="L").save(buf, format="PNG", compress_level=3)
+            Image.fromarray(arr, mode="L").save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
 
 

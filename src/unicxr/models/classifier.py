@@ -1,0 +1,130 @@
+"""CXRClassifier: a small MONAI DenseNet/ResNet multi-label classifier over the 14 findings.
+
+Its penultimate features are the default feature space of ``unicxr eval images`` on phantom data
+(the *evaluation encoder*), and its probabilities serve alignment metrics. Input normalisation and
+resizing live inside the model, so training and evaluation see the same preprocessing:
+``prepare(x)`` resizes (B, 1, H, W) images in [0, 1] to ``image_size`` and standardises them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+
+from unicxr.config import StrictModel
+from unicxr.labels import FINDINGS, NUM_FINDINGS
+from unicxr.models.base import ModelMixin, register_model
+
+__all__ = ["CXRClassifierConfig", "CXRClassifier", "resize_square"]
+
+
+class CXRClassifierConfig(StrictModel):
+    """Config of :class:`CXRClassifier`."""
+
+    arch: Literal["densenet", "resnet"] = Field("densenet", description="MONAI DenseNet or ResNet trunk")
+    image_size: int = Field(128, ge=32, le=1024, description="input side in px (inputs are resized to it)")
+    num_classes: int = Field(NUM_FINDINGS, gt=0)
+    label_names: tuple[str, ...] = Field(FINDINGS, description="names of the logits, in order")
+    # DenseNet trunk
+    init_features: int = Field(32, gt=0)
+    growth_rate: int = Field(16, gt=0)
+    block_config: tuple[int, ...] = Field((4, 8, 12), min_length=1)
+    bn_size: int = Field(4, gt=0)
+    # ResNet trunk
+    resnet_layers: tuple[int, int, int, int] = (1, 1, 1, 1)
+    resnet_widths: tuple[int, int, int, int] = (32, 64, 128, 256)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout before the linear head")
+    input_mean: float = Field(0.5, description="images in [0, 1] are standardised with this mean")
+    input_std: float = Field(0.25, gt=0.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> CXRClassifierConfig:
+        if len(self.label_names) != self.num_classes:
+            raise ValueError(
+                f"label_names has {len(self.label_names)} names but num_classes is {self.num_classes}"
+            )
+        return self
+
+
+def resize_square(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Centre-crop (B, C, H, W) to a square and resize it to (B, C, size, size) (bilinear, antialiased)."""
+    h, w = x.shape[-2:]
+    if h != w:
+        s = min(h, w)
+        top, left = (h - s) // 2, (w - s) // 2
+        x = x[..., top : top + s, left : left + s]
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return x
+
+
+@register_model
+class CXRClassifier(ModelMixin):
+    """Multi-label CXR classifier: images (B, 1, H, W) in [0, 1] → 14 logits (B, 14).
+
+    ``features(x)`` gives the penultimate representation (B, D) (global-average-pooled trunk output),
+    ``forward(x)`` the logits and ``probabilities(x)`` their sigmoids.
+    """
+
+    model_type = "cxr_classifier"
+    config_class = CXRClassifierConfig
+
+    def __init__(self, config: CXRClassifierConfig) -> None:
+        super().__init__(config)
+        cfg = self.config
+        if cfg.arch == "densenet":
+            from monai.networks.nets import DenseNet
+
+            net = DenseNet(
+                spatial_dims=2,
+                in_channels=1,
+                out_channels=cfg.num_classes,
+                init_features=cfg.init_features,
+                growth_rate=cfg.growth_rate,
+                block_config=cfg.block_config,
+                bn_size=cfg.bn_size,
+            )
+            self.feature_dim = net.class_layers.out.in_features
+            net.class_layers.out = torch.nn.Identity()
+        else:
+            from monai.networks.nets import ResNet
+
+            net = ResNet(
+                block="basic",
+                layers=list(cfg.resnet_layers),
+                block_inplanes=list(cfg.resnet_widths),
+                spatial_dims=2,
+                n_input_channels=1,
+                conv1_t_size=7,
+                conv1_t_stride=2,
+                feed_forward=False,
+            )
+            self.feature_dim = cfg.resnet_widths[-1]
+        self.trunk = net
+        self.drop = torch.nn.Dropout(cfg.dropout)
+        self.head = torch.nn.Linear(self.feature_dim, cfg.num_classes)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H, W) in [0, 1] → (B, 1, S, S) standardised, S = ``config.image_size``."""
+        if x.ndim == 3:
+            x = x.unsqueeze(1)
+        if x.ndim != 4 or x.shape[1] != 1:
+            raise ValueError(f"expected images of shape (B, 1, H, W), got {tuple(x.shape)}")
+        x = resize_square(x.float(), self.config.image_size)
+        return (x - self.config.input_mean) / self.config.input_std
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features (B, D) of images (B, 1, H, W) in [0, 1]."""
+        return self.trunk(self.prepare(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, num_classes) of images (B, 1, H, W) in [0, 1]."""
+        return self.head(self.drop(self.features(x)))
+
+    @torch.no_grad()
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """Sigmoid probabilities (B, num_classes)."""
+        return torch.sigmoid(self.forward(x))

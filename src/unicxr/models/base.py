@@ -22,7 +22,7 @@ from safetensors.torch import save_model as _st_save_model
 from unicxr import __version__
 from unicxr.config import validate
 from unicxr.utils.errors import UnicxrError
-from unicxr.utils.io import atomic_write_text, fsync_dir
+from unicxr.utils.io import atomic_write_text, default_file_mode, fsync_dir
 
 __all__ = [
     "ModelMixin",
@@ -64,6 +64,7 @@ def save_module_weights(module: torch.nn.Module, path: str | Path) -> None:
         _st_save_model(module, tmp, metadata={"format": "pt", "unicxr_version": __version__})
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
         fsync_dir(path.parent)
     except BaseException:

@@ -44,6 +44,9 @@ class TrainConfig(StrictModel):
     keep_last: int = Field(3, gt=0, description="periodic checkpoints kept (older ones are deleted)")
     eval_every: int = Field(0, ge=0, description="validation every N steps (0: only at the end)")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes per rank")
+    num_threads: int | None = Field(
+        None, gt=0, description="torch intra-op threads per rank (null: torch default); 1 is often fastest on a busy CPU"
+    )
     tensorboard: bool = True
     record_indices: bool = Field(False, description="write the sample indices each rank sees (debugging)")
 

@@ -145,6 +145,8 @@ def train(
         atomic_write_text(rpath, recipe_text)
     accelerator.wait_for_everyone()
 
+    if cfg.num_threads is not None:
+        torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
     model = task.build_model()
     train_ds, val_ds = task.build_datasets(cfg.seed)

@@ -12,7 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "fsync_dir"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "fsync_dir", "default_file_mode"]
+
+
+def default_file_mode() -> int:
+    """The mode a plainly created file would get (0o666 minus the umask); mkstemp uses 0o600."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -43,6 +50,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb", **kwargs) -> It
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
         fsync_dir(path.parent)
     except BaseException:

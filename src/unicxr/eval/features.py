@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from unicxr.labels import FINDINGS, NUM_FINDINGS
 from unicxr.utils.errors import UnicxrError
+from unicxr.utils.tensor_image import center_square, resize_square
 
 __all__ = [
     "FeatureExtractor",
@@ -95,20 +96,6 @@ def _check_images(images: torch.Tensor) -> torch.Tensor:
     if x.shape[1] == 3:
         x = x.mean(1, keepdim=True)
     return x
-
-
-def center_square(x: torch.Tensor) -> torch.Tensor:
-    """Centre-crop (..., H, W) to a square of side min(H, W)."""
-    h, w = x.shape[-2:]
-    s = min(h, w)
-    top, left = (h - s) // 2, (w - s) // 2
-    return x[..., top : top + s, left : left + s]
-
-
-def _resize(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=True)
 
 
 class FeatureExtractor:
@@ -431,7 +418,7 @@ class XRVDenseNetExtractor(FeatureExtractor):
             self.label_names = FINDINGS
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        x = _resize(center_square(images), (self.size, self.size))
+        x = resize_square(images, self.size)
         x = x * 2048.0 - 1024.0
         return x.expand(-1, self.in_channels, -1, -1) if self.in_channels != 1 else x
 
@@ -633,7 +620,7 @@ class TorchScriptExtractor(FeatureExtractor):
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         lo, hi = _RANGES[self.value_range]
-        x = _resize(center_square(images), (self.size, self.size)).clamp(0, 1)
+        x = resize_square(images, self.size).clamp(0, 1)
         return (lo + (hi - lo) * x).expand(-1, 3, -1, -1).contiguous()
 
     def _forward_features(self, x: torch.Tensor) -> torch.Tensor:

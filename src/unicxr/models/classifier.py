@@ -11,12 +11,12 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from unicxr.config import StrictModel
 from unicxr.labels import FINDINGS, NUM_FINDINGS
 from unicxr.models.base import ModelMixin, register_model
+from unicxr.utils.tensor_image import resize_square
 
 __all__ = ["CXRClassifierConfig", "CXRClassifier", "resize_square"]
 
@@ -47,18 +47,6 @@ class CXRClassifierConfig(StrictModel):
                 f"label_names has {len(self.label_names)} names but num_classes is {self.num_classes}"
             )
         return self
-
-
-def resize_square(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Centre-crop (B, C, H, W) to a square and resize it to (B, C, size, size) (bilinear, antialiased)."""
-    h, w = x.shape[-2:]
-    if h != w:
-        s = min(h, w)
-        top, left = (h - s) // 2, (w - s) // 2
-        x = x[..., top : top + s, left : left + s]
-    if x.shape[-1] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return x
 
 
 @register_model

@@ -576,7 +576,10 @@ class CXRCache:
     def _shard_array(self, s: int) -> np.ndarray:
         arr = self._maps.get(s)
         if arr is None:
-            arr = np.load(self.root / "shards" / f"{_shard_name(s)}.npy", mmap_mode="r")
+            mm = np.load(self.root / "shards" / f"{_shard_name(s)}.npy", mmap_mode="r")
+            # A plain ndarray view of the same mapping: indexing a np.memmap runs its Python-level
+            # __array_finalize__ on every slice, which cost more than the pixel copy itself.
+            arr = mm.view(np.ndarray)
             self._maps[s] = arr
         return arr
 
@@ -595,8 +598,8 @@ class CXRCache:
         import torch
 
         i = self._check(int(i))
-        raw = self.array(i)
-        image = torch.from_numpy(raw.astype(np.float32) * self._scale).unsqueeze(0)
+        raw = self._shard_array(int(self._shard[i]))[int(self._offset[i])]
+        image = torch.from_numpy(np.multiply(raw, self._scale, dtype=np.float32)).unsqueeze(0)
         return {
             "image": image,
             "labels": torch.from_numpy(self._labels[i].copy()),

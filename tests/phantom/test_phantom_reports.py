@@ -30,6 +30,7 @@ FAMILIES = {
     "Support Devices": r"tube|catheter|\bline\b|picc|pacemaker|sternotomy|wires",
 }
 NEG = re.compile(r"\bno\b|\bnot\b|without|\bnormal\b|resolution|resolved|removed|removal")
+CLEAR = re.compile(r"\blungs? (?:are )?(?:\w+ ){0,3}clear\b")
 HEDGE = re.compile(r"possible|cannot|\bmay\b|could|questionable")
 
 
@@ -38,6 +39,9 @@ def _mentions(report: str) -> dict[str, set[str]]:
     body = report.split("FINDINGS:", 1)[1].lower()
     out: dict[str, set[str]] = {name: set() for name in FAMILIES}
     for sent in re.split(r"(?<=\.)\s+", body.replace("impression:", " ")):
+        if CLEAR.search(sent):  # CheXpert rule: "lungs are clear" negates the airspace-opacity family
+            for name in ("Lung Opacity", "Consolidation", "Pneumonia"):
+                out[name].add("negated")
         for name, pat in FAMILIES.items():
             if re.search(pat, sent):
                 if NEG.search(sent):
@@ -128,3 +132,22 @@ def test_each_finding_reported_when_forced(name: str) -> None:
     assert rep.labels[i] == 1.0
     assert re.search(FAMILIES[name], rep.text.lower())
     assert not _check(rep.text, rep.labels)
+
+
+def test_summary_normal_sentences_set_labels() -> None:
+    """"Lungs are clear" => opacity family 0; "heart size and mediastinal contours" => both 0."""
+    cfg = PhantomConfig()
+    n_clear = n_heart = 0
+    io, ic, ip = (FINDINGS.index(n) for n in ("Lung Opacity", "Consolidation", "Pneumonia"))
+    ih, im = FINDINGS.index("Cardiomegaly"), FINDINGS.index("Enlarged Cardiomediastinum")
+    for p in make_plan(21, 600, cfg):
+        rep = write_report(p.findings, np.random.default_rng([p.seed, 7]), cfg, view=p.view, prior=p.prior,
+                           change=p.change)
+        text = rep.sections["findings"].lower()
+        if CLEAR.search(text):
+            n_clear += 1
+            assert rep.labels[io] == 0.0 and rep.labels[ic] == 0.0 and rep.labels[ip] == 0.0, rep.text
+        if "heart size and mediastinal contours" in text:
+            n_heart += 1
+            assert rep.labels[ih] == 0.0 and rep.labels[im] == 0.0, rep.text
+    assert n_clear > 50 and n_heart > 20

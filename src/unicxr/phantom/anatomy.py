@@ -142,16 +142,19 @@ class Scene:
         self.ap = ap
         self.spine_shift = spine_shift
         n = grid.size
-        z = np.zeros((n, n), dtype=np.float32)
-        self.body = z.copy()
-        self.air = z.copy()
-        self.occl = z.copy()
-        self.bone = z.copy()
-        self.fill = z.copy()
-        self.metal = z.copy()
-        self.vessels = z.copy()
+        def z() -> np.ndarray:
+            return np.zeros((n, n), dtype=np.float32)
+
+        self.body = z()
+        self.air = z()
+        self.occl = z()
+        self.bone = z()
+        self.fill = z()
+        self.metal = z()
+        self.vessels = z()
         self.rho = np.full((n, n), anat.rho, dtype=np.float32)
-        self.heart_prof = z.copy()
+        self.heart_prof = z()
+        self.airway = z()  # air outside the lungs (trachea, bronchi, gastric bubble)
         # derived geometry
         a = anat
         s = a.rib_space
@@ -162,6 +165,7 @@ class Scene:
         self.heart_scale = 1.08 if ap else 1.0
         self.ctr = a.ctr
         self.medi_extra = 0.0  # mediastinal widening (Enlarged Cardiomediastinum)
+        self._rib_cache: list[dict[str, float]] | None = None
 
     # ---------------------------------------------------------------- geometry (canonical) ----
     @property
@@ -275,8 +279,10 @@ class Scene:
         grow = smoothstep((V - (a.v_apex - 0.22)) / 0.32)
         wb = 0.34 + (wb_chest + 0.3 - 0.34) * grow - 0.3 * smoothstep((V - a.v_apex) / 0.6) * grow
         x = (U - m) / wb
-        prof = np.power(np.clip(1.0 - x * x, 0.0, 1.0), 0.3)
-        thick = a.body_thick * (0.78 + 0.22 * grow) * (1.0 + 0.08 * smoothstep((V - self.dome_top(RIGHT)) / 0.3))
+        # the chest is flat-sided, the abdomen below the domes rounder (graded toward the flanks)
+        belly = smoothstep((V - self.dome_top(RIGHT) - 0.05) / 0.35)
+        prof = np.power(np.clip(1.0 - x * x, 0.0, 1.0), 0.3 + 0.35 * belly)
+        thick = a.body_thick * (0.78 + 0.22 * grow) * (1.0 + 0.04 * belly)
         self.body += (thick * prof).astype(np.float32)
         if a.breast > 0:
             for side in (RIGHT, LEFT):
@@ -320,28 +326,27 @@ class Scene:
         uc, vc, major, minor, th = self.heart_geom()
         ext = max(major, minor) + 0.02
         st = self._stretch(major, minor, th)
-        box = g.box(uc - ext, uc + ext, vc - st * ext, vc + st * ext)
-        if box is not None:
-            du = g.U[box] - uc
-            dv = (g.V[box] - vc) / st
-            c, s = math.cos(th), math.sin(th)
-            p = ellipsoid((c * du + s * dv) / major, (-s * du + c * dv) / minor)
-            self.heart_prof[box] = np.maximum(self.heart_prof[box], p.astype(np.float32))
         ru_c, rv_c, ru, rv = self.ra_geom()
-        box = g.box(ru_c - ru, ru_c + ru, rv_c - rv, rv_c + rv)
+        box = g.box(min(uc - ext, ru_c - ru), max(uc + ext, ru_c + ru), min(vc - st * ext, rv_c - rv),
+                    max(vc + st * ext, rv_c + rv))
         if box is not None:
-            p = ellipsoid((g.U[box] - ru_c) / ru, (g.V[box] - rv_c) / rv)
+            U, V = g.U[box], g.V[box]
+            du = U - uc
+            dv = (V - vc) / st
+            c, s = math.cos(th), math.sin(th)
+            x1, y1 = (c * du + s * dv) / major, (-s * du + c * dv) / minor
+            x2, y2 = (U - ru_c) / ru, (V - rv_c) / rv
+            # smooth union of the ventricular and right-atrial ellipsoids: one silhouette without a seam
+            r1, r2 = x1 * x1 + y1 * y1, x2 * x2 + y2 * y2
+            k = 0.12
+            lo = np.minimum(r1, r2)
+            r = lo - k * np.log1p(np.exp(-np.abs(r1 - r2) / k))
+            p = np.sqrt(np.clip(1.0 - r, 0.0, 1.0))
             self.heart_prof[box] = np.maximum(self.heart_prof[box], p.astype(np.float32))
-        # fill the cleft between atrium and ventricle down to the diaphragm
-        v0 = max(vc, rv_c)
-        v1 = max(self.dome_top(LEFT), self.dome_top(RIGHT)) + 0.15
-        box = g.box(ru_c, uc, v0, v1)
-        if box is not None:
-            bridge = smoothstep((g.U[box] - ru_c) / 0.02) * smoothstep((uc - g.U[box]) / 0.02)
-            bridge = bridge * smoothstep((g.V[box] - v0) / 0.03)
-            self.heart_prof[box] = np.maximum(self.heart_prof[box], (0.5 * bridge).astype(np.float32))
-        # the heart occludes the lung air in front of and behind it
-        self.occl = np.maximum(self.occl, np.minimum(1.0, 3.0 * self.heart_prof)).astype(np.float32)
+        # the heart (water density) displaces lung air in proportion to its projected thickness, which
+        # falls off smoothly toward its borders (ellipsoid): lung overlaps its edges, and some lung air
+        # stays in front of and behind it, so it is only moderately brighter than the mediastinum
+        self.occl = np.maximum(self.occl, 0.8 * self.heart_prof).astype(np.float32)
 
     def _airway(self) -> None:
         a = self.a
@@ -352,16 +357,23 @@ class Scene:
         self.segment(m + 0.01, -1.1, m - 0.005, v_car, tr, 0.14, target="air_tube")
         self.segment(m - 0.005, v_car, m - 0.12, v_car + 0.11, 0.027, 0.1, target="air_tube")
         self.segment(m - 0.005, v_car, m + 0.13, v_car + 0.08, 0.025, 0.1, target="air_tube")
-        # gastric air bubble under the left hemidiaphragm (upright: flat air-fluid level below)
-        if a.rib_jitter > 0.35:
+        # gastric air bubble under the left hemidiaphragm: a round/oval fundal air pocket with a flat
+        # air-fluid level (upright), present in most patients
+        rr = np.random.default_rng([int(a.rib_jitter * 2**31), 5])
+        if rr.random() < 0.8:
             g = self.g
-            cu, cv = m + 0.42 * a.W, self.dome_top(LEFT) + 0.09
-            ru, rv = 0.09 + 0.05 * a.rib_jitter, 0.06
+            ru = rr.uniform(0.07, 0.12)
+            rv = ru * rr.uniform(0.7, 1.0)
+            cu = m + rr.uniform(0.3, 0.5) * a.W
+            cv = float(self.dome(np.float32(cu - m), LEFT)) + 0.02 + rv
+            level = rr.uniform(0.1, 0.6)  # fluid level, in units of rv below the centre
+            depth = rr.uniform(0.2, 0.4)
             box = g.box(cu - ru, cu + ru, cv - rv, cv + rv)
             if box is not None:
                 du, dv = (g.U[box] - cu) / ru, (g.V[box] - cv) / rv
-                bubble = ellipsoid(du, dv) * smoothstep((0.35 - dv) / 0.1)
-                self.airway[box] = np.maximum(self.airway[box], (0.12 * bubble).astype(np.float32))
+                edge = g.px / rv
+                bubble = np.sqrt(ellipsoid(du, dv)) * smoothstep((level - dv) / (1.5 * edge))
+                self.airway[box] = np.maximum(self.airway[box], (depth * bubble).astype(np.float32))
 
     def _spine(self) -> None:
         g, a = self.g, self.a
@@ -387,81 +399,111 @@ class Scene:
         val = 0.09 * body * disc + 0.04 * ped + 0.03 * spin
         self.bone[box] += val.astype(np.float32)
 
-    def _rib_arc(
-        self, side: int, a0: float, a1: float, vfun, hw: float, amp: float, fade_med: bool,
-        fracture: tuple[float, float] | None = None,
-    ) -> None:
-        """Draw one rib arc ``v = vfun(t)``, ``t`` in [0, 1] from ``a0`` to ``a1`` (distance from midline)."""
-        g = self.g
-        m = self.a.mid + self.spine_shift * 0.6
-        ts = np.linspace(0, 1, 9)
-        vs = vfun(ts)
-        vmin, vmax = float(vs.min()) - hw - 0.01, float(vs.max()) + hw + 0.01
-        u0, u1 = (m + a0, m + a1) if side == LEFT else (m - a1, m - a0)
-        box = g.box(u0, u1, vmin, vmax)
-        if box is None:
-            return
-        U, V = g.U[box], g.V[box]
-        # rib centre line evaluated per column (in-plane tilt is small), distance per pixel
-        um = U[U.shape[0] // 2]
-        t = (side * (um - m) - a0) / (a1 - a0)
-        inside = ((t >= 0.0) & (t <= 1.0))[None, :]
-        tc = np.clip(t, 0.0, 1.0)
-        vc = vfun(tc)
-        gap = None
-        if fracture is not None:
-            tf, disp = fracture
-            step = smoothstep((tc - tf) * (a1 - a0) / 0.004)
-            vc = vc + disp * hw * step
-            gap = 1.0 - 0.9 * np.exp(-((((tc - tf) * (a1 - a0)) / max(0.004, 0.25 * hw)) ** 2))
-        eps = 1e-3
-        slope = (vfun(np.clip(tc + eps, 0, 1)) - vfun(np.clip(tc - eps, 0, 1))) / (2 * eps * (a1 - a0))
-        vc = vc[None, :]
-        d = np.abs(V - vc) * (1.0 / (hw * np.sqrt(1.0 + slope * slope)))[None, :]
-        prof = tube(d, inner=0.62, core=0.3)
-        if fade_med:
-            w = smoothstep(tc / 0.12) * (1.0 - 0.25 * smoothstep((tc - 0.85) / 0.15))
-        else:
-            w = smoothstep(tc / 0.3) * (1.0 - 0.2 * smoothstep((tc - 0.85) / 0.15))
-        if gap is not None:
-            w = w * gap
-        w = (amp * w * inside[0])[None, :]
-        self.bone[box] += (prof * w).astype(np.float32)
+    # ---------------------------------------------------------------------------- ribs -------
+    def rib_table(self) -> list[dict[str, float]]:
+        """Per-rib geometry of this patient (both sides, posterior and anterior arcs).
 
-    def rib_post_fn(self, side: int, k: int):
-        """Posterior arc function ``t -> v`` of rib ``k`` (0-based) and its lateral extent."""
-        s = self.a.rib_space
-        jit = 0.012 * math.sin(7.3 * k + 11.0 * self.a.rib_jitter + (0.7 if side == LEFT else 0.0))
-        v0 = self.v_rib1 + k * s + jit
-        curve = 1.0 + 0.25 * max(0, 2 - k)
-        a_max = float(self.lat(v0 + 0.7 * s, side)) + 0.03
-        if k == 0:
-            a_max = 0.42 * self.a.W
-
-        def f(t: np.ndarray) -> np.ndarray:
-            return v0 + 1.4 * s * curve * t**3 - 0.5 * s * curve * np.sin(np.pi * t)
-
-        return f, a_max
-
-    def _ribs(self, rng: np.random.Generator) -> None:
-        s = self.a.rib_space
-        amp = 0.07 * rng.uniform(0.8, 1.2)
-        hw = 0.3 * s
-        fr = {(s_, k_): (t_, d_) for s_, k_, t_, d_ in getattr(self, "fractures", [])}
+        Spacing, width and curvature vary a little per rib and per patient (drawn from a generator
+        seeded by the anatomy, so follow-up studies of a patient keep the same ribs). Each entry
+        describes an arc ``v(t) = v0 + A t^3 - B sin(pi t) + D (1 - t)^1.25`` for ``t`` in [0, 1]
+        running from ``a0`` to ``a1`` (distance from the midline), with half-width ``hw``,
+        amplitude ``amp``, ``post`` (1 = posterior arc) and the rib index ``k``/``side``.
+        """
+        if self._rib_cache is not None:
+            return self._rib_cache
+        a = self.a
+        s = a.rib_space
+        rr = np.random.default_rng(int(a.rib_jitter * 2**31))
+        curve_pat = rr.uniform(0.85, 1.2)
+        width_pat = rr.uniform(0.85, 1.15)
+        out: list[dict[str, float]] = []
         for side in (RIGHT, LEFT):
+            steps = s * (1.0 + rr.normal(0.0, 0.06, 11))
+            steps[0] = 0.0
+            v0s = self.v_rib1 + np.cumsum(steps) + rr.normal(0.0, 0.006)
             for k in range(11):  # the 12th rib lies below the diaphragm
-                f, a_max = self.rib_post_fn(side, k)
-                self._rib_arc(side, 0.04, a_max, f, hw * (0.85 if k == 0 else 1.0), amp, True, fr.get((side, k)))
+                v0 = float(v0s[k])
+                curve = (1.0 + 0.25 * max(0, 2 - k)) * curve_pat * rr.uniform(0.88, 1.12)
+                a_max = float(self.lat(v0 + 0.7 * s, side)) + 0.03
+                if k == 0:
+                    a_max = 0.42 * a.W
+                hw = 0.3 * s * width_pat * rr.uniform(0.88, 1.12) * (0.85 if k == 0 else 1.0)
+                out.append({"side": side, "k": k, "post": 1, "a0": 0.04, "a1": a_max, "v0": v0,
+                            "A": 1.4 * s * curve, "B": 0.5 * s * curve, "D": 0.0, "hw": hw})
                 if k == 0 or k > 9:
                     continue
-                v_lat = float(f(np.array(1.0)))
-                drop = 2.3 * s
-                a_med = 0.3 * self.a.W + 0.015 * k
+                v_lat = v0 + 1.4 * s * curve
+                out.append({"side": side, "k": k, "post": 0, "a0": 0.3 * a.W + 0.015 * k, "a1": a_max - 0.005,
+                            "v0": v_lat, "A": 0.0, "B": 0.0, "D": 2.3 * s * rr.uniform(0.9, 1.1),
+                            "hw": 0.33 * s * width_pat * rr.uniform(0.85, 1.15)})
+        self._rib_cache = out
+        return out
 
-                def fa(t: np.ndarray, v_lat: float = v_lat, drop: float = drop) -> np.ndarray:
-                    return v_lat + drop * (1.0 - t) ** 1.25
+    def _ribs(self, rng: np.random.Generator) -> None:
+        """Draw all rib arcs in one vectorised pass over (rib, column) pairs and a band of rows.
 
-                self._rib_arc(side, a_med, a_max - 0.005, fa, hw * 1.1, amp * 0.5, False)
+        For every column an arc crosses, only the few rows around its centre line are evaluated; the
+        in-plane tilt is small, so each column's canonical ``u`` is taken at the arc's mean height
+        while the distance to the centre line uses each pixel's exact ``V``.
+        """
+        g = self.g
+        n = g.size
+        amp = 0.07 * rng.uniform(0.8, 1.2)
+        table = self.rib_table()
+        keys = ("side", "k", "post", "a0", "a1", "v0", "A", "B", "D", "hw")
+        P = {k: np.array([r[k] for r in table], dtype=np.float64) for k in keys}
+        tf = np.full(len(table), np.nan)
+        disp = np.zeros(len(table))
+        for s_, k_, t_, d_ in getattr(self, "fractures", []):
+            hit = (P["side"] == s_) & (P["k"] == k_) & (P["post"] == 1)
+            tf[hit], disp[hit] = t_, d_
+        m = self.a.mid + self.spine_shift * 0.6
+        c, sn = math.cos(g.tilt), math.sin(g.tilt)
+        vm = P["v0"] + 0.5 * (P["A"] + P["D"])
+        xi = (np.arange(n) + 0.5) / n * 2.0 - 1.0
+        um = ((xi[None, :] - g.shift[0]) / g.zoom + sn * vm[:, None]) / c  # (ribs, columns)
+        L = P["a1"] - P["a0"]
+        t = (P["side"][:, None] * (um - m) - P["a0"][:, None]) / L[:, None]
+        ri, ci = np.nonzero((t >= 0.0) & (t <= 1.0))
+        if ri.size == 0:
+            return
+        t, um = t[ri, ci], um[ri, ci]
+        A, B, D, hw, post, Lr = P["A"][ri], P["B"][ri], P["D"][ri], P["hw"][ri], P["post"][ri], L[ri]
+        vc = P["v0"][ri] + A * t**3 - B * np.sin(np.pi * t) + D * (1.0 - t) ** 1.25
+        slope = (3.0 * A * t * t - math.pi * B * np.cos(np.pi * t) - 1.25 * D * (1.0 - t) ** 0.25) / Lr
+        # posterior arcs fade in at the spine; anterior arcs (thinner cortex, fainter) fade out toward
+        # the costal cartilage at their medial end
+        w_post = smoothstep(t / 0.12) * (1.0 - 0.25 * smoothstep((t - 0.85) / 0.15))
+        w_ant = 0.42 * smoothstep((t - 0.05) / 0.6) * (1.0 - 0.2 * smoothstep((t - 0.85) / 0.15))
+        w = amp * np.where(post > 0, w_post, w_ant)
+        fr = ~np.isnan(tf[ri])
+        if np.any(fr):
+            x = (t[fr] - tf[ri][fr]) * Lr[fr]
+            vc[fr] += disp[ri][fr] * hw[fr] * smoothstep(x / 0.004)
+            w[fr] *= 1.0 - 0.9 * np.exp(-((x / np.maximum(0.004, 0.25 * hw[fr])) ** 2))
+        hwe = hw * np.sqrt(1.0 + slope * slope)
+        row_c = np.rint(((sn * um + c * vc) * g.zoom + g.shift[1] + 1.0) * 0.5 * n - 0.5).astype(np.int64)
+        # half-height of the band of rows per (rib, column); steep parts get a wider band
+        Ri = np.ceil(hwe * (g.zoom * 0.5 * n / max(c, 0.5))).astype(np.int64) + 1
+        r_small = int(np.percentile(Ri, 90))
+        pair_l, rows_l = [], []
+        for sel in (np.nonzero(Ri <= r_small)[0], np.nonzero(Ri > r_small)[0]):
+            if sel.size == 0:
+                continue
+            R = int(Ri[sel].max())
+            rows = row_c[sel, None] + np.arange(-R, R + 1)[None, :]
+            ok = (rows >= 0) & (rows < n) & (np.abs(rows - row_c[sel, None]) <= Ri[sel, None])
+            pair_l.append(np.broadcast_to(sel[:, None], rows.shape)[ok])
+            rows_l.append(rows[ok])
+        pair, rows = np.concatenate(pair_l), np.concatenate(rows_l)
+        flat = rows * n + ci[pair]
+        # per-pixel tube profile (cortical rim, lighter marrow: tube(d, inner, core=0.3)) in float32
+        d = np.abs(g.V.ravel()[flat] - vc.astype(np.float32)[pair]) * (1.0 / hwe).astype(np.float32)[pair]
+        d2 = np.minimum(d * d, np.float32(1.0))
+        in2 = np.where(post > 0, 0.62**2, 0.55**2).astype(np.float32)[pair]
+        prof = np.sqrt(1.0 - d2) - np.float32(0.7) * np.sqrt(np.maximum(in2 - d2, np.float32(0.0)))
+        acc = np.bincount(flat, weights=prof * w.astype(np.float32)[pair], minlength=n * n)
+        self.bone += acc.reshape(n, n).astype(np.float32)
 
     def _clavicles(self) -> None:
         g, a = self.g, self.a
@@ -532,8 +574,6 @@ class Scene:
         d = np.hypot(U - (u0 + t * du), V - (v0 + t * dv)) / r
         val = (amp * tube(d, inner=inner, core=core)).astype(np.float32)
         if target == "air_tube":
-            if not hasattr(self, "airway"):
-                self.airway = np.zeros_like(self.air)
             self.airway[box] = np.maximum(self.airway[box], val)
         else:
             getattr(self, target)[box] += val

@@ -531,10 +531,11 @@ def render_findings(scene: Scene, findings: dict[str, Finding], masks: dict[str,
             H = v_cp - a.v_apex
             top_lat = v_cp - h * H
             xl = np.clip(ad / a.W, 0, 1.0)
-            meniscus = top_lat + (0.1 + 0.3 * h) * (1 - xl) ** 2
-            ramp = smoothstep((Vb - meniscus) / (0.06 + 0.3 * h)) ** 0.7
-            lateral = smoothstep((ad - (a.W - 0.06 - 0.1 * h)) / 0.08)  # fluid tracks up the lateral wall
-            layer = np.maximum(ramp, lateral * smoothstep((Vb - (top_lat - 0.05)) / 0.05) * 0.6)
+            # meniscus: the fluid surface is concave upward, highest along the lateral chest wall;
+            # the costophrenic angle is filled (blunted) and the top edge is hazy (thin fluid layer)
+            rise = 0.06 + 0.4 * h
+            meniscus = top_lat + rise * np.sqrt(np.clip((1.0 - xl) / 0.6, 0.0, 1.0))
+            layer = smoothstep((Vb - meniscus) / (0.025 + 0.1 * h)) ** 0.8
             fluid = scene.a.lung_depth * 1.1 * layer * (0.6 if f.label == -1.0 else 1.0)
             scene.fill[box] += fluid.astype(np.float32)
             eff_mask[box] |= (layer > 0.3) & (scene.air[box] > 0.02)

@@ -78,28 +78,39 @@ class Grid:
             return None
         return slice(r0, r1), slice(c0, c1)
 
-    def splat(self, u: np.ndarray, v: np.ndarray, w: np.ndarray | float, out: np.ndarray) -> None:
-        """Add weights ``w`` at canonical points ``(u, v)`` into ``out`` (size, size), bilinear."""
+    def splat(
+        self, u: np.ndarray, v: np.ndarray, w: np.ndarray | float, out: np.ndarray, layer: np.ndarray | None = None,
+        origin: tuple[int, int] = (0, 0),
+    ) -> None:
+        """Add weights ``w`` at canonical points ``(u, v)`` into ``out``, bilinear.
+
+        ``out`` is (size, size), or a window (h, w) of the image whose top-left pixel is ``origin``
+        (row, col). With ``layer`` (int array like ``u``), ``out`` is a stack (K, h, w) and each
+        point goes to its own layer (one pass for several maps).
+        """
         r, c = self.to_pixel(np.asarray(u, dtype=np.float64), np.asarray(v, dtype=np.float64))
-        w = np.broadcast_to(np.asarray(w, dtype=np.float64), r.shape)
-        r = r.ravel()
-        c = c.ravel()
-        w = w.ravel()
+        w = np.broadcast_to(np.asarray(w, dtype=np.float64), r.shape).ravel()
+        r = r.ravel() - origin[0]
+        c = c.ravel() - origin[1]
         r0 = np.floor(r)
         c0 = np.floor(c)
         fr = r - r0
         fc = c - c0
         r0 = r0.astype(np.int64)
         c0 = c0.astype(np.int64)
-        n = self.size
+        nr, nc = out.shape[-2:]
         rr = np.concatenate([r0, r0, r0 + 1, r0 + 1])
         cc = np.concatenate([c0, c0 + 1, c0, c0 + 1])
-        ww = np.concatenate([w * (1 - fr) * (1 - fc), w * (1 - fr) * fc, w * fr * (1 - fc), w * fr * fc])
-        ok = (rr >= 0) & (rr < n) & (cc >= 0) & (cc < n)
+        w0, w1 = w * (1 - fr), w * fr
+        ww = np.concatenate([w0 * (1 - fc), w0 * fc, w1 * (1 - fc), w1 * fc])
+        ok = (rr >= 0) & (rr < nr) & (cc >= 0) & (cc < nc)
         if not np.any(ok):
             return
-        acc = np.bincount(rr[ok] * n + cc[ok], weights=ww[ok], minlength=n * n)
-        out += acc.reshape(n, n).astype(np.float32)
+        flat = rr * nc + cc
+        if layer is not None:
+            flat = flat + np.tile(np.asarray(layer, dtype=np.int64).ravel(), 4) * (nr * nc)
+        acc = np.bincount(flat[ok], weights=ww[ok], minlength=out.size)
+        out += acc.reshape(out.shape).astype(np.float32)
 
 
 def tube(d: np.ndarray, inner: float = 0.0, core: float = 0.0) -> np.ndarray:

@@ -2,10 +2,13 @@
 
 Ground truth labels come out of the writer itself: present findings are 1 (or -1 when subtle and
 hedged), findings the report explicitly negates (or reports as resolved/removed) are 0, everything
-else is blank (NaN); No Finding follows the CheXpert rule. Every finding has several phrasings;
-sentences about different findings are kept separate (except the common "No pleural effusion or
-pneumothorax." and "Heart size and mediastinal contours are normal."), so a rule-based labeler can
-recover the labels.
+else is blank (NaN); No Finding follows the CheXpert rule. Summary normal sentences follow the
+CheXpert labeling rules used by ``unicxr.text``: "the lungs are clear" sets Lung Opacity,
+Consolidation and Pneumonia to 0 (written only when none of them is present or uncertain), and
+"heart size and mediastinal contours are normal" sets Cardiomegaly and Enlarged Cardiomediastinum
+to 0. Every finding has several phrasings; sentences about different findings are kept separate
+(except those summary sentences and "No pleural effusion or pneumothorax."), so a rule-based
+labeler can recover the labels.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ INDICATIONS = (
     "preoperative evaluation", "weakness", "fall", "tachycardia", "follow-up", "altered mental status",
     "hemoptysis", "wheezing", "chest tightness", "fatigue",
 )
+# findings a "the lungs are clear" sentence reports as absent (same convention as unicxr.text)
+CLEAR_LUNG_FINDINGS = ("Lung Opacity", "Consolidation", "Pneumonia")
 _PARENCHYMA = ("Lung Opacity", "Consolidation", "Pneumonia", "Edema", "Atelectasis", "Lung Lesion")
 _SIZE = {"mild": "small", "moderate": "moderate", "severe": "large"}
 _DEGREE = {"mild": "mild", "moderate": "moderate", "severe": "severe"}
@@ -405,17 +410,29 @@ def write_report(
                                               "The heart size and mediastinal contours are within normal limits.")))
         negated -= {"Cardiomegaly", "Enlarged Cardiomediastinum"}
     lung_clear = not parenchymal and not any(change.get(n) == "resolved" for n in _PARENCHYMA)
+    clear_sentence = ""
     if lung_clear and "Consolidation" in negated and rng.random() < 0.5:
-        sentences["lungs"].insert(0, "The lungs are clear without focal consolidation.")
+        clear_sentence = "The lungs are clear without focal consolidation."
         negated.discard("Consolidation")
     elif lung_clear and rng.random() < 0.7:
-        sentences["lungs"].insert(0, _pick(rng, ("The lungs are clear.", "Lungs are well expanded and clear.",
-                                                 "The lungs are well expanded.")))
+        clear_sentence = _pick(rng, ("The lungs are clear.", "Lungs are well expanded and clear.",
+                                     "The lungs are well expanded."))
+    if clear_sentence:
+        sentences["lungs"].insert(0, clear_sentence)
+        if "clear" in clear_sentence:
+            # labeling convention (CheXpert rules, unicxr.text): "lungs are clear" negates the
+            # airspace-opacity family; "well expanded" alone says nothing about it
+            for name in CLEAR_LUNG_FINDINGS:
+                labels[idx[name]] = 0.0
     for name in sorted(negated, key=lambda n: idx[n]):
         sentences[_GROUP[name]].append(_pick(rng, _NEGATIONS[name]))
     if "Fracture" not in findings and "Fracture" not in negated and rng.random() < 0.3:
         sentences["bones"].append(_pick(rng, ("No acute osseous abnormality.", "Osseous structures are unremarkable.")))
 
+    if not any(sentences.values()):
+        sentences["lungs"].append("The lungs are clear.")
+        for name in CLEAR_LUNG_FINDINGS:
+            labels[idx[name]] = 0.0
     labels[0] = no_finding_value(labels)
     order = _ORDERS[int(rng.integers(len(_ORDERS)))]
     body: list[str] = []
@@ -424,8 +441,6 @@ def write_report(
         if len(ss) > 1 and grp != "lungs":
             ss = [ss[i] for i in rng.permutation(len(ss))]
         body += ss
-    if not body:
-        body = ["The lungs are clear."]
     if labels[0] == 1.0:
         normal = _pick(rng, ("No acute cardiopulmonary process.", "No acute cardiopulmonary abnormality.",
                              "No acute intrathoracic process."))

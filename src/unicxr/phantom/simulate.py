@@ -131,12 +131,12 @@ def _compose(scene: Scene, rng: np.random.Generator) -> np.ndarray:
     depth = scene.a.lung_depth
     lung_frac = np.clip(scene.air / depth, 0.0, 1.0)
     air_eff = scene.air * (1.0 - scene.occl)
-    # parenchymal texture: fine mottling of lung density
-    h = (n + 1) // 2
-    tex = upsample(rng.standard_normal((h, h), dtype=np.float32), n, n) * 1.6
-    rho = np.clip(scene.rho * (1.0 + 0.15 * tex), 0.0, 1.0)
+    # parenchymal texture: smooth fine mottling of lung density (feature size ~1/40 of the image)
+    h = 40
+    tex = upsample(rng.standard_normal((h, h), dtype=np.float32), n, n, smooth=0.6) * 2.2
+    rho = np.clip(scene.rho * (1.0 + 0.12 * tex), 0.0, 1.0)
     vessels = 7.0 * scene.vessels * np.sqrt(lung_frac)
-    airway = getattr(scene, "airway", 0.0)
+    airway = scene.airway
     A = scene.body - np.maximum(air_eff - vessels - scene.fill, 0.0) * (1.0 - rho) - airway + scene.bone + scene.metal
     return A.astype(np.float32)
 

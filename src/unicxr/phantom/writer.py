@@ -8,8 +8,12 @@ number of workers.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import multiprocessing as mp
+import os
+import struct
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,31 +24,93 @@ from unicxr.phantom.config import PhantomConfig
 from unicxr.phantom.layouts import LAYOUTS, Layout, make_layout
 from unicxr.phantom.simulate import CasePlan, make_plan, render_case
 from unicxr.utils.errors import UnicxrError
-from unicxr.utils.io import atomic_write_bytes
+from unicxr.utils.io import default_file_mode
 
-__all__ = ["write_dataset", "encode_image"]
+__all__ = ["write_dataset", "encode_image", "encode_png_gray", "tune_malloc"]
 
 _STATE: dict[str, object] = {}
+_FILE_MODE = default_file_mode()
+
+
+def _png_chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+
+def encode_png_gray(arr: np.ndarray, level: int = 1) -> bytes:
+    """Encode a grayscale uint8 or uint16 (H, W) array as PNG (``Up`` row filter, zlib ``level``).
+
+    A direct encoder (about 2x faster than PIL's at level 1 with a similar file size); the bytes
+    depend only on the pixels and ``level``.
+    """
+    if arr.ndim != 2 or arr.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"expected a 2-D uint8/uint16 array, got {arr.dtype} {arr.shape}")
+    h, w = arr.shape
+    depth = 8 if arr.dtype == np.uint8 else 16
+    rows = np.ascontiguousarray(arr.astype(">u2") if depth == 16 else arr).view(np.uint8).reshape(h, -1)
+    raw = np.empty((h, rows.shape[1] + 1), dtype=np.uint8)
+    raw[:, 0] = 2  # filter type Up: each byte minus the byte above it (mod 256)
+    raw[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=raw[1:, 1:])
+    ihdr = struct.pack(">IIBBBBB", w, h, depth, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(raw.tobytes(), level))
+            + _png_chunk(b"IEND", b""))
 
 
 def encode_image(img: np.ndarray, fmt: str, bit_depth: int = 8) -> bytes:
     """Encode a float image in [0, 1] (H, W) as PNG (8/16-bit) or JPEG (8-bit, quality 95)."""
+    if bit_depth == 16:
+        return encode_png_gray(np.round(np.clip(img, 0, 1) * 65535.0).astype(np.uint16))
+    arr = np.round(np.clip(img, 0, 1) * 255.0).astype(np.uint8)
+    if fmt != "jpg":
+        return encode_png_gray(arr)
     from PIL import Image
 
     buf = io.BytesIO()
-    if bit_depth == 16:
-        arr = np.round(np.clip(img, 0, 1) * 65535.0).astype(np.uint16)
-        Image.fromarray(arr).save(buf, format="PNG", compress_level=1)
-    else:
-        arr = np.round(np.clip(img, 0, 1) * 255.0).astype(np.uint8)
-        if fmt == "jpg":
-            Image.fromarray(arr, mode="L").save(buf, format="JPEG", quality=95)
-        else:
-            Image.fromarray(arr, mode="L").save(buf, format="PNG", compress_level=1)
+    Image.fromarray(arr, mode="L").save(buf, format="JPEG", quality=95)
     return buf.getvalue()
 
 
-def _init(state: dict[str, object]) -> None:
+def _write_case_file(path: Path, data: bytes) -> None:
+    """Write one per-case file atomically (temporary file + rename, never a partial file in place).
+
+    Unlike :func:`unicxr.utils.io.atomic_write_bytes` it does not fsync every file (two fsyncs per
+    image cost more than rendering it); :func:`write_dataset` flushes everything once with
+    ``os.sync()`` before it writes the index files, so an index on disk implies durable images.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def tune_malloc() -> None:
+    """Keep freed image-sized buffers in this process's heap (glibc only; a no-op elsewhere).
+
+    By default every full-size temporary array above 128 KiB is a fresh ``mmap``, and the page
+    faults on first touch cost about as much CPU as rendering the image. Called in worker processes.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)
+    libc.mallopt(m_trim_threshold, 128 * 1024 * 1024)
+    libc.mallopt(m_top_pad, 16 * 1024 * 1024)
+
+
+def _init(state: dict[str, object], tune: bool = False) -> None:
+    if tune:
+        tune_malloc()
     _STATE.clear()
     _STATE.update(state)
 
@@ -58,19 +124,15 @@ def _work(item: tuple[CasePlan, dict[str, object]]) -> dict[str, object]:
     masks = bool(_STATE["masks"])
     case = render_case(plan, size, cfg, masks=masks)
     fmt = "jpg" if layout.image_ext == ".jpg" else "png"
-    atomic_write_bytes(out / str(info["image_path"]), encode_image(case.image, fmt, int(_STATE["bit_depth"])))  # type: ignore[arg-type]
+    _write_case_file(out / str(info["image_path"]), encode_image(case.image, fmt, int(_STATE["bit_depth"])))  # type: ignore[arg-type]
     if masks:
-        from PIL import Image
-
         for name, m in case.masks.items():
-            buf = io.BytesIO()
-            Image.fromarray((m.astype(np.uint8) * 255), mode="L").save(buf, format="PNG", compress_level=3)
             key = f"mask_{name}"
             rel = info.get(key) or f"masks/{Path(str(info['image_path'])).stem}_{name}.png"
             info[key] = rel
-            atomic_write_bytes(out / str(rel), buf.getvalue())
+            _write_case_file(out / str(rel), encode_png_gray(m.astype(np.uint8) * 255, level=3))
     for rel, data in layout.extra_files(info, case.sections).items():
-        atomic_write_bytes(out / rel, data)
+        _write_case_file(out / rel, data)
     row: dict[str, object] = dict(info)
     row.setdefault("patient_id", f"p{plan.patient:06d}")
     row.update({"view_position": plan.view, "split": plan.split, "report": case.report})
@@ -147,7 +209,7 @@ def write_dataset(
                 yield _work(it)
             return
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-        with ctx.Pool(processes=workers, initializer=_init, initargs=(state,)) as pool:
+        with ctx.Pool(processes=workers, initializer=_init, initargs=(state, True)) as pool:
             yield from pool.imap(_work, items, chunksize=4)
 
     try:
@@ -156,5 +218,7 @@ def write_dataset(
             bar.update(1)
     finally:
         bar.close()
+    if hasattr(os, "sync"):
+        os.sync()  # make the images durable before the index that lists them is written
     lay.finish(rows)
     return rows

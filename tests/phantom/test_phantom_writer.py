@@ -167,3 +167,19 @@ def test_cli_writes_dataset_and_preview(tmp_path: Path) -> None:
 def test_thousand_images_stream(tmp_path: Path) -> None:
     rows = write_dataset(tmp_path, 1000, 256, seed=0, workers=2, progress=False)
     assert len(rows) == 1000
+
+
+def test_images_marked_synthetic(tmp_path):
+    """Simulated images carry synthetic=true (PNG tEXt chunk; JPEG comment in the MIMIC layout)."""
+    from PIL import Image
+
+    from unicxr.cli import main
+
+    assert main(["phantom", "--n", "2", "--size", "48", "--out", str(tmp_path / "a")]) == 0
+    assert main(["phantom", "--n", "2", "--size", "48", "--out", str(tmp_path / "b"), "--layout", "mimic-cxr-jpg"]) == 0
+    png = next((tmp_path / "a" / "images").glob("*.png"))
+    with Image.open(png) as im:
+        assert im.text["synthetic"] == "true" and "unicxr" in im.text["Software"]
+    jpg = next((tmp_path / "b" / "files").rglob("*.jpg"))
+    with Image.open(jpg) as im:
+        assert b"synthetic=true" in im.info["comment"]

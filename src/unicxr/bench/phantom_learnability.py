@@ -15,6 +15,8 @@ import time
 
 import numpy as np
 
+from unicxr.eval.alignment import auroc
+
 __all__ = ["make_arrays", "SmallCNN", "auroc", "main"]
 
 
@@ -46,18 +48,6 @@ def make_arrays(n: int, size: int, seed: int, workers: int = 2) -> tuple[np.ndar
     else:
         out = [_render(it) for it in items]
     return np.stack([o[0] for o in out]), np.stack([o[1] for o in out]).astype(np.float32)
-
-
-def auroc(y: np.ndarray, s: np.ndarray) -> float:
-    """Area under the ROC curve (rank statistic, ties averaged); NaN with one class only."""
-    from scipy.stats import rankdata
-
-    y = np.asarray(y, dtype=bool)
-    npos, nneg = int(y.sum()), int((~y).sum())
-    if npos == 0 or nneg == 0:
-        return float("nan")
-    r = rankdata(s)
-    return float((r[y].sum() - npos * (npos + 1) / 2) / (npos * nneg))
 
 
 def SmallCNN(n_out: int = 14, width: int = 16):  # noqa: N802 - a factory that reads like a class
@@ -143,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     for j, name in enumerate(FINDINGS):
         ok = ~np.isnan(yeval[:, j])
         npos = int((yeval[ok, j] == 1).sum())
-        a = auroc(yeval[ok, j] == 1, scores[ok, j])
+        a = auroc((yeval[ok, j] == 1).astype(np.float64), scores[ok, j])
         res[name] = a
         flag = ""
         if name != "No Finding" and npos >= 20 and not np.isnan(a):

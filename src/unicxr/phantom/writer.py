@@ -24,20 +24,22 @@ from unicxr.phantom.config import PhantomConfig
 from unicxr.phantom.layouts import LAYOUTS, Layout, make_layout
 from unicxr.phantom.simulate import CasePlan, make_plan, render_case
 from unicxr.utils.errors import UnicxrError
-from unicxr.utils.io import default_file_mode
+from unicxr.utils.io import default_file_mode, synthetic_image_text
 
 __all__ = ["write_dataset", "encode_image", "encode_png_gray", "tune_malloc"]
 
 _STATE: dict[str, object] = {}
 _FILE_MODE = default_file_mode()
+_SYNTHETIC = synthetic_image_text("phantom")
 
 
 def _png_chunk(tag: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
 
 
-def encode_png_gray(arr: np.ndarray, level: int = 1) -> bytes:
-    """Encode a grayscale uint8 or uint16 (H, W) array as PNG (``Up`` row filter, zlib ``level``).
+def encode_png_gray(arr: np.ndarray, level: int = 1, text: dict[str, str] | None = None) -> bytes:
+    """Encode a grayscale uint8 or uint16 (H, W) array as PNG (``Up`` row filter, zlib ``level``),
+    with optional Latin-1 ``tEXt`` chunks (keyword → value).
 
     A direct encoder (about 2x faster than PIL's at level 1 with a similar file size); the bytes
     depend only on the pixels and ``level``.
@@ -52,21 +54,26 @@ def encode_png_gray(arr: np.ndarray, level: int = 1) -> bytes:
     raw[0, 1:] = rows[0]
     np.subtract(rows[1:], rows[:-1], out=raw[1:, 1:])
     ihdr = struct.pack(">IIBBBBB", w, h, depth, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(raw.tobytes(), level))
-            + _png_chunk(b"IEND", b""))
+    chunks = b"".join(
+        _png_chunk(b"tEXt", k.encode("latin-1") + b"\x00" + v.encode("latin-1")) for k, v in (text or {}).items()
+    )
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + chunks
+            + _png_chunk(b"IDAT", zlib.compress(raw.tobytes(), level)) + _png_chunk(b"IEND", b""))
 
 
 def encode_image(img: np.ndarray, fmt: str, bit_depth: int = 8) -> bytes:
-    """Encode a float image in [0, 1] (H, W) as PNG (8/16-bit) or JPEG (8-bit, quality 95)."""
+    """Encode a float image in [0, 1] (H, W) as PNG (8/16-bit) or JPEG (8-bit, quality 95), marked
+    ``synthetic=true`` (PNG tEXt chunk / JPEG comment)."""
     if bit_depth == 16:
-        return encode_png_gray(np.round(np.clip(img, 0, 1) * 65535.0).astype(np.uint16))
+        return encode_png_gray(np.round(np.clip(img, 0, 1) * 65535.0).astype(np.uint16), text=_SYNTHETIC)
     arr = np.round(np.clip(img, 0, 1) * 255.0).astype(np.uint8)
     if fmt != "jpg":
-        return encode_png_gray(arr)
+        return encode_png_gray(arr, text=_SYNTHETIC)
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(arr, mode="L").save(buf, format="JPEG", quality=95)
+    comment = "; ".join(f"{k}={v}" for k, v in _SYNTHETIC.items()).encode("latin-1")
+    Image.fromarray(arr, mode="L").save(buf, format="JPEG", quality=95, comment=comment)
     return buf.getvalue()
 
 

@@ -12,7 +12,22 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "fsync_dir", "default_file_mode"]
+__all__ = [
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "fsync_dir",
+    "default_file_mode",
+    "synthetic_image_text",
+]
+
+
+def synthetic_image_text(source: str) -> dict[str, str]:
+    """Metadata every simulated or generated image carries (PNG tEXt chunks / JPEG comment):
+    ``synthetic=true`` and what made it, so a research artefact is never mistaken for patient data."""
+    from unicxr import __version__
+
+    return {"synthetic": "true", "Software": f"unicxr {__version__} {source}"}
 
 
 def default_file_mode() -> int:

@@ -131,9 +131,12 @@ def main(argv: list[str] | None = None) -> int:
             "pil_ms_per_batch": 1000 * t_pil / args.batches,
             "speedup": ratio,
         }
-        print(f"\n{n} images ({src_shape[0]}x{src_shape[1]} source) → {args.size} px cache; "
-              f"prepare: {figures['prepare_images_per_s']:.1f} images/s decode "
-              f"({prep_wall:.1f} s wall, {args.workers} workers)")
+        prep = (
+            f"prepare: {figures['prepare_images_per_s']:.1f} images/s decode ({prep_wall:.1f} s wall, {args.workers} workers)"
+            if figures["prepare_images_per_s"]
+            else "prepare: existing cache reused (nothing decoded; use a new --cache for the prepare figure)"
+        )
+        print(f"\n{n} images ({src_shape[0]}x{src_shape[1]} source) → {args.size} px cache; {prep}")
         print(f"{'method':<8}{'ms/batch':>12}{'items/s':>12}")
         print(f"{'cache':<8}{figures['cache_ms_per_batch']:>12.2f}{figures['cache_items_per_s']:>12.0f}")
         print(f"{'pil':<8}{figures['pil_ms_per_batch']:>12.2f}{figures['pil_items_per_s']:>12.0f}")

@@ -41,7 +41,7 @@ def make_arrays(n: int, size: int, seed: int, workers: int = 2) -> tuple[np.ndar
     plans = make_plan(seed, n, cfg)
     items = [(p, size, cfg) for p in plans]
     if workers > 1:
-        from unicxr.phantom.writer import tune_malloc
+        from unicxr.utils.memory import tune_malloc
 
         with mp.get_context("fork").Pool(workers, initializer=tune_malloc) as pool:
             out = pool.map(_render, items, chunksize=16)

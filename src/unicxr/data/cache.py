@@ -521,6 +521,9 @@ class CXRCache:
     def __init__(self, root: str | os.PathLike[str], split: str | None = None) -> None:
         import pandas as pd
 
+        from unicxr.utils.memory import tune_malloc
+
+        tune_malloc()  # every item is a fresh image-sized float buffer; see tune_malloc
         self.root = Path(root).expanduser()
         manifest_path = self.root / "cache.json"
         if not manifest_path.is_file():

@@ -25,8 +25,9 @@ from unicxr.phantom.layouts import LAYOUTS, Layout, make_layout
 from unicxr.phantom.simulate import CasePlan, make_plan, render_case
 from unicxr.utils.errors import UnicxrError
 from unicxr.utils.io import default_file_mode, synthetic_image_text
+from unicxr.utils.memory import tune_malloc
 
-__all__ = ["write_dataset", "encode_image", "encode_png_gray", "tune_malloc"]
+__all__ = ["write_dataset", "encode_image", "encode_png_gray"]
 
 _STATE: dict[str, object] = {}
 _FILE_MODE = default_file_mode()
@@ -95,24 +96,6 @@ def _write_case_file(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-
-
-def tune_malloc() -> None:
-    """Keep freed image-sized buffers in this process's heap (glibc only; a no-op elsewhere).
-
-    By default every full-size temporary array above 128 KiB is a fresh ``mmap``, and the page
-    faults on first touch cost about as much CPU as rendering the image. Called in worker processes.
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-    except (OSError, AttributeError):
-        return
-    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
-    libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)
-    libc.mallopt(m_trim_threshold, 128 * 1024 * 1024)
-    libc.mallopt(m_top_pad, 16 * 1024 * 1024)
 
 
 def _init(state: dict[str, object], tune: bool = False) -> None:

@@ -22,7 +22,7 @@ from safetensors.torch import save_model as _st_save_model
 from unicxr import __version__
 from unicxr.config import validate
 from unicxr.utils.errors import UnicxrError
-from unicxr.utils.io import atomic_write_text, default_file_mode, fsync_dir
+from unicxr.utils.io import atomic_write_text, default_file_mode, fsync_dir, read_json
 
 __all__ = [
     "ModelMixin",
@@ -101,12 +101,7 @@ def read_model_config(directory: str | Path) -> dict[str, Any]:
     if not directory.is_dir():
         raise UnicxrError(f"{directory}: model directory not found")
     cfg_path = directory / CONFIG_NAME
-    try:
-        raw = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UnicxrError(f"{cfg_path}: missing (not a unicxr model directory)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UnicxrError(f"{cfg_path}: not valid JSON ({exc})") from None
+    raw = read_json(cfg_path, missing="missing (not a unicxr model directory)")
     if not isinstance(raw, dict) or "model_type" not in raw or "config" not in raw:
         raise UnicxrError(f"{cfg_path}: not a unicxr model config (needs 'model_type' and 'config')")
     return raw

@@ -24,7 +24,7 @@ import torch
 from unicxr import __version__
 from unicxr.models.base import load_module_weights, save_module_weights
 from unicxr.utils.errors import UnicxrError
-from unicxr.utils.io import atomic_write_bytes, atomic_write_text, fsync_dir
+from unicxr.utils.io import atomic_write_bytes, atomic_write_text, fsync_dir, read_json
 
 __all__ = [
     "CKPT_DIR",
@@ -112,12 +112,7 @@ def verify_checkpoint(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     state_path = path / "state.json"
-    try:
-        state = json.loads(state_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UnicxrError(f"{state_path}: missing (incomplete checkpoint)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UnicxrError(f"{state_path}: unreadable or corrupt ({exc})") from None
+    state = read_json(state_path, missing="missing (incomplete checkpoint)", corrupt="unreadable or corrupt")
     if not isinstance(state, dict) or not isinstance(state.get("files"), dict) or "step" not in state:
         raise UnicxrError(f"{state_path}: not a unicxr checkpoint state file")
     for name, meta in state["files"].items():

@@ -19,7 +19,23 @@ __all__ = [
     "fsync_dir",
     "default_file_mode",
     "synthetic_image_text",
+    "read_json",
 ]
+
+
+def read_json(path: str | os.PathLike[str], *, missing: str, corrupt: str = "not valid JSON"):
+    """Parse a JSON file; a missing or unparsable file is a one-line ``UnicxrError`` naming it
+    (``"PATH: {missing}"`` / ``"PATH: {corrupt} (detail)"``)."""
+    import json
+
+    from unicxr.utils.errors import UnicxrError
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UnicxrError(f"{path}: {missing}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UnicxrError(f"{path}: {corrupt} ({exc})") from None
 
 
 def synthetic_image_text(source: str) -> dict[str, str]:

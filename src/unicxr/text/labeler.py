@@ -19,7 +19,6 @@ is capped at :data:`MAX_CHARS` characters.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterable, Sequence
 from enum import Enum
@@ -293,10 +292,9 @@ def label_csv(
         raise UnicxrError(
             f"{in_path}: text column {text_column!r} not found; columns are: {', '.join(map(str, df.columns))}"
         )
-    labels = label_reports(df[text_column].tolist(), section, progress=progress)
-    out = df.copy()
-    for i, name in enumerate(FINDINGS):
-        out[name] = [format_label(float(v)) if not math.isnan(float(v)) else "" for v in labels[:, i]]
+    out = label_dataframe(df, text_column, section, progress=progress)
+    for name in FINDINGS:
+        out[name] = [format_label(float(v)) for v in out[name]]
     with atomic_write(out_path, "w", encoding="utf-8", newline="") as fh:
         out.to_csv(fh, index=False)
     return len(out)

@@ -150,7 +150,7 @@ def test_eval_images_errors(tmp_path, encoder_dir, capsys):
 def test_image_folder_set_findings_column_sizes_and_subset(tmp_path):
     import pandas as pd
 
-    from unicxr.eval.image_sets import open_image_set
+    from unicxr.data.image_sets import open_image_set
     from unicxr.utils import UnicxrError
 
     (tmp_path / "f").mkdir()

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from unicxr.eval.alignment import auroc
+from unicxr.utils.metrics import auroc
 
 __all__ = ["make_arrays", "SmallCNN", "auroc", "main"]
 

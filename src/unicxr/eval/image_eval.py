@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from unicxr.data.image_sets import open_image_set
 from unicxr.eval.features import FeatureExtractor, extract_features, parse_features_spec
 from unicxr.eval.image_metrics import compute_feature_metrics, ms_ssim_diversity
-from unicxr.eval.image_sets import open_image_set
 
 __all__ = ["evaluate_images", "diversity_by_prompt", "write_outputs", "json_safe"]
 

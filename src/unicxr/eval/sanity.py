@@ -17,9 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from unicxr.data.image_sets import open_image_set
 from unicxr.eval.features import FeatureExtractor, extract_features, parse_features_spec
 from unicxr.eval.image_metrics import bootstrap_fd, bootstrap_mmd2, kid, prdc
-from unicxr.eval.image_sets import open_image_set
 
 __all__ = ["gaussian_blur", "BlurredSet", "sanity_checks"]
 

@@ -100,7 +100,7 @@ def load_split(
     ``unicxr phantom`` output) into memory: images resized to ``size``, targets under ``policy``."""
     from tqdm.auto import tqdm
 
-    from unicxr.eval.image_sets import open_image_set
+    from unicxr.data.image_sets import open_image_set
 
     ds = open_image_set(cache, split=split)
     if ds.labels is None:
@@ -129,7 +129,7 @@ def masked_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def classifier_metrics(probs: np.ndarray, targets: np.ndarray, *, min_count: int = 20) -> dict[str, float]:
     """Per-finding AUROC (``auroc_<finding>``, NaN when one class is missing), ``macro_auroc`` over
     findings with >= ``min_count`` positives and negatives, and ``n_macro_findings``."""
-    from unicxr.eval.alignment import auroc
+    from unicxr.utils.metrics import auroc
 
     out: dict[str, float] = {}
     used = []

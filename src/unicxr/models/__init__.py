@@ -13,6 +13,7 @@ __all__ = ["ModelMixin", "register_model", "load_model", "MODEL_MODULES"]
 # model_type -> module defining it (imported lazily so `import unicxr.models` stays light).
 MODEL_MODULES: dict[str, str] = {
     "toy_mlp": "unicxr.models.toy",
+    "toy_composite": "unicxr.models.toy",
     "cxr_classifier": "unicxr.models.classifier",
 }
 

@@ -3,15 +3,26 @@
 A saved model is a directory with ``config.json`` (``model_type``, the unicxr version and the model's
 validated config) and ``model.safetensors``. Writes are atomic; nothing is ever unpickled. A missing,
 truncated or foreign file gives a one-line :class:`UnicxrError` naming it.
+
+**Components.** A model may hold components, as a diffusers pipeline does: other saved unicxr models
+(a frozen autoencoder, a text encoder) or artifacts with ``save_pretrained``/``from_pretrained`` (a
+tokenizer, a scheduler config). ``components.json`` (like diffusers' ``model_index.json``) lists them;
+each lives in its own sub-folder (embedded) or is referenced by path. ``model.safetensors`` holds only
+the model's own weights, so a frozen autoencoder is never re-saved in each checkpoint, and
+``load_model(RUN/model)`` rebuilds the whole pipeline.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 from pydantic import BaseModel
@@ -33,10 +44,13 @@ __all__ = [
     "read_model_config",
     "save_module_weights",
     "load_module_weights",
+    "COMPONENTS_NAME",
+    "load_component",
 ]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+COMPONENTS_NAME = "components.json"
 MODEL_REGISTRY: dict[str, type[ModelMixin]] = {}
 
 T = TypeVar("T", bound="ModelMixin")
@@ -107,12 +121,41 @@ def read_model_config(directory: str | Path) -> dict[str, Any]:
     return raw
 
 
+def _artifact_class(spec: str, where: Path) -> type:
+    """Resolve ``module:QualName`` of an artifact class; only unicxr classes are accepted."""
+    mod, _, name = spec.partition(":")
+    if not mod.startswith("unicxr.") or not name:
+        raise UnicxrError(f"{where}: artifact class {spec!r} is not a unicxr class")
+    try:
+        obj: Any = importlib.import_module(mod)
+        for part in name.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError):
+        raise UnicxrError(f"{where}: unknown artifact class {spec!r}") from None
+    return obj
+
+
+def load_component(entry: Mapping[str, Any], base: Path, *, device: str = "cpu") -> Any:
+    """Load one component listed in ``components.json`` (path relative to ``base`` unless absolute)."""
+    path = Path(entry["path"])
+    if not path.is_absolute():
+        path = base / path
+    if not path.exists():
+        raise UnicxrError(f"{base / COMPONENTS_NAME}: component folder {path} not found")
+    if entry.get("kind") == "artifact":
+        return _artifact_class(str(entry["class"]), base / COMPONENTS_NAME).from_pretrained(path)
+    from unicxr.models import load_model
+
+    return load_model(path, device=device)
+
+
 class ModelMixin(torch.nn.Module):
     """Base class of every unicxr model.
 
     Subclasses set ``model_type`` (registry name) and ``config_class`` (a
-    :class:`unicxr.config.StrictModel`), take the validated config as the only constructor argument,
-    and are decorated with :func:`register_model`.
+    :class:`unicxr.config.StrictModel`), take the validated config as the first constructor argument,
+    and are decorated with :func:`register_model`. A model with components also accepts
+    ``components`` (name → loaded object) and registers each with :meth:`register_component`.
     """
 
     model_type: ClassVar[str] = ""
@@ -123,6 +166,73 @@ class ModelMixin(torch.nn.Module):
         if not isinstance(config, self.config_class):
             config = validate(self.config_class, config, source=self.model_type)  # type: ignore[arg-type]
         self.config = config
+        # name -> {"source": path it came from or None, "frozen": bool, "kind": "model"|"artifact"}
+        self._component_meta: dict[str, dict[str, Any]] = {}
+        self._artifacts: dict[str, Any] = {}
+
+    # -- components -------------------------------------------------------------------------------
+    def register_component(self, name: str, obj: Any, *, source: str | Path | None = None, frozen: bool = True) -> None:
+        """Attach a component: a module (registered as sub-module ``name``; frozen → no grad, eval
+        mode, excluded from this model's weights file and from checkpoints) or an artifact with
+        ``save_pretrained``/``from_pretrained`` (tokenizer, scheduler config), reachable as
+        ``self.component(name)``."""
+        if isinstance(obj, torch.nn.Module):
+            self.add_module(name, obj)
+            if frozen:
+                obj.requires_grad_(False)
+                obj.eval()
+            kind = "model"
+        else:
+            if not (hasattr(obj, "save_pretrained") and hasattr(type(obj), "from_pretrained")):
+                raise TypeError(f"component {name!r}: needs save_pretrained/from_pretrained")
+            self._artifacts[name] = obj
+            kind = "artifact"
+        self._component_meta[name] = {
+            "source": None if source is None else str(Path(source).resolve()),
+            "frozen": bool(frozen) if kind == "model" else True,
+            "kind": kind,
+        }
+
+    def component(self, name: str) -> Any:
+        """A registered component (module or artifact)."""
+        if name in self._artifacts:
+            return self._artifacts[name]
+        if name in self._component_meta:
+            return getattr(self, name)
+        raise KeyError(f"{self.model_type}: no component {name!r}")
+
+    @property
+    def component_names(self) -> list[str]:
+        return list(self._component_meta)
+
+    def train(self, mode: bool = True) -> ModelMixin:
+        """As ``nn.Module.train``, but frozen components stay in eval mode."""
+        super().train(mode)
+        for name, meta in self._component_meta.items():
+            if meta["kind"] == "model" and meta["frozen"]:
+                getattr(self, name).eval()
+        return self
+
+    @contextlib.contextmanager
+    def _detached(self, names: list[str]) -> Iterator[None]:
+        """Temporarily remove sub-modules ``names`` (so a weights file holds only the rest)."""
+        held = {n: self._modules.pop(n) for n in names if n in self._modules}
+        try:
+            yield
+        finally:
+            self._modules.update(held)
+
+    def _module_components(self, *, frozen_only: bool) -> list[str]:
+        return [
+            n
+            for n, m in self._component_meta.items()
+            if m["kind"] == "model" and (m["frozen"] or not frozen_only)
+        ]
+
+    def trainable_state(self) -> contextlib.AbstractContextManager[None]:
+        """Context in which the model's modules are exactly what a training checkpoint stores: its own
+        weights and those of trainable components, without frozen components."""
+        return self._detached(self._module_components(frozen_only=True))
 
     # -- saving -----------------------------------------------------------------------------------
     def config_dict(self) -> dict[str, Any]:
@@ -133,17 +243,45 @@ class ModelMixin(torch.nn.Module):
             "config": self.config.model_dump(mode="json"),
         }
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` into ``directory`` (atomic per file)."""
+    def save_pretrained(
+        self, directory: str | Path, *, components: Literal["embed", "reference"] = "embed"
+    ) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` (own weights) into ``directory``, and each
+        component into ``directory/<name>/`` (``embed``), or, for frozen components loaded from a
+        folder, a reference to that folder (``reference``), listed in ``components.json``."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_module_weights(self, directory / WEIGHTS_NAME)
+        with self._detached(self._module_components(frozen_only=False)):
+            save_module_weights(self, directory / WEIGHTS_NAME)
+        index: dict[str, Any] = {}
+        for name, meta in self._component_meta.items():
+            obj = self.component(name)
+            entry: dict[str, Any] = {"kind": meta["kind"], "frozen": meta["frozen"]}
+            if meta["kind"] == "artifact":
+                entry["class"] = f"{type(obj).__module__}:{type(obj).__qualname__}"
+            if components == "reference" and meta["frozen"] and meta["source"]:
+                entry["path"] = meta["source"]
+            else:
+                target = directory / name
+                tmp = directory / f".{name}.tmp-{os.getpid()}"
+                shutil.rmtree(tmp, ignore_errors=True)
+                obj.save_pretrained(tmp)
+                shutil.rmtree(target, ignore_errors=True)
+                os.replace(tmp, target)
+                entry["path"] = name
+            index[name] = entry
+        comp_path = directory / COMPONENTS_NAME
+        if index:
+            atomic_write_text(comp_path, json.dumps(index, indent=2, sort_keys=True) + "\n")
+        elif comp_path.exists():
+            comp_path.unlink()
         atomic_write_text(directory / CONFIG_NAME, json.dumps(self.config_dict(), indent=2, sort_keys=True) + "\n")
         return directory
 
     @classmethod
     def from_pretrained(cls: type[T], directory: str | Path, *, device: str = "cpu") -> T:
-        """Rebuild the model from ``config.json`` and load ``model.safetensors`` (never unpickles)."""
+        """Rebuild the model from ``config.json``, its components from ``components.json``, and load
+        ``model.safetensors`` (never unpickles)."""
         directory = Path(directory)
         raw = read_model_config(directory)
         if cls.model_type and raw["model_type"] != cls.model_type:
@@ -151,8 +289,19 @@ class ModelMixin(torch.nn.Module):
                 f"{directory / CONFIG_NAME}: model_type is {raw['model_type']!r}, expected {cls.model_type!r}"
             )
         config = validate(cls.config_class, raw["config"], source=str(directory / CONFIG_NAME), prefix="config")
-        model = cls(config)
-        load_module_weights(model, directory / WEIGHTS_NAME, device=device)
+        comp_path = directory / COMPONENTS_NAME
+        if comp_path.is_file():
+            index = read_json(comp_path, missing="missing", corrupt="unreadable or corrupt")
+            if not isinstance(index, dict):
+                raise UnicxrError(f"{comp_path}: not a components index")
+            loaded = {name: load_component(entry, directory, device=device) for name, entry in index.items()}
+            model = cls(config, components=loaded)  # type: ignore[call-arg]
+            frozen = [n for n, e in index.items() if e.get("kind") == "model"]
+        else:
+            model = cls(config)
+            frozen = []
+        with model._detached(frozen):
+            load_module_weights(model, directory / WEIGHTS_NAME, device=device)
         model.eval()
         return model
 

@@ -1,8 +1,10 @@
 """Training checkpoints: everything needed for a bit-exact resume.
 
-Layout: ``RUN/checkpoints/step_000123/`` with ``model.safetensors``, ``ema.safetensors`` (if EMA),
-``optimizer.pt`` (our own state, loaded with ``weights_only=True``) and ``state.json`` (step, EMA
-update count, and the size + SHA-256 of every file). A checkpoint is written to a temporary folder
+Layout: ``RUN/checkpoints/step_000123/`` with ``model.safetensors`` (trainable state: the model
+without its frozen components), ``<name>.safetensors`` for each auxiliary trained module (e.g. a
+discriminator), ``ema.safetensors`` (EMA of trainable parameters, if EMA), ``optimizer.pt`` (the state of
+every optimizer by name; our own file, loaded with ``weights_only=True``) and ``state.json`` (step,
+EMA update count, and the size + SHA-256 of every file). A checkpoint is written to a temporary folder
 and renamed into place, so a killed run never leaves a half-written checkpoint under a final name.
 Data order, augmentation and loss noise are pure functions of (seed, step), so no RNG state is
 needed. Loading verifies sizes and hashes first and names the damaged file.
@@ -16,8 +18,9 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -25,6 +28,9 @@ from unicxr import __version__
 from unicxr.models.base import load_module_weights, save_module_weights
 from unicxr.utils.errors import UnicxrError
 from unicxr.utils.io import atomic_write_bytes, atomic_write_text, fsync_dir, read_json
+
+if TYPE_CHECKING:
+    from unicxr.train.ema import EMA
 
 __all__ = [
     "CKPT_DIR",
@@ -48,15 +54,39 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _as_dict(obj: Any, default: str) -> dict[str, Any]:
+    if obj is None:
+        return {}
+    return dict(obj) if isinstance(obj, Mapping) else {default: obj}
+
+
+def _trainable(module: torch.nn.Module):
+    """The module as a checkpoint stores it (a model without its frozen components)."""
+    import contextlib
+
+    ctx = getattr(module, "trainable_state", None)
+    return ctx() if callable(ctx) else contextlib.nullcontext()
+
+
+def _module_file(name: str) -> str:
+    return "model.safetensors" if name == "model" else f"{name}.safetensors"
+
+
 def save_checkpoint(
     run_dir: str | Path,
     step: int,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    ema: torch.nn.Module | None = None,
+    modules: torch.nn.Module | Mapping[str, torch.nn.Module],
+    optimizers: torch.optim.Optimizer | Mapping[str, torch.optim.Optimizer],
+    ema: EMA | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the checkpoint of optimizer step ``step`` (number of completed steps); returns its folder."""
+    """Write the checkpoint of optimizer step ``step`` (number of completed steps); returns its folder.
+
+    ``modules``: the model, or name → module with the model under ``"model"`` (others: auxiliary
+    trained modules); ``optimizers``: one optimizer or name → optimizer (default name ``"main"``).
+    """
+    modules = _as_dict(modules, "model")
+    optimizers = _as_dict(optimizers, "main")
     root = Path(run_dir) / CKPT_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:06d}"
@@ -65,11 +95,13 @@ def save_checkpoint(
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        save_module_weights(model, tmp / "model.safetensors")
+        for name, module in modules.items():
+            with _trainable(module):
+                save_module_weights(module, tmp / _module_file(name))
         if ema is not None:
-            save_module_weights(ema, tmp / "ema.safetensors")
+            ema.save(tmp / "ema.safetensors")
         buf = io.BytesIO()
-        torch.save(optimizer.state_dict(), buf)
+        torch.save({"optimizers": {n: o.state_dict() for n, o in optimizers.items()}}, buf)
         atomic_write_bytes(tmp / "optimizer.pt", buf.getvalue())
         files = {
             p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir()) if p.is_file()
@@ -129,23 +161,29 @@ def verify_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def load_checkpoint(
     path: str | Path,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
-    ema: torch.nn.Module | None = None,
+    modules: torch.nn.Module | Mapping[str, torch.nn.Module],
+    optimizers: torch.optim.Optimizer | Mapping[str, torch.optim.Optimizer] | None = None,
+    ema: EMA | None = None,
 ) -> dict[str, Any]:
-    """Verify and load a checkpoint into ``model`` (+ optimizer, EMA). Returns ``state.json``."""
+    """Verify and load a checkpoint into the modules (+ optimizers, EMA). Returns ``state.json``."""
     path = Path(path)
     state = verify_checkpoint(path)
-    load_module_weights(model, path / "model.safetensors")
+    for name, module in _as_dict(modules, "model").items():
+        with _trainable(module):
+            load_module_weights(module, path / _module_file(name))
     if ema is not None:
         if not (path / "ema.safetensors").is_file():
             raise UnicxrError(f"{path / 'ema.safetensors'}: missing (the run was started without EMA?)")
-        load_module_weights(ema, path / "ema.safetensors")
-    if optimizer is not None:
+        ema.load(path / "ema.safetensors")
+    optimizers = _as_dict(optimizers, "main")
+    if optimizers:
         opt_path = path / "optimizer.pt"
         try:
-            opt_state = torch.load(opt_path, map_location="cpu", weights_only=True)
-            optimizer.load_state_dict(opt_state)
+            saved = torch.load(opt_path, map_location="cpu", weights_only=True)["optimizers"]
+            for name, opt in optimizers.items():
+                if name not in saved:
+                    raise KeyError(f"no state for optimizer {name!r}")
+                opt.load_state_dict(saved[name])
         except Exception as exc:  # noqa: BLE001 - any failure here is a damaged/foreign file
             raise UnicxrError(f"{opt_path}: cannot load optimizer state ({str(exc).splitlines()[0]})") from None
     return state

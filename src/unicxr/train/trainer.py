@@ -1,10 +1,12 @@
 """The one training loop of unicxr (Accelerate underneath).
 
-Features: gradient accumulation, clipping, warmup + cosine/linear LR, EMA weights, mixed precision
-(bf16 on GPU, fp32 on CPU), progress bar with loss and img/s, TensorBoard scalars + ``log.jsonl``,
-periodic and final checkpoints with ``keep_last`` rotation, validation, and exact resume: data order,
-augmentation and loss noise are pure functions of (seed, step, rank, micro-batch), so restarting from a
-checkpoint replays exactly what an uninterrupted run would have done (bit-identical on CPU).
+Features: gradient accumulation, clipping, warmup + cosine/linear LR, several optimizers (e.g. a
+generator and a discriminator, with a delayed start), EMA of trainable weights, mixed precision (bf16
+on GPU, fp32 on CPU), progress bar with loss and img/s, TensorBoard scalars + ``log.jsonl``, media
+(image grids, generated text) at evaluation steps, periodic and final checkpoints with ``keep_last``
+rotation, validation, and exact resume: data order, augmentation and loss noise are pure functions of
+(seed, step, rank, micro-batch, optimizer), so restarting from a checkpoint replays exactly what an
+uninterrupted run would have done (bit-identical on CPU).
 
 Multi-process: run the same command under ``torchrun --nproc_per_node 2 --no-python unicxr train ...``
 or ``accelerate launch --multi_gpu --num_processes 2 -m unicxr.cli train ...`` (gloo on CPU); the global batch
@@ -34,7 +36,7 @@ from unicxr.train.config import LoadedRecipe
 from unicxr.train.ema import EMA
 from unicxr.train.sampler import StepBatchSampler
 from unicxr.train.schedule import lr_at
-from unicxr.train.tasks import get_task
+from unicxr.train.tasks import Media, Task, get_task
 from unicxr.utils.errors import UnicxrError
 from unicxr.utils.io import atomic_write_text
 
@@ -112,6 +114,49 @@ def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
         fh.write(json.dumps(record, sort_keys=True) + "\n")
 
 
+def _build_optimizer(spec: Any, cfg: Any) -> torch.optim.Optimizer:
+    """AdamW for one :class:`~unicxr.train.tasks.OptimizerSpec` (frozen parameters dropped)."""
+    groups: list[dict[str, Any]] = []
+    plain: list[torch.nn.Parameter] = []
+    for item in spec.params:
+        if isinstance(item, dict):
+            ps = [p for p in item["params"] if p.requires_grad]
+            if ps:
+                groups.append({**item, "params": ps})
+        elif item.requires_grad:
+            plain.append(item)
+    if plain:
+        groups.insert(0, {"params": plain})
+    if not groups:
+        raise UnicxrError(f"optimizer {spec.name!r}: no trainable parameters")
+    return torch.optim.AdamW(
+        groups,
+        lr=cfg.lr,
+        betas=spec.betas or cfg.betas,
+        eps=cfg.eps,
+        weight_decay=cfg.weight_decay if spec.weight_decay is None else spec.weight_decay,
+    )
+
+
+def _write_media(out: Path, step: int, media: Media, writer: Any, task: Task) -> None:
+    """Write a task's media: ``RUN/media/step_N/<name>.png`` grids and ``<name>.txt`` texts, and TensorBoard."""
+    from unicxr.utils.io import atomic_write_text as write_text
+    from unicxr.utils.media import image_grid, save_png
+
+    folder = out / "media" / f"step_{step:06d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, images in media.images.items():
+        grid = image_grid(images.detach().float().cpu())
+        save_png(folder / f"{name}.png", grid, {"step": str(step), "task": task.name},
+                 synthetic=media.synthetic, source=f"training media of task {task.name}")
+        if writer is not None:
+            writer.add_image(f"media/{name}", grid[None], step, dataformats="CHW")
+    for name, text in media.texts.items():
+        write_text(folder / f"{name}.txt", text if text.endswith("\n") else text + "\n")
+        if writer is not None:
+            writer.add_text(f"media/{name}", text, step)
+
+
 def train(
     loaded: LoadedRecipe,
     out: str | Path,
@@ -149,18 +194,24 @@ def train(
         torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
     model = task.build_model()
+    aux = task.build_modules(model)
+    if "model" in aux:
+        raise UnicxrError(f"task {task.name}: build_modules may not use the name 'model'")
+    names = ["model", *aux]
     train_ds, val_ds = task.build_datasets(cfg.seed)
     ema = EMA(model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema_decay is not None else None
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
-    )
+    specs = task.configure_optimizers({"model": model, **aux}, cfg)
+    if not specs or len({sp.name for sp in specs}) != len(specs):
+        raise UnicxrError(f"task {task.name}: configure_optimizers must return optimizers with distinct names")
+    optimizers = [_build_optimizer(sp, cfg) for sp in specs]
 
     ckpt: Path | None = Path(resume_from) if resume_from else (latest_checkpoint(out) if resume else None)
     start_step = 0
-    opt_ckpt = None
     if ckpt is not None:
         try:
-            state = load_checkpoint(ckpt, model, None, ema.model if ema else None)
+            state = load_checkpoint(
+                ckpt, {"model": model, **aux}, {sp.name: o for sp, o in zip(specs, optimizers, strict=True)}, ema
+            )
         except UnicxrError as exc:
             older = [p for _, p in list_checkpoints(out) if p != ckpt]
             hint = f"; the previous checkpoint {older[-1]} may be intact: rerun with --resume-from {older[-1]}" if older else ""
@@ -168,15 +219,16 @@ def train(
         start_step = int(state["step"])
         if ema is not None:
             ema.num_updates = int(state.get("ema_updates", start_step))
-        opt_ckpt = ckpt / "optimizer.pt"
         accelerator.print(f"resuming from {ckpt} (step {start_step})")
 
-    model, optimizer = accelerator.prepare(model, optimizer)
-    if opt_ckpt is not None:
-        optimizer.load_state_dict(torch.load(opt_ckpt, map_location="cpu", weights_only=True))
+    prepared = accelerator.prepare(*[model, *aux.values()], *optimizers)
+    wrapped = dict(zip(names, prepared[: len(names)], strict=True))
+    optimizers = list(prepared[len(names) :])
+    task.accelerator = accelerator
     if ema is not None:
-        ema.model.to(device)
-    raw_model = accelerator.unwrap_model(model)
+        ema.to(device)
+    raw_model = accelerator.unwrap_model(wrapped["model"])
+    raw_modules = {n: accelerator.unwrap_model(m) for n, m in wrapped.items()}
 
     sampler = StepBatchSampler(
         len(train_ds),
@@ -189,7 +241,12 @@ def train(
         max_steps=cfg.max_steps,
     )
     loader = DataLoader(
-        train_ds, batch_sampler=sampler, num_workers=cfg.num_workers, pin_memory=device.type == "cuda"
+        train_ds,
+        batch_sampler=sampler,
+        num_workers=cfg.num_workers,
+        pin_memory=device.type == "cuda",
+        collate_fn=task.collate,
+        persistent_workers=cfg.num_workers > 0,
     )
 
     log_path = out / "log.jsonl"
@@ -206,20 +263,24 @@ def train(
     idx_log = out / f"indices_rank{rank}.jsonl" if cfg.record_indices else None
 
     def run_eval(step: int) -> None:
-        if not main or val_ds is None:
+        if not main:
             return
-        net = ema.model if ema is not None else raw_model
-        was_training = net.training
-        net.eval()
-        with torch.no_grad(), accelerator.autocast():
-            metrics = task.evaluate(net, val_ds)
-        net.train(was_training)
+        swap = ema.swapped(raw_model) if ema is not None else contextlib.nullcontext(raw_model)
+        with swap as net:
+            was_training = net.training
+            net.eval()
+            with torch.no_grad(), accelerator.autocast():
+                metrics = task.evaluate(net, val_ds) if val_ds is not None else {}
+                media = task.log_media(net, val_ds, step)
+            net.train(was_training)
         if metrics:
             _append_jsonl(out / "eval.jsonl", {"step": step, **metrics})
             if writer is not None:
                 for k, v in metrics.items():
                     writer.add_scalar(f"val/{k}", v, step)
             accelerator.print(f"step {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        if media is not None:
+            _write_media(out, step, media, writer, task)
 
     bar = None
     if progress and main:
@@ -227,6 +288,7 @@ def train(
 
         bar = tqdm(total=cfg.max_steps, initial=start_step, unit="step", dynamic_ncols=True, desc="train")
 
+    ddp_modules = [m for m in wrapped.values() if m is not accelerator.unwrap_model(m)]
     it = iter(loader)
     window_loss = torch.zeros((), device=device)
     window_n = 0
@@ -242,11 +304,12 @@ def train(
             schedule=cfg.lr_schedule,
             min_lr_ratio=cfg.min_lr_ratio,
         )
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        model.train()
-        step_loss = torch.zeros((), device=device)
-        extras: dict[str, float] = {}
+        for sp, opt in zip(specs, optimizers, strict=True):
+            for group in opt.param_groups:
+                group["lr"] = lr * sp.lr_scale * group.get("lr_scale", 1.0)
+        for m in wrapped.values():
+            m.train()
+        batches = []
         for micro in range(cfg.grad_accum):
             batch = next(it)
             if idx_log is not None:
@@ -254,26 +317,44 @@ def train(
                 _append_jsonl(idx_log, {"step": step, "micro": micro, "rank": rank, "indices": ids})
             window_items += _batch_len(batch) * world
             gen = torch.Generator().manual_seed(derive_seed(cfg.seed, step, rank, micro, 1))
-            batch = _to_device(task.augment(batch, gen), device)
-            torch.manual_seed(derive_seed(cfg.seed, step, rank, micro, 2))
-            sync = contextlib.nullcontext() if micro == cfg.grad_accum - 1 else accelerator.no_sync(model)
-            with sync:
-                with accelerator.autocast():
-                    loss, extra = task.loss(model, batch)
-                if not torch.isfinite(loss.detach()):
-                    raise UnicxrError(
-                        f"train: loss is {loss.item()} at step {step} (rank {rank}); "
-                        "lower train.lr or check the data"
-                    )
-                accelerator.backward(loss / cfg.grad_accum)
-            step_loss += loss.detach().float() / cfg.grad_accum
-            for k, v in extra.items():
-                extras[k] = extras.get(k, 0.0) + float(v) / cfg.grad_accum
-        grad_norm = None
-        if cfg.clip_grad is not None:
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+            batches.append(_to_device(task.augment(batch, gen), device))
+        ctxs: list[dict[str, Any]] = [{} for _ in batches]
+        step_loss = torch.zeros((), device=device)
+        extras: dict[str, float] = {}
+        grad_norms: dict[str, float] = {}
+        for k, (sp, opt) in enumerate(zip(specs, optimizers, strict=True)):
+            if step < sp.start_step:
+                continue
+            for m in wrapped.values():
+                m.zero_grad(set_to_none=True)
+            for micro, batch in enumerate(batches):
+                torch.manual_seed(derive_seed(cfg.seed, step, rank, micro, 2 + k))
+                last = micro == cfg.grad_accum - 1
+                with contextlib.ExitStack() as stack:
+                    if not last:
+                        for m in ddp_modules:
+                            stack.enter_context(accelerator.no_sync(m))
+                    with accelerator.autocast():
+                        loss, extra = task.training_loss(sp.name, wrapped, batch, ctxs[micro], step)
+                    if not torch.isfinite(loss.detach()):
+                        raise UnicxrError(
+                            f"train: loss ({sp.name}) is {loss.item()} at step {step} (rank {rank}); "
+                            "lower train.lr or check the data"
+                        )
+                    accelerator.backward(loss / cfg.grad_accum)
+                if k == 0:
+                    step_loss += loss.detach().float() / cfg.grad_accum
+                else:
+                    key = f"loss_{sp.name}"
+                    extras[key] = extras.get(key, 0.0) + float(loss.detach()) / cfg.grad_accum
+                for key, v in extra.items():
+                    extras[key] = extras.get(key, 0.0) + float(v) / cfg.grad_accum
+            if cfg.clip_grad is not None:
+                params = [p for g in opt.param_groups for p in g["params"]]
+                grad_norms[sp.name] = float(accelerator.clip_grad_norm_(params, cfg.clip_grad))
+            opt.step()
+        for m in wrapped.values():
+            m.zero_grad(set_to_none=True)
         if ema is not None:
             ema.update(raw_model)
         done = step + 1
@@ -285,14 +366,14 @@ def train(
             last_loss = float(mean_loss)
             dt = max(time.perf_counter() - t0, 1e-9)
             rec = {"step": done, "loss": last_loss, "lr": lr, "img_per_s": window_items / dt, **extras}
-            if grad_norm is not None:
-                rec["grad_norm"] = float(grad_norm)
+            for name, gn in grad_norms.items():
+                rec["grad_norm" if name == specs[0].name else f"grad_norm_{name}"] = gn
             if main:
                 _append_jsonl(log_path, rec)
                 if writer is not None:
-                    for k, v in rec.items():
-                        if k != "step":
-                            writer.add_scalar(f"train/{k}", v, done)
+                    for key, v in rec.items():
+                        if key != "step":
+                            writer.add_scalar(f"train/{key}", v, done)
                 if bar is not None:
                     bar.set_postfix(loss=f"{last_loss:.4g}", lr=f"{lr:.2e}", img_s=f"{rec['img_per_s']:.1f}")
             window_loss.zero_()
@@ -308,9 +389,9 @@ def train(
                 save_checkpoint(
                     out,
                     done,
-                    raw_model,
-                    optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
-                    ema.model if ema else None,
+                    raw_modules,
+                    {sp.name: getattr(o, "optimizer", o) for sp, o in zip(specs, optimizers, strict=True)},
+                    ema,
                     extra={"ema_updates": ema.num_updates if ema else 0, "world_size": world},
                 )
                 rotate_checkpoints(out, cfg.keep_last)
@@ -331,7 +412,8 @@ def train(
     if main:
         raw_model.save_pretrained(out / "model")
         if ema is not None:
-            ema.model.save_pretrained(out / "model_ema")
+            with ema.swapped(raw_model):
+                raw_model.save_pretrained(out / "model_ema")
         summary = {
             "steps": cfg.max_steps,
             "final_loss": last_loss,

@@ -7,7 +7,9 @@ section is validated by ``Task.ModelConfig`` and its ``data:`` section by ``Task
 from __future__ import annotations
 
 import importlib
-from typing import Any, ClassVar
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch.utils.data import Dataset
@@ -16,25 +18,101 @@ from unicxr.config import StrictModel
 from unicxr.models.base import ModelMixin
 from unicxr.utils.errors import UnicxrError
 
-__all__ = ["Task", "register_task", "get_task", "TASK_REGISTRY", "TASK_MODULES"]
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from unicxr.train.config import TrainConfig
+
+__all__ = [
+    "Task",
+    "OptimizerSpec",
+    "Media",
+    "collate_items",
+    "register_task",
+    "get_task",
+    "TASK_REGISTRY",
+    "TASK_MODULES",
+]
 
 TASK_REGISTRY: dict[str, type[Task]] = {}
 
 # task name -> module that registers it (imported on first use).
 TASK_MODULES: dict[str, str] = {
     "toy_regression": "unicxr.train.tasks.toy",
+    "toy_adversarial": "unicxr.train.tasks.toy",
     "classifier": "unicxr.train.tasks.classifier",
 }
+
+
+@dataclass
+class OptimizerSpec:
+    """One optimizer of a task (AdamW).
+
+    Attributes:
+        name: key of the optimizer (``main`` for the model; e.g. ``disc`` for a discriminator); the
+            trainer calls ``Task.training_loss(name, ...)`` once per micro-batch for it.
+        params: parameters or parameter-group dicts (a group may carry ``lr_scale`` and
+            ``weight_decay``); parameters without ``requires_grad`` are dropped.
+        lr_scale: multiplies the scheduled learning rate (``train.lr`` with warmup and decay).
+        weight_decay / betas: default to ``train.weight_decay`` / ``train.betas``.
+        start_step: the optimizer (and its loss) is skipped before this step (delayed start).
+    """
+
+    name: str
+    params: Iterable[Any]
+    lr_scale: float = 1.0
+    weight_decay: float | None = None
+    betas: tuple[float, float] | None = None
+    start_step: int = 0
+
+
+@dataclass
+class Media:
+    """What :meth:`Task.log_media` returns: image grids and texts to show for a training step.
+
+    Attributes:
+        images: name → (N, 1, H, W) float tensor in [0, 1] (written as a grid PNG + TensorBoard).
+        texts: name → text (written as ``.txt`` + TensorBoard text).
+        synthetic: the images are model outputs (their PNGs carry ``synthetic=true``).
+    """
+
+    images: dict[str, torch.Tensor] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)
+    synthetic: bool = True
+
+
+def collate_items(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Default collate: tensors are stacked, numbers become tensors, anything else (strings, None)
+    becomes a list. Token-id lists of unequal length need a task's own :meth:`Task.collate`."""
+    out: dict[str, Any] = {}
+    for key in items[0]:
+        vals = [it[key] for it in items]
+        v0 = vals[0]
+        if isinstance(v0, torch.Tensor):
+            out[key] = torch.stack(vals)
+        elif isinstance(v0, bool) or not isinstance(v0, (int, float)):
+            out[key] = list(vals)
+        else:
+            out[key] = torch.tensor(vals)
+    return out
 
 
 class Task:
     """Base class of a training task.
 
     Subclasses set ``name``, ``ModelConfig`` and ``DataConfig`` and implement :meth:`build_model`,
-    :meth:`build_datasets` and :meth:`loss`. :meth:`augment` and :meth:`evaluate` are optional.
-    Datasets return dicts of tensors (default collate). Randomness in ``augment`` must come from the
-    given generator and randomness in ``loss`` from the global torch RNG, which the trainer reseeds
-    from (seed, step, rank, micro-batch) each micro-step: resume is then exact without RNG state.
+    :meth:`build_datasets` and :meth:`loss` (one optimizer) or :meth:`training_loss` (several).
+    Optional hooks: :meth:`build_modules` (auxiliary trained modules, e.g. a discriminator),
+    :meth:`configure_optimizers`, :meth:`collate`, :meth:`augment`, :meth:`evaluate`,
+    :meth:`log_media`.
+
+    Randomness in ``augment`` must come from the given generator and randomness in the loss from the
+    global torch RNG, which the trainer reseeds from (seed, step, rank, micro-batch, optimizer) each
+    micro-step: resume is then exact without RNG state.
+
+    Under DDP the modules the loss hooks get are wrapped: call the wrapped module's ``forward`` for
+    everything that trains (so gradients are synchronised), and reach other attributes (a frozen
+    component's ``encode``, a config) through :meth:`unwrap`.
     """
 
     name: ClassVar[str] = ""
@@ -44,26 +122,71 @@ class Task:
     def __init__(self, model_cfg: StrictModel, data_cfg: StrictModel) -> None:
         self.model_cfg = model_cfg
         self.data_cfg = data_cfg
+        self.accelerator: Accelerator | None = None  # set by the trainer
 
+    # -- building ---------------------------------------------------------------------------------
     def build_model(self) -> ModelMixin:
         """Build a freshly initialised model (the trainer seeds the RNG before calling this)."""
         raise NotImplementedError
+
+    def build_modules(self, model: ModelMixin) -> dict[str, torch.nn.Module]:
+        """Auxiliary modules trained beside the model but not part of it (e.g. ``{"disc": ...}``):
+        checkpointed for exact resume, not saved with the final model. Default: none."""
+        return {}
 
     def build_datasets(self, seed: int) -> tuple[Dataset, Dataset | None]:
         """Return (train dataset, validation dataset or None)."""
         raise NotImplementedError
 
+    def configure_optimizers(
+        self, modules: dict[str, torch.nn.Module], cfg: TrainConfig
+    ) -> list[OptimizerSpec]:
+        """The optimizers, in the order they step each iteration. Default: one AdamW (``main``) over
+        the model's trainable parameters (frozen components are excluded)."""
+        return [OptimizerSpec("main", [p for p in modules["model"].parameters() if p.requires_grad])]
+
+    # -- data -------------------------------------------------------------------------------------
+    def collate(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Turn dataset items into a batch (default: :func:`collate_items`)."""
+        return collate_items(items)
+
     def augment(self, batch: dict[str, Any], generator: torch.Generator) -> dict[str, Any]:
         """Optional batch-level augmentation on the training process (default: none)."""
         return batch
 
+    # -- losses -----------------------------------------------------------------------------------
     def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Return (scalar loss, extra scalars to log) for one micro-batch."""
+        """Return (scalar loss, extra scalars to log) for one micro-batch (single-optimizer tasks)."""
         raise NotImplementedError
 
+    def training_loss(
+        self,
+        optimizer: str,
+        modules: dict[str, torch.nn.Module],
+        batch: dict[str, Any],
+        ctx: dict[str, Any],
+        step: int,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss of one micro-batch for optimizer ``optimizer`` (called for each optimizer in order,
+        with the same ``batch`` and the same ``ctx`` dict, so a discriminator step can reuse what the
+        generator step computed). Default: :meth:`loss` on ``modules["model"]``."""
+        return self.loss(modules["model"], batch)
+
+    def unwrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        """The plain module under a DDP/compile wrapper (safe for attribute access)."""
+        if self.accelerator is not None:
+            return self.accelerator.unwrap_model(module)
+        return getattr(module, "module", module)
+
+    # -- validation -------------------------------------------------------------------------------
     def evaluate(self, model: torch.nn.Module, dataset: Dataset) -> dict[str, float]:
-        """Optional validation metrics (called on the main process with the EMA model if any)."""
+        """Optional validation metrics (called on the main process with the EMA weights if any)."""
         return {}
+
+    def log_media(self, model: torch.nn.Module, dataset: Dataset | None, step: int) -> Media | None:
+        """Optional samples to look at (image grids, generated text) at each evaluation; the trainer
+        writes them to ``RUN/media/step_N/`` and TensorBoard. Default: none."""
+        return None
 
 
 def register_task(name: str):

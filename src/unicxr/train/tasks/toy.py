@@ -10,9 +10,9 @@ from torch.utils.data import Dataset
 
 from unicxr.config import StrictModel
 from unicxr.models.toy import ToyMLP, ToyMLPConfig
-from unicxr.train.tasks import Task, register_task
+from unicxr.train.tasks import OptimizerSpec, Task, register_task
 
-__all__ = ["ToyDataConfig", "ToyRegressionDataset", "ToyRegressionTask"]
+__all__ = ["ToyDataConfig", "ToyRegressionDataset", "ToyRegressionTask", "ToyAdversarialTask"]
 
 
 class ToyDataConfig(StrictModel):
@@ -79,3 +79,59 @@ class ToyRegressionTask(Task):
         xs = torch.stack([dataset[i]["x"] for i in range(len(dataset))])
         ys = torch.stack([dataset[i]["y"] for i in range(len(dataset))])
         return {"val_mse": float(torch.nn.functional.mse_loss(model(xs), ys))}
+
+
+class ToyAdversarialDataConfig(ToyDataConfig):
+    """Toy data plus the adversarial schedule."""
+
+    disc_start: int = Field(10, ge=0, description="step at which the discriminator and its loss start")
+    adv_weight: float = Field(0.1, ge=0.0, description="weight of the generator's adversarial term")
+    disc_hidden: int = Field(16, gt=0)
+    disc_lr_scale: float = Field(0.5, gt=0.0)
+
+
+@register_task("toy_adversarial")
+class ToyAdversarialTask(ToyRegressionTask):
+    """Two optimizers, as an autoencoder with a patch discriminator: the regressor (``main``) minimises
+    MSE + ``adv_weight`` × a non-saturating adversarial term once the discriminator has started; the
+    discriminator (``disc``, an auxiliary module) tells real (x, y) pairs from (x, ŷ). Exercises the
+    trainer's several-optimizer path, delayed start, the shared per-micro-batch ``ctx`` and resume."""
+
+    DataConfig = ToyAdversarialDataConfig
+
+    def build_modules(self, model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+        d = self.model_cfg.in_dim + self.model_cfg.out_dim
+        h = self.data_cfg.disc_hidden
+        return {"disc": torch.nn.Sequential(torch.nn.Linear(d, h), torch.nn.LeakyReLU(0.2), torch.nn.Linear(h, 1))}
+
+    def configure_optimizers(self, modules: dict[str, torch.nn.Module], cfg: Any) -> list[OptimizerSpec]:
+        return [
+            OptimizerSpec("main", list(modules["model"].parameters())),
+            OptimizerSpec(
+                "disc",
+                list(modules["disc"].parameters()),
+                lr_scale=self.data_cfg.disc_lr_scale,
+                betas=(0.5, 0.9),
+                start_step=self.data_cfg.disc_start,
+            ),
+        ]
+
+    def training_loss(
+        self, optimizer: str, modules: dict[str, torch.nn.Module], batch: dict[str, Any], ctx: dict[str, Any], step: int
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        bce = torch.nn.functional.binary_cross_entropy_with_logits
+        x, y = batch["x"], batch["y"].float()
+        if optimizer == "main":
+            pred = modules["model"](x)
+            ctx["pred"] = pred.detach()
+            loss = torch.nn.functional.mse_loss(pred.float(), y)
+            extras = {"mse": float(loss.detach())}
+            if step >= self.data_cfg.disc_start:
+                logits = modules["disc"](torch.cat([x, pred], 1))
+                adv = bce(logits, torch.ones_like(logits))
+                loss = loss + self.data_cfg.adv_weight * adv
+                extras["adv"] = float(adv.detach())
+            return loss, extras
+        real = modules["disc"](torch.cat([torch.cat([x, y], 1), torch.cat([x, ctx["pred"]], 1)], 0))
+        target = torch.cat([torch.ones(len(x), 1), torch.zeros(len(x), 1)]).to(real)
+        return bce(real, target), {}

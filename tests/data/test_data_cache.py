@@ -149,6 +149,12 @@ def test_cache_split_filter_and_api(tmp_path):
         CXRCache(tmp_path)
     batch = full.batch([0, 2, 3])
     assert batch["image"].shape == (3, 1, 16, 16) and batch["labels"].shape == (3, 14)
+    assert set(batch) == set(full[0])  # the same keys as one item
+    for k, i in enumerate([0, 2, 3]):
+        item = full[i]
+        assert torch.equal(batch["image"][k], item["image"]) and int(batch["index"][k]) == item["index"]
+        for key in ("report", "path", "split", "view", "patient_id", "study_id"):
+            assert batch[key][k] == item[key]
     clone = pickle.loads(pickle.dumps(full))  # DataLoader workers pickle the cache: no memmap copied
     assert torch.equal(clone[1]["image"], full[1]["image"])
     assert full[0]["labels"].dtype == torch.float32
@@ -234,6 +240,51 @@ def test_dataset_augmentation_is_seeded_and_light(tmp_path):
     loader = torch.utils.data.DataLoader(plain, batch_size=2, num_workers=0)
     batch = next(iter(loader))
     assert batch["image"].shape == (2, 1, 32, 32) and batch["labels"].shape == (2, 14)
+
+
+def test_streaming_dataset_options(tmp_path):
+    """CXRDataset streams from the memory map: nothing image-sized is held; resizing, policy targets,
+    tokenized reports, metadata fields, max_items; workers give the same items; a folder works too."""
+    import pandas as pd
+
+    from unicxr.labels import FINDINGS
+    from unicxr.text.tokenizer import train_tokenizer
+
+    root = tmp_path / "imgs"
+    rows = []
+    for k in range(6):
+        write_png(root / f"{k}.png", gradient(40, 40, seed=k))
+        rows.append({"image_path": f"{k}.png", "report": f"FINDINGS: case {k}. IMPRESSION: small effusion {k}.",
+                     **{f: "" for f in FINDINGS}, "Pleural Effusion": ["1", "-1", "0", "", "1", "1"][k]})
+    pd.DataFrame(rows).to_csv(root / "metadata.csv", index=False)
+    out = tmp_path / "c"
+    assert _prepare("--format", "folder", "--root", root, "--out", out, "--size", "32", "--workers", "0",
+                    "--csv", root / "metadata.csv") == 0
+    tok = train_tokenizer([r["report"] for r in rows] * 5, vocab_size=300)
+    ds = CXRDataset(out, size=16, policy="ignore", tokenizer=tok, max_tokens=12, max_items=5,
+                    fields=("image", "labels", "report", "index", "study_id"))
+    assert len(ds) == 5
+    held = [v for v in vars(ds).values() if isinstance(v, (torch.Tensor, np.ndarray)) and v.nbytes > 5 * 14 * 4 * 2]
+    assert not held  # no image arrays in the dataset object
+    item = ds[0]
+    assert item["image"].shape == (1, 16, 16) and item["input_ids"].dtype == torch.long
+    assert 2 < len(item["input_ids"]) <= 12 and item["input_ids"][0] == tok.bos_id
+    j = FINDINGS.index("Pleural Effusion")
+    by_report = {ds[i]["report"]: ds[i] for i in range(len(ds))}
+    unc = next(v for r, v in by_report.items() if "effusion 1." in r)
+    assert unc["labels"][j] == -1 and torch.isnan(unc["target"][j])  # uncertain ignored
+    blank = next(v for r, v in by_report.items() if "effusion 3." in r)
+    assert torch.isnan(blank["labels"][j]) and blank["target"][j] == 0  # blank as negative
+    assert isinstance(item["study_id"], str)
+    plain = CXRDataset(out, fields=("image", "index"))
+
+    def collect(workers):
+        loader = torch.utils.data.DataLoader(plain, batch_size=2, num_workers=workers)
+        return torch.cat([b["image"] for b in loader])
+
+    assert torch.equal(collect(0), collect(2))
+    folder = CXRDataset(root, size=16)  # an image folder with metadata.csv streams the same way
+    assert len(folder) == 6 and folder[0]["image"].shape == (1, 16, 16) and folder[0]["report"].startswith("FINDINGS")
 
 
 # ------------------------------------------------------------------------------ hangs and crashes

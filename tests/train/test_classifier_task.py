@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from unicxr.labels import FINDINGS
+from unicxr.models.classifier import classifier_metrics, finding_key
 from unicxr.train.tasks import get_task
-from unicxr.train.tasks.classifier import ClassifierDataConfig, classifier_metrics, finding_key, masked_bce
+from unicxr.train.tasks.classifier import ClassifierDataConfig, masked_bce
 
 
 def test_masked_bce_ignores_nan_targets():
@@ -80,7 +81,7 @@ def test_train_classifier_recipe_on_tiny_phantom_cache(tmp_path):
             check=True)  # fmt: skip
     run_cli("prepare", "--format", "phantom", "--root", tmp_path / "ph", "--out", tmp_path / "cache", "--size", "32",
             check=True)  # fmt: skip
-    overrides = [f"data.cache={tmp_path / 'cache'}", "model.image_size=32", "model.resnet_widths=[4,8,8,16]",
+    overrides = [f"data.cache={tmp_path / 'cache'}", "model.image_size=null", "model.resnet_widths=[4,8,8,16]",
                  "train.max_steps=6", "train.batch_size=8", "train.warmup_steps=2", "train.eval_every=0",
                  "train.ckpt_every=6", "data.eval_min_count=2", "train.tensorboard=false"]  # fmt: skip
     args = ["train", "eval_encoder_phantom", "--out", str(tmp_path / "run"), "--no-progress"]
@@ -89,6 +90,15 @@ def test_train_classifier_recipe_on_tiny_phantom_cache(tmp_path):
     assert main(args) == 0
     evals = [json.loads(line) for line in (tmp_path / "run" / "eval.jsonl").read_text().splitlines()]
     assert evals and "macro_auroc" in evals[-1] and "auroc_cardiomegaly" in evals[-1]
+    cfg = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert cfg["config"]["image_size"] == 32  # taken from the cache
+    # media hook: a grid of validation images (not synthetic) and the predictions as text
+    from PIL import Image
+
+    media = tmp_path / "run" / "media" / "step_000006"
+    grid = Image.open(media / "validation.png")
+    assert grid.size[0] > 32 * 2 and "synthetic" not in grid.text
+    assert len((media / "predictions.txt").read_text().splitlines()) == 8
     ext = parse_features_spec(f"own:{tmp_path / 'run'}")
     assert ext.dim == 16 and ext.model_dir.name == "model_ema"
     assert main(["eval", "classifier", "--model", str(tmp_path / "run"), "--cache", str(tmp_path / "cache"),

@@ -506,6 +506,23 @@ def _finish(cfg, out, n_shards, shard_size, fingerprint, stats, n_pending, decod
 
 
 # ------------------------------------------------------------------------------------------- reading
+class StringColumn:
+    """A read-only list of strings stored as one UTF-8 byte array + offsets (no per-string objects)."""
+
+    def __init__(self, values: Sequence[str]) -> None:
+        encoded = [v.encode("utf-8") for v in values]
+        self._offsets = np.zeros(len(encoded) + 1, np.int64)
+        np.cumsum([len(b) for b in encoded], out=self._offsets[1:])
+        self._data = np.frombuffer(b"".join(encoded), dtype=np.uint8) if encoded else np.zeros(0, np.uint8)
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getitem__(self, i: int) -> str:
+        a, b = self._offsets[i], self._offsets[i + 1]
+        return self._data[a:b].tobytes().decode("utf-8")
+
+
 class CXRCache:
     """Random access to a cache written by ``unicxr prepare`` (shards are memory-mapped).
 
@@ -544,17 +561,18 @@ class CXRCache:
                 raise UnicxrError(f"split: unknown split {split!r}; expected train, validate or test")
             df = df[df["split"] == canon].reset_index(drop=True)
         self.split = None if split is None else normalize_split(split)
-        self.index = df
         self._shard = df["shard"].to_numpy(np.int64)
         self._offset = df["offset"].to_numpy(np.int64)
         self._rows = df["row"].to_numpy(np.int64)
         self._labels = df[list(FINDINGS)].to_numpy(np.float32).reshape(-1, NUM_FINDINGS)
-        self._reports: list[str] = df["report"].astype(str).tolist()
-        self._paths: list[str] = df["path"].astype(str).tolist()
-        self._splits: list[str] = df["split"].astype(str).tolist()
-        self._views: list[str] = df["view"].astype(str).tolist()
-        self._patients: list[str] = df["patient_id"].astype(str).tolist()
-        self._studies: list[str] = df["study_id"].astype(str).tolist()
+        # Strings live in compact UTF-8 arrays, not Python lists: DataLoader workers share the pages
+        # instead of copying (refcount writes) every string of the split.
+        self._strings = {
+            key: StringColumn(df[col].astype(str).tolist())
+            for key, col in (("report", "report"), ("path", "path"), ("split", "split"), ("view", "view"),
+                             ("patient_id", "patient_id"), ("study_id", "study_id"))
+        }
+        self.index = df.drop(columns=["report"])
         self._scale = 1.0 / (255.0 if self.manifest.get("bit_depth", 8) == 8 else 65535.0)
         self._maps: dict[int, np.ndarray] = {}
 
@@ -597,37 +615,47 @@ class CXRCache:
         i = self._check(int(i))
         return np.array(self._shard_array(int(self._shard[i]))[int(self._offset[i])])
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def image(self, i: int):
+        """Image ``i`` as torch float32 (1, H, W) in [0, 1]."""
         import torch
 
         i = self._check(int(i))
         raw = self._shard_array(int(self._shard[i]))[int(self._offset[i])]
-        image = torch.from_numpy(np.multiply(raw, self._scale, dtype=np.float32)).unsqueeze(0)
-        return {
-            "image": image,
-            "labels": torch.from_numpy(self._labels[i].copy()),
-            "report": self._reports[i],
-            "path": self._paths[i],
-            "split": self._splits[i],
-            "view": self._views[i],
-            "patient_id": self._patients[i],
-            "study_id": self._studies[i],
-            "index": int(self._rows[i]),
-        }
+        return torch.from_numpy(np.multiply(raw, self._scale, dtype=np.float32)).unsqueeze(0)
+
+    def report(self, i: int) -> str:
+        """Report text of item ``i``."""
+        return self._strings["report"][self._check(int(i))]
+
+    def meta(self, i: int, key: str) -> str:
+        """String field ``key`` (``path``, ``split``, ``view``, ``patient_id``, ``study_id``) of item ``i``."""
+        return self._strings[key][self._check(int(i))]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        import torch
+
+        i = self._check(int(i))
+        item: dict[str, Any] = {"image": self.image(i), "labels": torch.from_numpy(self._labels[i].copy())}
+        for key, col in self._strings.items():
+            item[key] = col[i]
+        item["index"] = int(self._rows[i])
+        return item
 
     def batch(self, indices: Sequence[int]) -> dict[str, Any]:
-        """Several items at once: ``image`` (B, 1, H, W), ``labels`` (B, 14), lists for the strings."""
+        """Several items at once, with the same keys as ``cache[i]``: ``image`` (B, 1, H, W), ``labels``
+        (B, 14), ``index`` (B,) int64 tensor, and lists for the strings."""
         import torch
 
         idx = [self._check(int(i)) for i in indices]
         images = np.stack([self.array(i) for i in idx]).astype(np.float32) * self._scale
-        return {
+        out: dict[str, Any] = {
             "image": torch.from_numpy(images).unsqueeze(1),
             "labels": torch.from_numpy(self._labels[idx].copy()),
-            "report": [self._reports[i] for i in idx],
-            "path": [self._paths[i] for i in idx],
-            "split": [self._splits[i] for i in idx],
         }
+        for key, col in self._strings.items():
+            out[key] = [col[i] for i in idx]
+        out["index"] = torch.from_numpy(self._rows[idx].copy())
+        return out
 
     def __repr__(self) -> str:
         return f"CXRCache({str(self.root)!r}, split={self.split!r}, n={len(self)}, size={self.size})"

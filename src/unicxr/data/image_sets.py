@@ -1,4 +1,5 @@
-"""Image sets for evaluation: a ``unicxr prepare`` cache, or a folder of images (e.g. generated ones).
+"""Image sets for evaluation: a ``unicxr prepare`` cache (streamed through
+:class:`~unicxr.data.dataset.CXRDataset`), or a folder of images (e.g. generated ones).
 
 A folder may hold a ``metadata.csv`` with an image-path column (``image_path``, ``path``, ``file`` or
 ``filename``, relative to the folder) and, optionally, the 14 label columns (for generated images:
@@ -21,7 +22,7 @@ from torch.utils.data import Dataset
 from unicxr.labels import FINDINGS, NUM_FINDINGS, labels_from_row, parse_findings_list
 from unicxr.utils.errors import UnicxrError
 
-__all__ = ["ImageFolderSet", "CacheSet", "open_image_set", "Subset"]
+__all__ = ["ImageFolderSet", "open_image_set", "Subset"]
 
 _PATH_COLUMNS = ("image_path", "path", "file", "filename")
 
@@ -43,6 +44,7 @@ class ImageFolderSet(Dataset):
             raise UnicxrError(f"{self.root}: image folder not found")
         self.labels: np.ndarray | None = None
         self.prompts: list[str] | None = None
+        self.reports: list[str] | None = None
         meta = self.root / "metadata.csv"
         if meta.is_file():
             try:
@@ -76,6 +78,8 @@ class ImageFolderSet(Dataset):
                     raise UnicxrError(f"{meta}: findings column: {exc.args[0]}") from None
             if "prompt" in df.columns:
                 self.prompts = [str(r["prompt"]) for r in rows]
+            if "report" in df.columns:
+                self.reports = [str(r["report"]) for r in rows]
         else:
             if split is not None:
                 raise UnicxrError(
@@ -121,42 +125,6 @@ class ImageFolderSet(Dataset):
         return {"type": "folder", "path": str(self.root), "n": len(self), "labels": self.labels is not None}
 
 
-class CacheSet(Dataset):
-    """One split (or all) of a ``unicxr prepare`` cache, with its labels loaded up front."""
-
-    def __init__(self, root: str | Path, *, split: str | None = None, progress: bool = False) -> None:
-        from unicxr.data import CXRCache
-
-        self.root = Path(root)
-        self.split = split
-        self.cache = CXRCache(self.root, split=split)
-        if len(self.cache) == 0:
-            raise UnicxrError(f"{self.root}: split {split!r} of the cache is empty")
-        self.labels = self._labels()
-        self.prompts: list[str] | None = None
-
-    def _labels(self) -> np.ndarray:
-        lab = getattr(self.cache, "labels", None)
-        if isinstance(lab, (np.ndarray, torch.Tensor)) and len(lab) == len(self.cache):
-            return np.asarray(lab, dtype=np.float32).reshape(len(self.cache), NUM_FINDINGS)
-        return np.stack(
-            [np.asarray(self.cache[i]["labels"], dtype=np.float32) for i in range(len(self.cache))]
-        )
-
-    def __len__(self) -> int:
-        return len(self.cache)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        item = self.cache[i]
-        return {
-            "image": torch.as_tensor(item["image"], dtype=torch.float32),
-            "labels": torch.tensor(self.labels[i]),
-        }
-
-    def describe(self) -> dict[str, Any]:
-        return {"type": "cache", "path": str(self.root), "split": self.split, "n": len(self), "labels": True}
-
-
 class Subset(Dataset):
     """A fixed subset (indices) of an image set, keeping its labels/prompts aligned."""
 
@@ -183,14 +151,19 @@ def _is_cache(path: Path) -> bool:
 
 def open_image_set(
     path: str | Path, *, split: str | None = None, max_images: int | None = None, seed: int = 0
-) -> ImageFolderSet | CacheSet | Subset:
+) -> Any:
     """Open a cache or an image folder; ``split`` selects a split (``None``/``"all"``: everything);
     ``max_images`` keeps a seeded random subset (without replacement)."""
     path = Path(path)
     if not path.exists():
         raise UnicxrError(f"{path}: not found (expected a cache directory or an image folder)")
     split = None if split in (None, "", "all") else split
-    ds: Any = CacheSet(path, split=split) if _is_cache(path) else ImageFolderSet(path, split=split)
+    if _is_cache(path):
+        from unicxr.data.dataset import CXRDataset
+
+        ds: Any = CXRDataset(path, split=split, fields=("image", "labels"))
+    else:
+        ds = ImageFolderSet(path, split=split)
     if max_images is not None and len(ds) > max_images:
         idx = np.sort(np.random.default_rng(seed).choice(len(ds), max_images, replace=False))
         ds = Subset(ds, idx)

@@ -133,15 +133,21 @@ def classifier_command(
     import json
     import math
 
+    from unicxr.data.dataset import CXRDataset
     from unicxr.eval.features import OwnEncoderExtractor
-    from unicxr.train.tasks.classifier import classifier_metrics, load_split, predict
+    from unicxr.labels import UncertainPolicy
+    from unicxr.models.classifier import classifier_metrics, predict
     from unicxr.utils.io import atomic_write_text
 
     ext = OwnEncoderExtractor(model)
-    ds = load_split(
-        cache, None if split == "all" else split, size=ext.model.config.image_size, progress=progress
+    ds = CXRDataset(
+        cache,
+        None if split == "all" else split,
+        size=ext.model.config.image_size,
+        policy=UncertainPolicy.IGNORE,
+        fields=("image",),
     )
-    probs, targets = predict(ext.model, ds)
+    probs, targets = predict(ext.model, ds, progress=progress)
     metrics = classifier_metrics(probs, targets, min_count=min_count)
     res = {
         "model": str(ext.model_dir),

@@ -8,8 +8,10 @@ resizing live inside the model, so training and evaluation see the same preproce
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from typing import Any, Literal
 
+import numpy as np
 import torch
 from pydantic import Field, model_validator
 
@@ -18,14 +20,23 @@ from unicxr.labels import FINDINGS, NUM_FINDINGS
 from unicxr.models.base import ModelMixin, register_model
 from unicxr.utils.tensor_image import resize_square
 
-__all__ = ["CXRClassifierConfig", "CXRClassifier", "resize_square"]
+__all__ = [
+    "CXRClassifierConfig",
+    "CXRClassifier",
+    "resize_square",
+    "finding_key",
+    "classifier_metrics",
+    "predict",
+]
 
 
 class CXRClassifierConfig(StrictModel):
     """Config of :class:`CXRClassifier`."""
 
     arch: Literal["densenet", "resnet"] = Field("densenet", description="MONAI DenseNet or ResNet trunk")
-    image_size: int = Field(128, ge=32, le=1024, description="input side in px (inputs are resized to it)")
+    image_size: int | None = Field(
+        None, ge=32, le=1024, description="input side in px (inputs are resized to it); null: the cache's size"
+    )
     num_classes: int = Field(NUM_FINDINGS, gt=0)
     label_names: tuple[str, ...] = Field(FINDINGS, description="names of the logits, in order")
     # DenseNet trunk
@@ -63,6 +74,8 @@ class CXRClassifier(ModelMixin):
     def __init__(self, config: CXRClassifierConfig) -> None:
         super().__init__(config)
         cfg = self.config
+        if cfg.image_size is None:
+            raise ValueError("CXRClassifier: config.image_size must be set (the task fills it from the cache)")
         if cfg.arch == "densenet":
             from monai.networks.nets import DenseNet
 
@@ -116,3 +129,51 @@ class CXRClassifier(ModelMixin):
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """Sigmoid probabilities (B, num_classes)."""
         return torch.sigmoid(self.forward(x))
+
+
+def finding_key(name: str) -> str:
+    """Metric-key form of a finding name: ``Pleural Effusion`` → ``pleural_effusion``."""
+    return name.lower().replace(" ", "_")
+
+
+def classifier_metrics(probs: np.ndarray, targets: np.ndarray, *, min_count: int = 20) -> dict[str, float]:
+    """Per-finding AUROC (``auroc_<finding>``, NaN when one class is missing), ``macro_auroc`` over
+    findings with >= ``min_count`` positives and negatives, and ``n_macro_findings``.
+
+    Args:
+        probs: (N, 14) probabilities; targets: (N, 14) with 1/0 and NaN = masked.
+    """
+    from unicxr.utils.metrics import auroc
+
+    out: dict[str, float] = {}
+    used = []
+    for j, name in enumerate(FINDINGS):
+        y = targets[:, j]
+        ok = np.isfinite(y)
+        a = auroc(y[ok], probs[ok, j])
+        out[f"auroc_{finding_key(name)}"] = a
+        if min(int((y[ok] == 1).sum()), int((y[ok] == 0).sum())) >= min_count and math.isfinite(a):
+            used.append(a)
+    out["macro_auroc"] = float(np.mean(used)) if used else float("nan")
+    out["n_macro_findings"] = float(len(used))
+    return out
+
+
+@torch.no_grad()
+def predict(
+    model: torch.nn.Module, dataset: Any, batch_size: int = 64, *, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sigmoid probabilities (N, F) and targets (N, F) over a dataset whose items carry ``image`` and
+    ``target`` (or ``labels``), e.g. :class:`~unicxr.data.dataset.CXRDataset` with a policy."""
+    from tqdm.auto import tqdm
+
+    device = next(model.parameters()).device
+    probs, targets = [], []
+    starts = range(0, len(dataset), batch_size)
+    for s in tqdm(starts, desc="predict", unit="batch", disable=not progress, leave=False):
+        items = [dataset[i] for i in range(s, min(s + batch_size, len(dataset)))]
+        x = torch.stack([it["image"] for it in items]).to(device)
+        probs.append(torch.sigmoid(model(x).float()).cpu().numpy())
+        key = "target" if "target" in items[0] else "labels"
+        targets.append(torch.stack([it[key] for it in items]).numpy())
+    return np.concatenate(probs), np.concatenate(targets)

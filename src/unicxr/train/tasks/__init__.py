@@ -28,6 +28,7 @@ __all__ = [
     "OptimizerSpec",
     "Media",
     "collate_items",
+    "with_cache_image_size",
     "register_task",
     "get_task",
     "TASK_REGISTRY",
@@ -95,6 +96,30 @@ def collate_items(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         else:
             out[key] = torch.tensor(vals)
     return out
+
+
+def with_cache_image_size(model_cfg: Any, cache: str | Any, field_name: str = "image_size") -> Any:
+    """Recipe convention: ``model.image_size`` unset (null) → the image size of the cache.
+
+    ``cache`` is a ``unicxr prepare`` cache (its ``cache.json`` size) or an image folder (its first
+    image's size). Returns the config with the size filled in; a missing cache is a one-line error.
+    """
+    if getattr(model_cfg, field_name, None) is not None:
+        return model_cfg
+    from pathlib import Path
+
+    path = Path(cache)
+    if (path / "cache.json").is_file():
+        from unicxr.utils.io import read_json
+
+        size = int(read_json(path / "cache.json", missing="missing")["size"])
+    elif path.is_dir():
+        from unicxr.data.image_sets import ImageFolderSet
+
+        size = int(max(ImageFolderSet(path).size))
+    else:
+        raise UnicxrError(f"data.cache: {cache}: cache directory not found (run `unicxr prepare` first)")
+    return model_cfg.model_copy(update={field_name: size})
 
 
 class Task:

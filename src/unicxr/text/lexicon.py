@@ -348,8 +348,15 @@ KEYWORDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def compile_finding_patterns() -> list[tuple[int, re.Pattern[str], tuple[str, ...], dict[str, str]]]:
+def compile_finding_patterns(
+    clear_lungs: bool = False,
+) -> list[tuple[int, re.Pattern[str], tuple[str, ...], dict[str, str]]]:
     """Compile one regex per finding (No Finding excluded).
+
+    Args:
+        clear_lungs: include the "the lungs are clear" statement as a negative mention of
+            :data:`CLEAR_LUNG_FINDINGS` (``unicxr`` convention); the CheXpert convention leaves them
+            unmentioned.
 
     Returns:
         A list of ``(finding index, compiled pattern, prefilter keywords, group name -> kind)``. Each
@@ -363,7 +370,10 @@ def compile_finding_patterns() -> list[tuple[int, re.Pattern[str], tuple[str, ..
         kinds: dict[str, str] = {}
         # fixed-value statements first so that e.g. "heart size is normal" is not read as a mention
         order = {"u": 0, "n": 1, "w": 2, "p": 3}
-        entries = sorted((e for e in ENTRIES if name in e.findings), key=lambda e: order[e.kind])
+        entries = sorted(
+            (e for e in ENTRIES if name in e.findings and (clear_lungs or e.findings != CLEAR_LUNG_FINDINGS)),
+            key=lambda e: order[e.kind],
+        )
         for k, e in enumerate(entries):
             gname = f"g{k}"
             kinds[gname] = e.kind

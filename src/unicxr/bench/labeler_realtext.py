@@ -17,18 +17,21 @@ finding                    MeSH headings
 Cardiomegaly               Cardiomegaly
 Pleural Effusion           Pleural Effusion
 Atelectasis                Pulmonary Atelectasis, Atelectasis
-Pneumothorax               Pneumothorax
-Edema                      Pulmonary Edema, Edema
+Pneumothorax               Pneumothorax, Hydropneumothorax (also Pleural Effusion)
+Edema                      Pulmonary Edema, Edema, Pulmonary Congestion, Heart Failure
 Pneumonia                  Pneumonia
 Consolidation              Consolidation
 Fracture                   Fractures, Bone; Rib Fractures; Fractures, Compression; Spinal Fractures
-Lung Lesion                Nodule, Mass, Lung Neoplasms, Neoplasm Metastasis, Multiple Pulmonary
+Lung Lesion                Nodule, Mass, Cavitation, Lung Neoplasms, Neoplasm Metastasis, Multiple Pulmonary
                            Nodules, Solitary Pulmonary Nodule
 Lung Opacity               Opacity, Infiltrate, Airspace Disease, Pulmonary Infiltrate
 =========================  =======================================================================
 
-Every listed term counts as present whatever its qualifiers (``Cardiomegaly/borderline`` is a
-positive reference); a finding whose heading is not listed is absent (0). Reports indexed ``No
+A listed term is present (1) whatever its qualifiers, except that a term qualified ``borderline``
+(``Cardiomegaly/borderline``) is the indexers' own uncertain label (-1): the uncertainty policy
+binarises it exactly as it binarises the labelers' uncertain labels (absent under
+``uncertain_as_negative``, present under ``uncertain_as_positive``), and an unqualified term of the
+same finding wins over it. A finding whose heading is not listed is absent (0). Reports indexed ``No
 Indexing`` or without FINDINGS/IMPRESSION text are skipped. ``No Finding`` is derived from the
 reference by CheXpert's rule (1 when none of the 10 findings is present; the MeSH ``normal`` term is
 not needed). Granulomas, calcified nodules, scarring, emphysema, etc. are not mapped (CheXpert does
@@ -72,14 +75,17 @@ SCORED: tuple[str, ...] = (
     "Cardiomegaly", "Pleural Effusion", "Atelectasis", "Pneumothorax", "Edema",
     "Pneumonia", "Consolidation", "Fracture", "Lung Lesion", "Lung Opacity",
 )
-MESH_TO_FINDING: dict[str, str] = {
+MESH_TO_FINDING: dict[str, str | tuple[str, ...]] = {
     "cardiomegaly": "Cardiomegaly",
     "pleural effusion": "Pleural Effusion",
     "pulmonary atelectasis": "Atelectasis",
     "atelectasis": "Atelectasis",
     "pneumothorax": "Pneumothorax",
+    "hydropneumothorax": ("Pneumothorax", "Pleural Effusion"),
     "pulmonary edema": "Edema",
     "edema": "Edema",
+    "pulmonary congestion": "Edema",
+    "heart failure": "Edema",
     "pneumonia": "Pneumonia",
     "consolidation": "Consolidation",
     "fractures, bone": "Fracture",
@@ -87,6 +93,7 @@ MESH_TO_FINDING: dict[str, str] = {
     "fractures, compression": "Fracture",
     "spinal fractures": "Fracture",
     "nodule": "Lung Lesion",
+    "cavitation": "Lung Lesion",
     "mass": "Lung Lesion",
     "lung neoplasms": "Lung Lesion",
     "neoplasm metastasis": "Lung Lesion",
@@ -168,8 +175,9 @@ def iter_iu_reports(path: str | Path, ids: str = "even") -> Iterator[IUReport]:
 def mesh_reference(terms: Sequence[str]) -> np.ndarray | None:
     """Reference labels (14,) from MeSH major terms; ``None`` for ``No Indexing`` / no terms.
 
-    The 10 :data:`SCORED` findings are 1 (a mapped heading is listed) or 0; the others are NaN;
-    ``No Finding`` is 1 when none of the 10 is present, else 0.
+    The 10 :data:`SCORED` findings are 1 (a mapped heading is listed), -1 (listed only with the
+    ``borderline`` qualifier) or 0; the others are NaN; ``No Finding`` is 1 when none of the 10 is
+    present or borderline, else 0.
     """
     heads = [t.split("/")[0].strip().lower() for t in terms if t.strip()]
     if not heads or all(h == "no indexing" for h in heads):
@@ -177,10 +185,16 @@ def mesh_reference(terms: Sequence[str]) -> np.ndarray | None:
     out = np.full(NUM_FINDINGS, np.nan, dtype=np.float32)
     for name in SCORED:
         out[FINDINGS.index(name)] = 0.0
-    for h in heads:
-        if h in MESH_TO_FINDING:
-            out[FINDINGS.index(MESH_TO_FINDING[h])] = 1.0
-    out[0] = 0.0 if np.nansum(out[1:]) > 0 else 1.0
+    for term in terms:
+        parts = [x.strip().lower() for x in term.split("/")]
+        hit = MESH_TO_FINDING.get(parts[0])
+        if hit is None:
+            continue
+        value = -1.0 if "borderline" in parts[1:] else 1.0
+        for name in (hit,) if isinstance(hit, str) else hit:
+            i = FINDINGS.index(name)
+            out[i] = max(out[i], value) if out[i] != 0 else value  # positive beats borderline
+    out[0] = 0.0 if np.any(out[1:] == 1.0) or np.any(out[1:] == -1.0) else 1.0
     return out
 
 
@@ -228,8 +242,8 @@ def score(pred: np.ndarray, ref: np.ndarray, policy: UncertainPolicy | str, find
 
     Args:
         pred: (N, 14) labels (1/0/-1/NaN).
-        ref: (N, 14) reference (1/0 on ``findings``).
-        policy: how an uncertain prediction is binarised (blank is always 0).
+        ref: (N, 14) reference (1/0/-1 on ``findings``).
+        policy: how an uncertain label (prediction or reference) is binarised (blank is always 0).
         findings: the findings scored.
 
     Returns:
@@ -237,7 +251,7 @@ def score(pred: np.ndarray, ref: np.ndarray, policy: UncertainPolicy | str, find
         recall, f1.
     """
     p = apply_policy(pred, policy, blank_as_negative=True)
-    r = np.nan_to_num(np.asarray(ref, dtype=np.float32), nan=0.0)
+    r = apply_policy(ref, policy, blank_as_negative=True)
 
     def prf(pp: np.ndarray, rr: np.ndarray) -> dict:
         tp = int(np.sum((pp == 1) & (rr == 1)))

@@ -164,6 +164,8 @@ class RuleLabeler:
                     continue
                 nxt = next((starts[j] for j in range(i + 1, min(i + 9, len(raw))) if starts[j] >= e), None)
                 value = mention_value(scope, s, e, fi == _SD, nxt)
+                if value != value:  # NaN: history, not a finding of this study
+                    continue
             out.append(Mention(FINDINGS[fi], s, e, kind, value, txt))
         return out
 

@@ -172,7 +172,7 @@ ENTRIES: tuple[Entry, ...] = (
     )),
     # ------------------------------------------------------------------ Lung Lesion
     Entry(("Lung Lesion",), "p", _alt(
-        r"(?<!calcified )(?<!granulomatous )(?<!nipple )nodul(?:e|es|ar (?:lesions?|densit(?:y|ies)))",
+        r"(?<!calcified )(?<!granulomatous )(?<!nipple )nodul(?:e|es|ar lesions?)",
         r"(?<!calcified )micronodul(?:e|es)",
         r"mass(?:es)?(?! effect)(?! like)",
         r"(?:lung|pulmonary|parenchymal|cavitary|cavitating|spiculated|apical|hilar|lobe|lobar|pleural based|suspicious) lesions?",
@@ -203,12 +203,16 @@ ENTRIES: tuple[Entry, ...] = (
     Entry(("Edema",), "n", r"(?:pulmonary )?(?:vasculature|vascularity|vascular markings|pulmonary vessels)"
           + gap(3) + " " + _alt(r"normal", r"within normal limits", r"unremarkable", r"not (?:engorged|congested)")),
     Entry(("Edema",), "n", r"normal (?:pulmonary )?(?:vasculature|vascularity|vascular markings)"),
+    Entry(("Edema",), "n", r"(?:pulmonary |central )?vascular (?:engorgement|congestion|prominence)" + gap(2)
+          + r" (?:appears? |is |are )?(?:within (?:the )?(?:limits of normal|normal limits)|normal)"),
     # ------------------------------------------------------------------ Consolidation
     Entry(("Consolidation",), "p", _alt(r"consolidat(?:ion|ions|ive|ed|ing)", r"air bronchograms?")),
     # ------------------------------------------------------------------ Pneumonia
     Entry(("Pneumonia",), "p", _alt(
-        r"(?:broncho)?pneumoni(?:a|as|c)",
+        r"(?<!tuberculosis )(?<!tuberculous )(?<!prior )(?<!previous )(?<!old )(?<!remote )(?:broncho)?pneumoni(?:a|as|c)",
         r"pneumonitis",
+        r"(?<!granulomatous )(?<!tuberculous )(?<!tuberculosis )(?<!fungal )(?<!symptoms of )(?<!signs of )"
+        r"(?<!prior )(?<!previous )(?<!old )(?<!remote )(?<!healed )"
         r"(?:lower respiratory |chest |pulmonary |lung |superimposed |underlying )?infections?",
         r"infectious(?: process| etiology| cause)?",
         r"infected",

@@ -156,15 +156,14 @@ ENTRIES: tuple[Entry, ...] = (
         r"ground glass",
         r"hazy",
         r"haziness",
-        r"(?:increased|patchy|hazy|ill defined|focal|bibasilar|basilar|perihilar|parenchymal|streaky|linear|nodular|"
+        r"(?:increased|patchy|hazy|ill defined|focal|bibasilar|basilar|perihilar|parenchymal|streaky|linear|"
         r"retrocardiac|airspace|confluent|rounded|new)(?: (?:retrocardiac|basilar|perihilar|parenchymal|airspace|"
         r"opacity|lung|lobe|basal|apical))? densit(?:y|ies)",
-        r"(?:increased|prominent|coarse|coarsened|accentuated) (?:interstitial |lung |bronchovascular |pulmonary )?markings",
-        r"(?:interstitial|lung|bronchovascular|pulmonary) markings (?:are |is |appear |remain )?(?:mildly |slightly |diffusely )?"
-        r"(?:prominent|increased|coarse|coarsened|accentuated)",
-        r"reticul(?:ar|ation|onodular)(?: (?:opacit(?:y|ies)|pattern|markings|changes))?",
-        r"interstitial (?:abnormalit(?:y|ies)|disease|process|prominence|pattern|thickening|changes?)",
+        r"reticul(?:ar|ation|onodular)(?: (?:opacit(?:y|ies)|pattern|changes))?",
+        r"interstitial (?:abnormalit(?:y|ies)|process|pattern|thickening)",
     )),
+    # Increased/prominent interstitial or lung markings are a finding of their own (not an opacity):
+    # the IU-Xray indexers code them "Markings", and CheXpert counts them only against No Finding.
     Entry(CLEAR_LUNG_FINDINGS, "n", _alt(
         r"lungs? (?:fields? |parenchyma |bases )?(?:(?!(?:no|not|without|never|nor)\b)[a-z]+ (?:, )?){0,5}clear",
         r"clear lungs?",
@@ -173,6 +172,7 @@ ENTRIES: tuple[Entry, ...] = (
     # ------------------------------------------------------------------ Lung Lesion
     Entry(("Lung Lesion",), "p", _alt(
         r"(?<!calcified )(?<!granulomatous )(?<!nipple )nodul(?:e|es|ar lesions?)",
+        r"mass ?like (?:opacit(?:y|ies)|densit(?:y|ies)|lesions?|consolidation)",
         r"(?<!calcified )micronodul(?:e|es)",
         r"mass(?:es)?(?! effect)(?! like)",
         r"(?:lung|pulmonary|parenchymal|cavitary|cavitating|spiculated|apical|hilar|lobe|lobar|pleural based|suspicious) lesions?",
@@ -198,7 +198,9 @@ ENTRIES: tuple[Entry, ...] = (
         r"kerley (?:b )?lines",
         r"(?:indistinct(?:ness)?|blurring|haziness|prominen(?:ce|t)|engorged|engorgement|fullness|cephalized) (?:of (?:the )?)?(?:pulmonary )?(?:vascular|vasculature|vessels|vascular markings)",
         r"(?:pulmonary )?vascular (?:indistinctness|prominence|blurring|fullness)",
-        r"(?:pulmonary )?(?:vasculature|vascular markings|vessels) (?:is |are )?(?:indistinct|engorged|prominent|congested|cephalized)",
+        r"(?:pulmonary )?(?:vasculature|vascular markings|vessels|vascularity) (?:is |are )?(?:indistinct|engorged|prominent|congested|cephalized)",
+        r"(?:increased|prominent|engorged) (?:lung |pulmonary |central )?(?:vascularity|vasculature)",
+        r"prominence of the (?:central )?(?:pulmonary )?(?:vascularity|vasculature)",
     )),
     Entry(("Edema",), "n", r"(?:pulmonary )?(?:vasculature|vascularity|vascular markings|pulmonary vessels)"
           + gap(3) + " " + _alt(r"normal", r"within normal limits", r"unremarkable", r"not (?:engorged|congested)")),

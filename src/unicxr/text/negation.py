@@ -142,6 +142,7 @@ _NEG_PRE = [
     r"(?:negative|neg) (?:for|of)",
     r"free of",
     r"clear of",
+    r"clear(?= (?:focal )?air ?space (?:disease|opacit))",
     r"never",
     r"neither",
     r"nor",
@@ -241,6 +242,7 @@ _CUE = re.compile(
     + "|".join(
         [
             _group("strong", _STRONG),
+            _group("uclause", _UNC_CLAUSE),
             _group("pseudo", _PSEUDO),
             _group("upost", _UNC_POST),
             _group("npost", _NEG_POST),
@@ -249,7 +251,6 @@ _CUE = re.compile(
             _group("npre", _NEG_PRE),
             _group("nshort", _NEG_PRE_SHORT),
             _group("bi", _UNC_BI),
-            _group("uclause", _UNC_CLAUSE),
             _group("hist", _HIST),
             _group("or", _OR),
             r"(?P<q>\?)",

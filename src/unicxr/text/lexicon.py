@@ -82,6 +82,7 @@ _MEDIAST = _alt(
 # "... and hilar contours", "... and pulmonary vascularity": a second subject sharing the predicate
 _AND_X = (
     r"(?: and (?:the )?(?:hilar|hila|hilum|pulmonary vascularity|pulmonary vasculature|pulmonary vessels|mediastinal|"
+    r"(?:pulmonary |central )?vascular (?:engorgement|congestion|prominence)|"
     r"mediastinum|cardiac|heart)(?: (?:contours?|structures?|silhouettes?|size))?)?"
 )
 _ENL = r"(?:enlarged|enlargement|large|prominent|increased|widened|wide|big|dilated)"
@@ -133,6 +134,7 @@ ENTRIES: tuple[Entry, ...] = (
         r"(?:ventricular|atrial) (?:hypertrophy|dilatation)",
     )),
     Entry(("Cardiomegaly",), "u", _HEART + gap(5) + " " + _UNC),
+    Entry(("Cardiomegaly",), "u", r"borderline (?:(?:enlarged|large|prominent) )?(?:heart size|heart|cardiac (?:size|silhouette))"),
     Entry(("Cardiomegaly",), "n", _HEART + _AND_X + gap(5) + " " + _NORM),
     Entry(("Cardiomegaly",), "u", _HEART + gap(2) + " " + _alt(
         r"(?:is |are )?(?:difficult|hard|impossible) to (?:assess|evaluate|determine)",

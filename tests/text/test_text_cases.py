@@ -11,10 +11,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
-
-import numpy as np
 
 from unicxr.labels import FINDINGS
 from unicxr.text.labeler import RuleLabeler

@@ -263,7 +263,7 @@ def score(pred: np.ndarray, ref: np.ndarray, policy: UncertainPolicy | str, find
         return {"tp": tp, "fp": fp, "fn": fn, "support": tp + fn, "precision": prec, "recall": rec, "f1": f1}
 
     idx = [FINDINGS.index(f) for f in findings]
-    per = {f: prf(p[:, i], r[:, i]) for f, i in zip(findings, idx)}
+    per = {f: prf(p[:, i], r[:, i]) for f, i in zip(findings, idx, strict=True)}
     return {"micro": prf(p[:, idx].ravel(), r[:, idx].ravel()), "per_finding": per}
 
 
@@ -275,7 +275,8 @@ def _table(results: dict[str, dict], policy: str) -> str:
     for f in [*first["per_finding"], "micro"]:
         cells = []
         for n in names:
-            s = results[n][policy]["micro" if f == "micro" else "per_finding"][f] if f != "micro" else results[n][policy]["micro"]
+            res = results[n][policy]
+            s = res["micro"] if f == "micro" else res["per_finding"][f]
             cells.append(f"{s['precision']:.3f} / {s['recall']:.3f} / **{s['f1']:.3f}**")
         sup = first["micro"]["support"] if f == "micro" else first["per_finding"][f]["support"]
         lines.append(f"| {'micro (10)' if f == 'micro' else f} | {sup} | " + " | ".join(cells) + " |")

@@ -29,6 +29,7 @@ __all__ = [
     "format_label",
     "parse_findings_list",
     "no_finding_value",
+    "LabelConvention",
 ]
 
 FINDINGS: tuple[str, ...] = (
@@ -56,6 +57,20 @@ UNCERTAIN = -1.0
 
 _INDEX = {name: i for i, name in enumerate(FINDINGS)}
 _LOWER = {name.lower(): name for name in FINDINGS}
+
+
+class LabelConvention(str, Enum):
+    """How a labeler writes findings it cannot affirm (see :func:`no_finding_value`).
+
+    * ``chexpert`` — the CheXpert labeler's output: a finding is blank unless it is mentioned
+      ("the lungs are clear" mentions none of Lung Opacity, Consolidation, Pneumonia), and
+      ``No Finding`` is 1 or blank, never 0;
+    * ``unicxr`` — the earlier unicxr labeler output: "the lungs are clear" negates the airspace
+      opacity family and ``No Finding`` is 1 or 0.
+    """
+
+    CHEXPERT = "chexpert"
+    UNICXR = "unicxr"
 
 
 class UncertainPolicy(str, Enum):
@@ -169,9 +184,13 @@ def parse_findings_list(text: str | Iterable[str]) -> np.ndarray:
     return out
 
 
-def no_finding_value(labels: np.ndarray) -> float:
+def no_finding_value(labels: np.ndarray, convention: LabelConvention | str = LabelConvention.UNICXR) -> float:
     """CheXpert's No Finding rule: 1 when no finding other than Support Devices is positive or
-    uncertain, else 0."""
+    uncertain; otherwise 0 (``unicxr`` convention, the default: sources whose labels are complete
+    lists, such as NIH or IU-Xray MeSH terms) or NaN (``chexpert`` convention: the labeler output and
+    the phantom ground truth)."""
     arr = np.asarray(labels, dtype=np.float32)
     others = arr[1 : NUM_FINDINGS - 1]
-    return 0.0 if np.any((others == POSITIVE) | (others == UNCERTAIN)) else 1.0
+    if np.any((others == POSITIVE) | (others == UNCERTAIN)):
+        return math.nan if LabelConvention(convention) is LabelConvention.CHEXPERT else 0.0
+    return 1.0

@@ -1,18 +1,27 @@
-"""Hand-written report cases (cases.yaml): each case a test, plus the overall per-mention accuracy."""
+"""Hand-written report cases (cases.yaml): each case a test, plus the overall per-mention accuracy.
+
+The expected labels in cases.yaml are written in the ``unicxr`` convention ("the lungs are clear"
+negates Lung Opacity, Consolidation and Pneumonia; No Finding is 1 or 0), so the cases run with
+``convention="unicxr"``; :func:`test_chexpert_convention_differs_only_in_blanks` checks that the
+default CheXpert output of every case differs from it only by leaving those cells blank.
+"""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from unicxr.labels import FINDINGS
 from unicxr.text.labeler import RuleLabeler
+from unicxr.text.lexicon import CLEAR_LUNG_FINDINGS
 
 CASES = yaml.safe_load((Path(__file__).parent / "cases.yaml").read_text(encoding="utf-8"))
-LABELER = RuleLabeler()
+LABELER = RuleLabeler(convention="unicxr")
+CHEXPERT = RuleLabeler()
 
 
 def _compare(case: dict) -> tuple[int, int, list[str]]:
@@ -56,3 +65,19 @@ def test_case_set_size_and_accuracy():
     print(f"hand-written cases: {len(CASES)} cases, {total} mentions, per-mention accuracy {acc:.4f}")
     assert total >= 300
     assert acc >= 0.95
+
+
+def test_chexpert_convention_differs_only_in_blanks():
+    """CheXpert output = unicxr output, except cells the latter sets to 0 that CheXpert leaves blank:
+    No Finding when a finding is present, and the clear-lungs family."""
+    free = [0] + [FINDINGS.index(f) for f in CLEAR_LUNG_FINDINGS]
+    changed = 0
+    for c in CASES:
+        old, new = LABELER(c["text"]), CHEXPERT(c["text"])
+        for i in range(len(FINDINGS)):
+            if np.isnan(old[i]) and np.isnan(new[i]) or old[i] == new[i]:
+                continue
+            assert i in free and old[i] == 0 and np.isnan(new[i]), (c["text"], FINDINGS[i], old[i], new[i])
+            changed += 1
+        assert new[0] == 1 or np.isnan(new[0])
+    assert changed > 0

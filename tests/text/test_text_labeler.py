@@ -42,10 +42,22 @@ def test_empty_and_non_string_reports_are_all_blank():
 def test_no_finding_follows_chexpert_rule():
     assert lab("The lungs are clear.")["No Finding"] == 1.0
     assert lab("Right PICC line in the SVC.")["No Finding"] == 1.0  # devices do not count
-    assert lab("Possible small effusion.")["No Finding"] == 0.0  # uncertain counts
+    assert "No Finding" not in lab("Possible small effusion.")  # uncertain counts; CheXpert leaves it blank
+    old = RuleLabeler(convention="unicxr")
+    assert old("Possible small effusion.")[0] == 0.0  # the earlier convention writes 0
     for t in ["Mild cardiomegaly.", "No pneumothorax. Small effusion."]:
         out = label_report(t)
-        assert out[0] == no_finding_value(out)
+        assert np.isnan(out[0]) and np.isnan(no_finding_value(out, "chexpert"))
+        assert old(t)[0] == no_finding_value(out) == 0.0
+
+
+def test_chexpert_convention_leaves_unmentioned_findings_blank():
+    out = lab("Heart size normal and lungs are clear.")
+    assert out == {"Cardiomegaly": 0.0, "No Finding": 1.0}
+    old = RuleLabeler(convention="unicxr")("Heart size normal and lungs are clear.")
+    for name in ("Lung Opacity", "Consolidation", "Pneumonia"):
+        assert old[IDX[name]] == 0.0
+    assert label_report("Lungs are clear.", convention="unicxr")[IDX["Consolidation"]] == 0.0
 
 
 def test_aggregation_positive_beats_uncertain_beats_negative():

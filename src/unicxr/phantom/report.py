@@ -2,11 +2,12 @@
 
 Ground truth labels come out of the writer itself: present findings are 1 (or -1 when subtle and
 hedged), findings the report explicitly negates (or reports as resolved/removed) are 0, everything
-else is blank (NaN); No Finding follows the CheXpert rule. Summary normal sentences follow the
-CheXpert labeling rules used by ``unicxr.text``: "the lungs are clear" sets Lung Opacity,
-Consolidation and Pneumonia to 0 (written only when none of them is present or uncertain), and
-"heart size and mediastinal contours are normal" sets Cardiomegaly and Enlarged Cardiomediastinum
-to 0. Every finding has several phrasings; sentences about different findings are kept separate
+else is blank (NaN). The labels follow the CheXpert labeler's output convention, as
+``unicxr.text`` does by default: No Finding is 1 when no finding other than Support Devices is
+positive or uncertain and blank otherwise (never 0); "the lungs are clear" (written only when no
+parenchymal finding is present or uncertain) mentions none of Lung Opacity, Consolidation and
+Pneumonia, so they stay blank; "heart size and mediastinal contours are normal" sets Cardiomegaly
+and Enlarged Cardiomediastinum to 0. Every finding has several phrasings; sentences about different findings are kept separate
 (except those summary sentences and "No pleural effusion or pneumothorax."), so a rule-based
 labeler can recover the labels.
 """
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from unicxr.labels import FINDINGS, NUM_FINDINGS, no_finding_value
+from unicxr.labels import FINDINGS, NUM_FINDINGS, LabelConvention, no_finding_value
 from unicxr.phantom.config import PhantomConfig
 from unicxr.phantom.devices import ett_tip_cm
 from unicxr.phantom.findings import Finding
@@ -29,8 +30,6 @@ INDICATIONS = (
     "preoperative evaluation", "weakness", "fall", "tachycardia", "follow-up", "altered mental status",
     "hemoptysis", "wheezing", "chest tightness", "fatigue",
 )
-# findings a "the lungs are clear" sentence reports as absent (same convention as unicxr.text)
-CLEAR_LUNG_FINDINGS = ("Lung Opacity", "Consolidation", "Pneumonia")
 _PARENCHYMA = ("Lung Opacity", "Consolidation", "Pneumonia", "Edema", "Atelectasis", "Lung Lesion")
 _SIZE = {"mild": "small", "moderate": "moderate", "severe": "large"}
 _DEGREE = {"mild": "mild", "moderate": "moderate", "severe": "severe"}
@@ -418,12 +417,8 @@ def write_report(
         clear_sentence = _pick(rng, ("The lungs are clear.", "Lungs are well expanded and clear.",
                                      "The lungs are well expanded."))
     if clear_sentence:
+        # CheXpert convention: "the lungs are clear" labels nothing (the opacity family stays blank)
         sentences["lungs"].insert(0, clear_sentence)
-        if "clear" in clear_sentence:
-            # labeling convention (CheXpert rules, unicxr.text): "lungs are clear" negates the
-            # airspace-opacity family; "well expanded" alone says nothing about it
-            for name in CLEAR_LUNG_FINDINGS:
-                labels[idx[name]] = 0.0
     for name in sorted(negated, key=lambda n: idx[n]):
         sentences[_GROUP[name]].append(_pick(rng, _NEGATIONS[name]))
     if "Fracture" not in findings and "Fracture" not in negated and rng.random() < 0.3:
@@ -431,9 +426,7 @@ def write_report(
 
     if not any(sentences.values()):
         sentences["lungs"].append("The lungs are clear.")
-        for name in CLEAR_LUNG_FINDINGS:
-            labels[idx[name]] = 0.0
-    labels[0] = no_finding_value(labels)
+    labels[0] = no_finding_value(labels, LabelConvention.CHEXPERT)
     order = _ORDERS[int(rng.integers(len(_ORDERS)))]
     body: list[str] = []
     for grp in order:

@@ -13,6 +13,11 @@ Pipeline for one report:
 5. ``No Finding`` by CheXpert's rule (:func:`unicxr.labels.no_finding_value`). An empty report has
    all 14 labels blank.
 
+Output convention (:class:`unicxr.labels.LabelConvention`): by default the CheXpert labeler's own —
+a finding that is not mentioned stays blank ("the lungs are clear" leaves Lung Opacity,
+Consolidation and Pneumonia blank) and ``No Finding`` is 1 or blank. ``convention="unicxr"`` gives
+the earlier output: "the lungs are clear" negates those three and ``No Finding`` is 1 or 0.
+
 Work per report is linear in its length (bounded regex gaps, prefiltered patterns) and each report
 is capped at :data:`MAX_CHARS` characters.
 """
@@ -26,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from unicxr.labels import FINDINGS, NUM_FINDINGS, no_finding_value
+from unicxr.labels import FINDINGS, NUM_FINDINGS, LabelConvention, no_finding_value
 from unicxr.text.lexicon import compile_finding_patterns
 from unicxr.text.negation import find_cues, mention_value, normalize
 
@@ -108,12 +113,18 @@ class RuleLabeler:
     Args:
         section: default section to label (:class:`Section`).
         max_chars: cap on the characters of one report that are processed.
+        convention: output convention (:class:`unicxr.labels.LabelConvention`): ``chexpert``
+            (default) or ``unicxr``.
     """
 
-    def __init__(self, section: Section | str = Section.FULL, max_chars: int = MAX_CHARS) -> None:
+    def __init__(
+        self, section: Section | str = Section.FULL, max_chars: int = MAX_CHARS,
+        convention: LabelConvention | str = LabelConvention.CHEXPERT,
+    ) -> None:
         self.section = Section(section)
         self.max_chars = int(max_chars)
-        self._patterns = compile_finding_patterns()
+        self.convention = LabelConvention(convention)
+        self._patterns = compile_finding_patterns(clear_lungs=self.convention is LabelConvention.UNICXR)
 
     # ------------------------------------------------------------------ core
     def mentions(self, text: str, *, normalized: bool = False) -> list[Mention]:
@@ -153,6 +164,8 @@ class RuleLabeler:
                     continue
                 nxt = next((starts[j] for j in range(i + 1, min(i + 9, len(raw))) if starts[j] >= e), None)
                 value = mention_value(scope, s, e, fi == _SD, nxt)
+                if value != value:  # NaN: history, not a finding of this study
+                    continue
             out.append(Mention(FINDINGS[fi], s, e, kind, value, txt))
         return out
 
@@ -187,7 +200,7 @@ class RuleLabeler:
             if r > best[fi]:
                 best[fi] = r
                 out[fi] = m.value
-        out[0] = no_finding_value(out)
+        out[0] = no_finding_value(out, self.convention)
         return out
 
     def __call__(self, text: str, section: Section | str | None = None) -> np.ndarray:
@@ -223,31 +236,36 @@ class RuleLabeler:
         return np.stack(rows).astype(np.float32)
 
 
-_DEFAULT: RuleLabeler | None = None
+_DEFAULT: dict[LabelConvention, RuleLabeler] = {}
 
 
-def _default() -> RuleLabeler:
-    global _DEFAULT
-    if _DEFAULT is None:
-        _DEFAULT = RuleLabeler()
-    return _DEFAULT
+def _default(convention: LabelConvention | str = LabelConvention.CHEXPERT) -> RuleLabeler:
+    conv = LabelConvention(convention)
+    lab = _DEFAULT.get(conv)
+    if lab is None:
+        lab = _DEFAULT[conv] = RuleLabeler(convention=conv)
+    return lab
 
 
-def label_report(text: str, section: Section | str = Section.FULL) -> np.ndarray:
-    """Label one report with the default :class:`RuleLabeler` → float32 (14,)."""
-    return _default()(text, section)
+def label_report(
+    text: str, section: Section | str = Section.FULL, convention: LabelConvention | str = LabelConvention.CHEXPERT
+) -> np.ndarray:
+    """Label one report with a default :class:`RuleLabeler` → float32 (14,)."""
+    return _default(convention)(text, section)
 
 
 def label_reports(
-    texts: Sequence[object] | Iterable[object], section: Section | str = Section.FULL, progress: bool = False
+    texts: Sequence[object] | Iterable[object], section: Section | str = Section.FULL, progress: bool = False,
+    convention: LabelConvention | str = LabelConvention.CHEXPERT,
 ) -> np.ndarray:
     """Label a list of reports → float32 array (N, 14) in ``FINDINGS`` order (NaN = blank)."""
     total = len(texts) if hasattr(texts, "__len__") else None  # type: ignore[arg-type]
-    return _default().label_many(texts, section, progress=progress, total=total)
+    return _default(convention).label_many(texts, section, progress=progress, total=total)
 
 
 def label_dataframe(
-    df: pd.DataFrame, text_column: str, section: Section | str = Section.FULL, progress: bool = False
+    df: pd.DataFrame, text_column: str, section: Section | str = Section.FULL, progress: bool = False,
+    convention: LabelConvention | str = LabelConvention.CHEXPERT,
 ) -> pd.DataFrame:
     """Return a copy of ``df`` with the 14 label columns (float, NaN = blank) set from ``text_column``.
 
@@ -259,7 +277,7 @@ def label_dataframe(
         raise UnicxrError(
             f"text column {text_column!r} not found; available columns: {', '.join(map(str, df.columns))}"
         )
-    labels = label_reports(df[text_column].tolist(), section, progress=progress)
+    labels = label_reports(df[text_column].tolist(), section, progress=progress, convention=convention)
     out = df.copy()
     for i, name in enumerate(FINDINGS):
         out[name] = labels[:, i]
@@ -272,6 +290,7 @@ def label_csv(
     text_column: str,
     section: Section | str = Section.FULL,
     progress: bool = True,
+    convention: LabelConvention | str = LabelConvention.CHEXPERT,
 ) -> int:
     """Read a CSV, label ``text_column``, write IN's columns + the 14 label columns atomically.
 
@@ -292,7 +311,7 @@ def label_csv(
         raise UnicxrError(
             f"{in_path}: text column {text_column!r} not found; columns are: {', '.join(map(str, df.columns))}"
         )
-    out = label_dataframe(df, text_column, section, progress=progress)
+    out = label_dataframe(df, text_column, section, progress=progress, convention=convention)
     for name in FINDINGS:
         out[name] = [format_label(float(v)) for v in out[name]]
     with atomic_write(out_path, "w", encoding="utf-8", newline="") as fh:

@@ -82,6 +82,7 @@ _MEDIAST = _alt(
 # "... and hilar contours", "... and pulmonary vascularity": a second subject sharing the predicate
 _AND_X = (
     r"(?: and (?:the )?(?:hilar|hila|hilum|pulmonary vascularity|pulmonary vasculature|pulmonary vessels|mediastinal|"
+    r"(?:pulmonary |central )?vascular (?:engorgement|congestion|prominence)|"
     r"mediastinum|cardiac|heart)(?: (?:contours?|structures?|silhouettes?|size))?)?"
 )
 _ENL = r"(?:enlarged|enlargement|large|prominent|increased|widened|wide|big|dilated)"
@@ -133,6 +134,7 @@ ENTRIES: tuple[Entry, ...] = (
         r"(?:ventricular|atrial) (?:hypertrophy|dilatation)",
     )),
     Entry(("Cardiomegaly",), "u", _HEART + gap(5) + " " + _UNC),
+    Entry(("Cardiomegaly",), "u", r"borderline (?:(?:enlarged|large|prominent) )?(?:heart size|heart|cardiac (?:size|silhouette))"),
     Entry(("Cardiomegaly",), "n", _HEART + _AND_X + gap(5) + " " + _NORM),
     Entry(("Cardiomegaly",), "u", _HEART + gap(2) + " " + _alt(
         r"(?:is |are )?(?:difficult|hard|impossible) to (?:assess|evaluate|determine)",
@@ -156,15 +158,14 @@ ENTRIES: tuple[Entry, ...] = (
         r"ground glass",
         r"hazy",
         r"haziness",
-        r"(?:increased|patchy|hazy|ill defined|focal|bibasilar|basilar|perihilar|parenchymal|streaky|linear|nodular|"
+        r"(?:increased|patchy|hazy|ill defined|focal|bibasilar|basilar|perihilar|parenchymal|streaky|linear|"
         r"retrocardiac|airspace|confluent|rounded|new)(?: (?:retrocardiac|basilar|perihilar|parenchymal|airspace|"
         r"opacity|lung|lobe|basal|apical))? densit(?:y|ies)",
-        r"(?:increased|prominent|coarse|coarsened|accentuated) (?:interstitial |lung |bronchovascular |pulmonary )?markings",
-        r"(?:interstitial|lung|bronchovascular|pulmonary) markings (?:are |is |appear |remain )?(?:mildly |slightly |diffusely )?"
-        r"(?:prominent|increased|coarse|coarsened|accentuated)",
-        r"reticul(?:ar|ation|onodular)(?: (?:opacit(?:y|ies)|pattern|markings|changes))?",
-        r"interstitial (?:abnormalit(?:y|ies)|disease|process|prominence|pattern|thickening|changes?)",
+        r"reticul(?:ar|ation|onodular)(?: (?:opacit(?:y|ies)|pattern|changes))?",
+        r"interstitial (?:abnormalit(?:y|ies)|process|pattern|thickening)",
     )),
+    # Increased/prominent interstitial or lung markings are a finding of their own (not an opacity):
+    # the IU-Xray indexers code them "Markings", and CheXpert counts them only against No Finding.
     Entry(CLEAR_LUNG_FINDINGS, "n", _alt(
         r"lungs? (?:fields? |parenchyma |bases )?(?:(?!(?:no|not|without|never|nor)\b)[a-z]+ (?:, )?){0,5}clear",
         r"clear lungs?",
@@ -172,7 +173,8 @@ ENTRIES: tuple[Entry, ...] = (
     )),
     # ------------------------------------------------------------------ Lung Lesion
     Entry(("Lung Lesion",), "p", _alt(
-        r"(?<!calcified )(?<!granulomatous )(?<!nipple )nodul(?:e|es|ar (?:lesions?|densit(?:y|ies)))",
+        r"(?<!calcified )(?<!granulomatous )(?<!nipple )nodul(?:e|es|ar lesions?)",
+        r"mass ?like (?:opacit(?:y|ies)|densit(?:y|ies)|lesions?|consolidation)",
         r"(?<!calcified )micronodul(?:e|es)",
         r"mass(?:es)?(?! effect)(?! like)",
         r"(?:lung|pulmonary|parenchymal|cavitary|cavitating|spiculated|apical|hilar|lobe|lobar|pleural based|suspicious) lesions?",
@@ -198,17 +200,23 @@ ENTRIES: tuple[Entry, ...] = (
         r"kerley (?:b )?lines",
         r"(?:indistinct(?:ness)?|blurring|haziness|prominen(?:ce|t)|engorged|engorgement|fullness|cephalized) (?:of (?:the )?)?(?:pulmonary )?(?:vascular|vasculature|vessels|vascular markings)",
         r"(?:pulmonary )?vascular (?:indistinctness|prominence|blurring|fullness)",
-        r"(?:pulmonary )?(?:vasculature|vascular markings|vessels) (?:is |are )?(?:indistinct|engorged|prominent|congested|cephalized)",
+        r"(?:pulmonary )?(?:vasculature|vascular markings|vessels|vascularity) (?:is |are )?(?:indistinct|engorged|prominent|congested|cephalized)",
+        r"(?:increased|prominent|engorged) (?:lung |pulmonary |central )?(?:vascularity|vasculature)",
+        r"prominence of the (?:central )?(?:pulmonary )?(?:vascularity|vasculature)",
     )),
     Entry(("Edema",), "n", r"(?:pulmonary )?(?:vasculature|vascularity|vascular markings|pulmonary vessels)"
           + gap(3) + " " + _alt(r"normal", r"within normal limits", r"unremarkable", r"not (?:engorged|congested)")),
     Entry(("Edema",), "n", r"normal (?:pulmonary )?(?:vasculature|vascularity|vascular markings)"),
+    Entry(("Edema",), "n", r"(?:pulmonary |central )?vascular (?:engorgement|congestion|prominence)" + gap(2)
+          + r" (?:appears? |is |are )?(?:within (?:the )?(?:limits of normal|normal limits)|normal)"),
     # ------------------------------------------------------------------ Consolidation
     Entry(("Consolidation",), "p", _alt(r"consolidat(?:ion|ions|ive|ed|ing)", r"air bronchograms?")),
     # ------------------------------------------------------------------ Pneumonia
     Entry(("Pneumonia",), "p", _alt(
-        r"(?:broncho)?pneumoni(?:a|as|c)",
+        r"(?<!tuberculosis )(?<!tuberculous )(?<!prior )(?<!previous )(?<!old )(?<!remote )(?:broncho)?pneumoni(?:a|as|c)",
         r"pneumonitis",
+        r"(?<!granulomatous )(?<!tuberculous )(?<!tuberculosis )(?<!fungal )(?<!symptoms of )(?<!signs of )"
+        r"(?<!prior )(?<!previous )(?<!old )(?<!remote )(?<!healed )"
         r"(?:lower respiratory |chest |pulmonary |lung |superimposed |underlying )?infections?",
         r"infectious(?: process| etiology| cause)?",
         r"infected",
@@ -348,8 +356,15 @@ KEYWORDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def compile_finding_patterns() -> list[tuple[int, re.Pattern[str], tuple[str, ...], dict[str, str]]]:
+def compile_finding_patterns(
+    clear_lungs: bool = False,
+) -> list[tuple[int, re.Pattern[str], tuple[str, ...], dict[str, str]]]:
     """Compile one regex per finding (No Finding excluded).
+
+    Args:
+        clear_lungs: include the "the lungs are clear" statement as a negative mention of
+            :data:`CLEAR_LUNG_FINDINGS` (``unicxr`` convention); the CheXpert convention leaves them
+            unmentioned.
 
     Returns:
         A list of ``(finding index, compiled pattern, prefilter keywords, group name -> kind)``. Each
@@ -363,7 +378,10 @@ def compile_finding_patterns() -> list[tuple[int, re.Pattern[str], tuple[str, ..
         kinds: dict[str, str] = {}
         # fixed-value statements first so that e.g. "heart size is normal" is not read as a mention
         order = {"u": 0, "n": 1, "w": 2, "p": 3}
-        entries = sorted((e for e in ENTRIES if name in e.findings), key=lambda e: order[e.kind])
+        entries = sorted(
+            (e for e in ENTRIES if name in e.findings and (clear_lungs or e.findings != CLEAR_LUNG_FINDINGS)),
+            key=lambda e: order[e.kind],
+        )
         for k, e in enumerate(entries):
             gname = f"g{k}"
             kinds[gname] = e.kind

@@ -22,6 +22,7 @@ All patterns are alternations of literal words (linear-time matching).
 
 from __future__ import annotations
 
+import math
 import re
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ _PRE_UNC_WINDOW = 8
 _POST_WINDOW = 12
 _BI_WINDOW = 12
 _OR_WINDOW = 1
+_CLAUSE_WINDOW = 25  # words a clause-wide hedge ("differential diagnosis includes") reaches forward
+_HIST_WINDOW = 5
 
 # ----------------------------------------------------------------------------- normalisation
 # (trigger substring or None, pattern, replacement): a pattern runs only when its trigger is present
@@ -131,13 +134,15 @@ _PSEUDO = [
 _NEG_PRE = [
     r"(?:no|without)(?: (?:definite|definitive|convincing|radiographic|significant|appreciable|obvious|acute|"
     r"evident|visible|gross|discrete|clear|residual|other|further|new|recurrent|focal|frank|overt|large|"
-    r"substantial|suspicious|current|interval|superimposed|remaining|persistent))*"
+    r"substantial|suspicious|current|interval|superimposed|remaining|persistent|visualized|visualised|identified|"
+    r"demonstrated|detected|detectable|seen|appreciable|appreciated|displaced|acute appearing|significant))*"
     r"(?: (?:evidence|signs?|findings?|suggestion|indication|demonstration|radiographic evidence|x ray evidence) "
     r"(?:of|for|to suggest|suggesting|that))?",
     r"absence of",
     r"(?:negative|neg) (?:for|of)",
     r"free of",
     r"clear of",
+    r"clear(?= (?:focal )?air ?space (?:disease|opacit))",
     r"never",
     r"neither",
     r"nor",
@@ -186,7 +191,8 @@ _UNC_PRE = [
     r"suspicion (?:for|of)|suspicious (?:for|of)|concerning (?:for|of)|concern for|worrisome for|worrying for|"
     r"suggestive of|suggesting|suggests?|suggestion of|question of|questioned|cannot differentiate|"
     r"differential (?:diagnosis )?(?:includes?|considerations? includes?|of)?|ddx|consider|considered|"
-    r"consideration (?:of|for)|rule out|to exclude|to rule out|evaluate for|evaluation for|eval for|assess for|"
+    r"consideration (?:of|for)|rule out|to exclude|exclude|to rule out|evaluate for|evaluation for|eval for|assess for|"
+    r"to identify|to detect|to evaluate for|to assess for|to look for|"
     r"assessment for|raising (?:the )?(?:possibility|question|concern) (?:of|for)|(?:in|with) favor of|"
     r"favored|favoring|favor|hint of|unlikely|(?:clinical )?correlation (?:for|with)|correlate (?:clinically )?for|"
     r"(?<=favored )over|(?<=favoring )over|(?<=favor )over)",
@@ -196,6 +202,8 @@ _UNC_POST = [
     r"in question|a (?:possibility|consideration|concern)|of concern(?! for)|concerning(?! for| of)|suggested|"
     r"considered|favored|thought likely|unlikely(?! to| that)|not excluded|not entirely excluded)",
     r"(?:not excluded|in question|of (?:uncertain|unclear|questionable) significance)",
+    r"(?:would|could|might|may) (?:also )?be (?:a |another )?(?:consideration|possibility|concern|considered)",
+    r"(?:is|are) (?:another|an additional|a further) (?:consideration|possibility)",
     r"(?:is |are )(?:most |more |less )?(?:likely|probably|possibly|presumably)(?: (?:present|seen|noted|there|"
     r"identified|developing|forming)|(?= [.,;:?!]| $))",
     r"(?:cannot|can not|can't) be (?:entirely |completely |totally |definitely )?(?:excluded|ruled out)",
@@ -212,6 +220,17 @@ _UNC_BI = [
     r"if (?:any|present)",
 ]
 _OR = [r"or", r"and or", r"versus", r"vs"]
+# Hedges that cover the rest of their clause, across predicates ("differential diagnosis includes
+# chronic interstitial disease, infection and atypical edema"; "in the appropriate clinical setting
+# this appearance is compatible with pneumonia").
+_UNC_CLAUSE = [
+    r"differential (?:diagnosis |diagnostic |considerations? )?(?:includes?|including|would include|considerations? "
+    r"includes?|is|are)",
+    r"(?:in|given) the (?:appropriate|proper|correct|right) clinical (?:setting|context|scenario)",
+    r"if (?:clinically )?(?:indicated|warranted|there is concern)",
+]
+# "history of X", "known X": the patient's history, not a finding of this study (mention dropped).
+_HIST = [r"(?:known |prior |previous |past |remote )?(?:history|hx) of", r"h o"]
 
 
 def _group(name: str, alts: list[str]) -> str:
@@ -223,6 +242,7 @@ _CUE = re.compile(
     + "|".join(
         [
             _group("strong", _STRONG),
+            _group("uclause", _UNC_CLAUSE),
             _group("pseudo", _PSEUDO),
             _group("upost", _UNC_POST),
             _group("npost", _NEG_POST),
@@ -231,6 +251,7 @@ _CUE = re.compile(
             _group("npre", _NEG_PRE),
             _group("nshort", _NEG_PRE_SHORT),
             _group("bi", _UNC_BI),
+            _group("hist", _HIST),
             _group("or", _OR),
             r"(?P<q>\?)",
             _group("hard", _HARD),
@@ -244,7 +265,7 @@ _CUE = re.compile(
 
 @dataclass(frozen=True)
 class Cue:
-    """A cue occurrence: kind (strong/upost/npost/upre/npre/nshort/bi/or/q), span, clause id, text."""
+    """A cue occurrence: kind (strong/upost/npost/upre/npre/nshort/bi/or/q/uclause/hist), span, clause id, text."""
 
     kind: str
     start: int
@@ -336,6 +357,7 @@ def find_cues(t: str) -> Scope:
     return Scope(t, bounds, hard, blocks, by_clause)
 
 
+_BARE_PARTICIPLES = frozenset({"resolved", "removed", "cleared", "discontinued", "explanted", "extracted"})
 _BE_CUE = re.compile(r"(?:may|might|could)(?: (?:also|possibly|potentially|still|well|either|actually))? be$")
 
 
@@ -349,13 +371,18 @@ def mention_value(scope: Scope, start: int, end: int, is_device: bool, next_ment
         next_mention_start: start of the next mention of any finding (for "may be <finding>").
 
     Returns:
-        ``1.0``, ``0.0`` or ``-1.0``.
+        ``1.0``, ``0.0`` or ``-1.0``; NaN when the mention is the patient's history ("history of
+        lung cancer"), which labels nothing.
     """
     cues = scope.cues_near(start, end)
     if not cues:
         return 1.0
     neg = unc = strong = False
     for cue in cues:
+        if cue.kind == "hist" and cue.end <= start and scope.words(cue.end, start) <= _HIST_WINDOW and not scope.blocked(
+            cue.end, start
+        ):
+            return math.nan
         k = cue.kind
         inside = cue.start >= start and cue.end <= end
         before = cue.end <= start
@@ -373,6 +400,10 @@ def mention_value(scope: Scope, start: int, end: int, is_device: bool, next_ment
             if inside or (after and scope.words(end, cue.start) <= _POST_WINDOW and not scope.blocked(end, cue.start)):
                 if cue.text != "removal" or scope.words(end, cue.start) == 0:
                     neg = True
+            elif before and cue.text in _BARE_PARTICIPLES and scope.words(cue.end, start) <= 3 and not scope.blocked(
+                cue.end, start
+            ):
+                neg = True  # "resolved interstitial edema", "removed right IJ line"
         elif k == "tosug":
             if inside or (before and scope.words(cue.end, start) <= _PRE_UNC_WINDOW and not scope.blocked(cue.end, start)):
                 if any(c.kind in ("npre", "nshort") and c.end <= cue.start for c in cues):
@@ -381,6 +412,9 @@ def mention_value(scope: Scope, start: int, end: int, is_device: bool, next_ment
                     unc = True
         elif k == "upre":
             if inside or (before and scope.words(cue.end, start) <= _PRE_UNC_WINDOW and not scope.blocked(cue.end, start)):
+                unc = True
+        elif k == "uclause":
+            if inside or (before and scope.words(cue.end, start) <= _CLAUSE_WINDOW):
                 unc = True
         elif k == "upost":
             if inside or (after and scope.words(end, cue.start) <= _POST_WINDOW and not scope.blocked(end, cue.start)):

@@ -43,6 +43,7 @@ _COMMAND_MODULES = (
     "unicxr.data.cli",
     "unicxr.text.cli",
     "unicxr.train.cli",
+    "unicxr.pipelines.cli",
     "unicxr.eval.cli",
 )
 

@@ -8,14 +8,28 @@ from pathlib import Path
 from unicxr.models.base import MODEL_REGISTRY, ModelMixin, read_model_config, register_model
 from unicxr.utils.errors import UnicxrError
 
-__all__ = ["ModelMixin", "register_model", "load_model", "MODEL_MODULES"]
+__all__ = ["ModelMixin", "register_model", "load_model", "resolve_model_dir", "MODEL_MODULES"]
 
 # model_type -> module defining it (imported lazily so `import unicxr.models` stays light).
 MODEL_MODULES: dict[str, str] = {
     "toy_mlp": "unicxr.models.toy",
     "toy_composite": "unicxr.models.toy",
     "cxr_classifier": "unicxr.models.classifier",
+    "ldm_unet": "unicxr.models.ldm_unet",
+    "latent_dit": "unicxr.models.latent_dit",
+    "crossflow": "unicxr.models.crossflow",
 }
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """A saved model directory, or a training run's ``model_ema/`` (preferred) or ``model/``."""
+    path = Path(path)
+    if (path / "config.json").is_file():
+        return path
+    for sub in ("model_ema", "model"):
+        if (path / sub / "config.json").is_file():
+            return path / sub
+    raise UnicxrError(f"{path}: not a model directory nor a training run (no config.json, model_ema/ or model/)")
 
 
 def load_model(directory: str | Path, *, device: str = "cpu") -> ModelMixin:

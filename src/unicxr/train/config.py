@@ -30,7 +30,7 @@ class TrainConfig(StrictModel):
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0)
-    warmup_steps: int = Field(0, ge=0)
+    warmup_steps: int = Field(0, ge=0, description="linear warmup steps (capped at max_steps)")
     lr_schedule: Literal["cosine", "linear", "constant"] = "cosine"
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="final lr as a fraction of lr")
     clip_grad: float | None = Field(1.0, gt=0, description="max global grad norm (null: no clipping)")
@@ -53,7 +53,8 @@ class TrainConfig(StrictModel):
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
         if self.warmup_steps > self.max_steps:
-            raise ValueError(f"warmup_steps ({self.warmup_steps}) exceeds max_steps ({self.max_steps})")
+            # `--set train.max_steps=N` shortens any recipe: the warmup shrinks with it.
+            self.warmup_steps = self.max_steps
         for b in self.betas:
             if not 0.0 <= b < 1.0:
                 raise ValueError(f"betas must be in [0, 1), got {list(self.betas)}")

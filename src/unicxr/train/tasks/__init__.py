@@ -42,6 +42,9 @@ TASK_MODULES: dict[str, str] = {
     "toy_regression": "unicxr.train.tasks.toy",
     "toy_adversarial": "unicxr.train.tasks.toy",
     "classifier": "unicxr.train.tasks.classifier",
+    "ldm_unet": "unicxr.train.tasks.generator",
+    "latent_dit": "unicxr.train.tasks.generator",
+    "crossflow": "unicxr.train.tasks.generator",
 }
 
 

@@ -1,0 +1,256 @@
+"""Conditions for generators: structured findings and free-text reports → tokens for attention.
+
+One condition encoder shared by every generator family (LDM-UNet cross-attention, latent DiT joint or
+cross attention, CrossFlow's text variational encoder) and later the unified model:
+
+* **Findings**: the 14 findings × {absent, present, uncertain, unspecified} (from the one label
+  convention: 0, 1, −1, NaN), each a learned embedding plus a finding-position embedding, optionally
+  with laterality (unspecified/left/right/bilateral) and severity (0..1, NaN = not given) → 14 tokens.
+* **Report text**: the [text] BPE tokenizer and a small bidirectional transformer trained from scratch,
+  or a frozen local Hugging Face text model (``hf_text_dir``; nothing downloaded). Reports longer than
+  one context are split into up to ``max_chunks`` windows that are encoded separately and concatenated,
+  so nothing is cut silently; what still does not fit is counted and reported by the caller.
+* **Null condition** (classifier-free guidance): learned null tokens replace an item's condition when
+  its drop flag is set (training: probability ``cond_drop``; sampling: the unconditional branch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import nn
+
+from unicxr.config import StrictModel
+from unicxr.labels import FINDINGS, NUM_FINDINGS
+
+__all__ = [
+    "ConditionConfig",
+    "ConditionEncoder",
+    "finding_states",
+    "tokenize_reports",
+    "parse_findings_prompt",
+    "LATERALITY",
+]
+
+LATERALITY = ("unspecified", "left", "right", "bilateral")
+# finding state index: absent 0, present 1, uncertain 2, unspecified 3
+_STATE_OF_VALUE = {0.0: 0, 1.0: 1, -1.0: 2}
+
+
+class ConditionConfig(StrictModel):
+    """How a generator is conditioned (saved in its config)."""
+
+    kind: Literal["findings", "text", "both"] = Field("both", description="condition on findings, text or both")
+    dim: int = Field(128, gt=0, description="width of the condition tokens")
+    text_layers: int = Field(2, ge=1)
+    text_heads: int = Field(4, ge=1)
+    max_tokens: int = Field(96, ge=8, description="tokens per report window (bos/eos included)")
+    max_chunks: int = Field(3, ge=1, description="report windows encoded per report (longer text is split)")
+    vocab_size: int = Field(0, ge=0, description="tokenizer vocabulary (set from the tokenizer)")
+    hf_text_dir: str | None = Field(None, description="frozen local Hugging Face text encoder directory")
+    laterality: bool = Field(True, description="findings carry laterality tokens")
+    severity: bool = Field(True, description="findings carry severity")
+    cond_drop: float = Field(0.1, ge=0.0, lt=1.0, description="training probability of the null condition")
+
+
+def finding_states(labels: torch.Tensor) -> torch.Tensor:
+    """Labels (B, 14) in the one convention (1, 0, −1, NaN) → state indices (B, 14) long
+    (absent 0, present 1, uncertain 2, unspecified 3)."""
+    states = torch.full(labels.shape, 3, dtype=torch.long, device=labels.device)
+    states[labels == 0] = 0
+    states[labels == 1] = 1
+    states[labels == -1] = 2
+    return states
+
+
+def tokenize_reports(
+    tokenizer: Any, texts: Sequence[str], max_tokens: int, max_chunks: int
+) -> tuple[torch.Tensor, int]:
+    """Token ids (B, C, L) of reports split into ≤ ``max_chunks`` windows of ≤ ``max_tokens`` tokens
+    (each window with bos/eos; pad id elsewhere), and the number of reports whose text still did not
+    fit (so the caller can say so instead of cutting silently)."""
+    body = max_tokens - 2
+    pad, bos, eos = tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id
+    out = torch.full((len(texts), max_chunks, max_tokens), pad, dtype=torch.long)
+    overflow = 0
+    for i, text in enumerate(texts):
+        ids = tokenizer.encode(text or "", add_special_tokens=False, max_length=10**9)
+        if len(ids) > body * max_chunks:
+            overflow += 1
+        for c in range(max_chunks):
+            piece = ids[c * body : (c + 1) * body]
+            if not piece and c > 0:
+                break
+            seq = [bos, *piece, eos]
+            out[i, c, : len(seq)] = torch.tensor(seq)
+    return out, overflow
+
+
+class _TextTransformer(nn.Module):
+    """Bidirectional transformer over token windows: ids (B, C, L) → tokens (B, C·L, D), mask (B, C·L)."""
+
+    def __init__(self, cfg: ConditionConfig, pad_id: int = 0) -> None:
+        super().__init__()
+        from unicxr.models.layers import TransformerBlock, make_norm
+
+        self.pad_id = pad_id
+        self.tok = nn.Embedding(max(cfg.vocab_size, 1), cfg.dim)
+        self.pos = nn.Parameter(torch.zeros(1, cfg.max_tokens, cfg.dim))
+        self.chunk = nn.Parameter(torch.zeros(1, cfg.max_chunks, 1, cfg.dim))
+        nn.init.normal_(self.pos, std=0.02)
+        nn.init.normal_(self.chunk, std=0.02)
+        self.blocks = nn.ModuleList(TransformerBlock(cfg.dim, cfg.text_heads) for _ in range(cfg.text_layers))
+        self.norm = make_norm("layernorm", cfg.dim)
+
+    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, c, length = ids.shape
+        flat = ids.reshape(b * c, length)
+        keep = flat != self.pad_id
+        h = self.tok(flat) + self.pos[:, :length]
+        mask = keep[:, None, None, :]  # (B·C, 1, 1, L) keys allowed
+        mask = mask | ~keep.any(1)[:, None, None, None]  # all-pad windows attend to something
+        for blk in self.blocks:
+            h, _ = blk(h, mask=mask)
+        h = self.norm(h).view(b, c, length, -1) + self.chunk[:, :c]
+        return h.reshape(b, c * length, -1), keep.view(b, c * length)
+
+
+class _HFText(nn.Module):
+    """A frozen local Hugging Face encoder (e.g. a BERT-style report model) + a trainable projection."""
+
+    def __init__(self, cfg: ConditionConfig) -> None:
+        super().__init__()
+        from transformers import AutoModel
+
+        self.model = AutoModel.from_pretrained(cfg.hf_text_dir, local_files_only=True)
+        self.model.requires_grad_(False)
+        self.model.eval()
+        self.proj = nn.Linear(int(self.model.config.hidden_size), cfg.dim)
+
+    def train(self, mode: bool = True) -> _HFText:
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    def forward(self, ids: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+        b, c, length = ids.shape
+        flat = ids.reshape(b * c, length)
+        keep = flat != pad_id
+        with torch.no_grad():
+            h = self.model(input_ids=flat, attention_mask=keep.long()).last_hidden_state
+        return self.proj(h).reshape(b, c * length, -1), keep.view(b, c * length)
+
+
+class ConditionEncoder(nn.Module):
+    """Condition dict → tokens for attention.
+
+    The condition dict holds any of ``labels`` (B, 14) (1/0/−1/NaN), ``laterality`` (B, 14) long
+    (index into :data:`LATERALITY`), ``severity`` (B, 14) float (NaN = not given) and ``input_ids``
+    (B, C, L) from :func:`tokenize_reports`.
+
+    ``forward(cond, drop)`` returns ``tokens`` (B, N, D), ``mask`` (B, N) bool (True = real token) and
+    ``pooled`` (B, D); items with ``drop`` True get the learned null condition instead.
+    """
+
+    def __init__(self, cfg: ConditionConfig, pad_id: int = 0) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.pad_id = pad_id
+        d = cfg.dim
+        self.use_findings = cfg.kind in ("findings", "both")
+        self.use_text = cfg.kind in ("text", "both")
+        if self.use_findings:
+            self.state = nn.Embedding(NUM_FINDINGS * 4, d)
+            self.finding_pos = nn.Parameter(torch.randn(1, NUM_FINDINGS, d) * 0.02)
+            self.later = nn.Embedding(NUM_FINDINGS * len(LATERALITY), d) if cfg.laterality else None
+            self.sev = nn.Linear(1, d) if cfg.severity else None
+            self.null_findings = nn.Parameter(torch.randn(1, NUM_FINDINGS, d) * 0.02)
+        if self.use_text:
+            self.text = _HFText(cfg) if cfg.hf_text_dir else _TextTransformer(cfg, pad_id)
+            self.null_text = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        self.out_norm = nn.LayerNorm(d)
+
+    @property
+    def dim(self) -> int:
+        return self.cfg.dim
+
+    def _findings(self, cond: dict[str, Any], b: int, device: torch.device) -> torch.Tensor:
+        labels = cond.get("labels")
+        if labels is None:
+            labels = torch.full((b, NUM_FINDINGS), float("nan"), device=device)
+        offs = torch.arange(NUM_FINDINGS, device=device) * 4
+        h = self.state(finding_states(labels.to(device)) + offs) + self.finding_pos
+        if self.later is not None and cond.get("laterality") is not None:
+            lat = cond["laterality"].to(device).long().clamp(0, len(LATERALITY) - 1)
+            h = h + self.later(lat + torch.arange(NUM_FINDINGS, device=device) * len(LATERALITY))
+        if self.sev is not None and cond.get("severity") is not None:
+            sev = cond["severity"].to(device).float()
+            given = torch.isfinite(sev)
+            h = h + self.sev(torch.nan_to_num(sev, nan=0.0).unsqueeze(-1)) * given.unsqueeze(-1)
+        return h
+
+    def forward(
+        self, cond: dict[str, Any], drop: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        ref = cond.get("labels") if cond.get("labels") is not None else cond.get("input_ids")
+        if ref is None:
+            raise ValueError("condition needs 'labels' and/or 'input_ids'")
+        b, device = ref.shape[0], ref.device
+        parts, masks = [], []
+        drop = torch.zeros(b, dtype=torch.bool, device=device) if drop is None else drop.to(device)
+        keep = (~drop).view(b, 1, 1).float()
+        if self.use_findings:
+            f = self._findings(cond, b, device)
+            f = f * keep + self.null_findings * (1 - keep)
+            parts.append(f)
+            masks.append(torch.ones(b, NUM_FINDINGS, dtype=torch.bool, device=device))
+        if self.use_text:
+            ids = cond.get("input_ids")
+            if ids is None:
+                t = self.null_text.expand(b, 1, -1)
+                m = torch.ones(b, 1, dtype=torch.bool, device=device)
+            else:
+                t, m = (self.text(ids, self.pad_id) if isinstance(self.text, _HFText) else self.text(ids))
+                null = self.null_text.expand(b, t.shape[1], -1)
+                t = t * keep + null * (1 - keep)
+                first = torch.zeros_like(m)
+                first[:, 0] = True
+                m = torch.where(drop.view(b, 1), first, m)  # a dropped report is one null token
+            parts.append(t)
+            masks.append(m)
+        tokens = self.out_norm(torch.cat(parts, dim=1))
+        mask = torch.cat(masks, dim=1)
+        w = mask.unsqueeze(-1).float()
+        pooled = (tokens * w).sum(1) / w.sum(1).clamp_min(1.0)
+        return tokens, mask, pooled
+
+
+def parse_findings_prompt(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """``"Cardiomegaly, left Pleural Effusion, no Pneumothorax, possible Edema"`` → labels (14,)
+    (1 present, 0 after ``no``, −1 after ``possible``; NaN unspecified) and laterality (14,) ints."""
+    from unicxr.utils.errors import UnicxrError
+
+    labels = np.full(NUM_FINDINGS, np.nan, np.float32)
+    lat = np.zeros(NUM_FINDINGS, np.int64)
+    lower = {f.lower(): i for i, f in enumerate(FINDINGS)}
+    for raw in text.split(","):
+        words = raw.strip()
+        if not words:
+            continue
+        value, side = 1.0, 0
+        low = words.lower()
+        for prefix, v in (("no ", 0.0), ("possible ", -1.0)):
+            if low.startswith(prefix):
+                value, low = v, low[len(prefix) :]
+        for k, name in enumerate(LATERALITY[1:], start=1):
+            if low.startswith(name + " "):
+                side, low = k, low[len(name) + 1 :]
+        if low not in lower:
+            raise UnicxrError(f"--findings: unknown finding {words!r} (known: {', '.join(FINDINGS)})")
+        labels[lower[low]] = value
+        lat[lower[low]] = side
+    return labels, lat

@@ -1,0 +1,136 @@
+"""CrossFlow: flow straight from a text latent to the image latent (no noise source).
+
+A text variational encoder (learned patch queries cross-attending to the condition tokens) gives
+μ, log σ² shaped like the image latent; the source z_text = μ + σ·ε. A plain DiT velocity network
+(no cross-attention: it sees only x_t, the time and a binary *indicator*) learns the straight flow
+x_t = (1 − t)·x0 + t·z_text. Loss: flow matching + λ_nce · InfoNCE(text latent, image latent
+features) + λ_kl · KL(q(z_text) ‖ N(0, I)). Classifier-free guidance: the indicator is set to 0 (null)
+with probability ``indicator_drop`` in training; sampling combines v(·, 1) and v(·, 0).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from unicxr.models.base import register_model
+from unicxr.models.dit import AdaLNBlock, FinalLayer, PatchEmbed, unpatchify
+from unicxr.models.generator_base import GeneratorBase, GeneratorConfig
+from unicxr.models.layers import TransformerBlock
+from unicxr.sampling import (
+    FLOW_SAMPLERS,
+    TimestepEmbedder,
+    flow_interpolate,
+    flow_sample,
+    flow_target,
+    guided,
+)
+
+__all__ = ["CrossFlowConfig", "CrossFlow"]
+
+
+class CrossFlowConfig(GeneratorConfig):
+    """Config of :class:`CrossFlow`."""
+
+    patch: int = Field(2, ge=1)
+    dim: int = Field(192, ge=8)
+    depth: int = Field(6, ge=1)
+    heads: int = Field(6, ge=1)
+    mlp_ratio: float = Field(4.0, gt=0)
+    ve_depth: int = Field(2, ge=1, description="blocks of the text variational encoder")
+    lambda_nce: float = Field(0.1, ge=0)
+    lambda_kl: float = Field(1e-3, ge=0)
+    nce_temperature: float = Field(0.1, gt=0)
+    nce_dim: int = Field(128, ge=8)
+    indicator_drop: float = Field(0.1, ge=0, lt=1, description="probability of the null indicator in training")
+    default_steps: int = 25
+    default_sampler: str = "euler"
+
+
+@register_model
+class CrossFlow(GeneratorBase):
+    """Text variational encoder + velocity network from text latent to image latent."""
+
+    model_type = "crossflow"
+    config_class = CrossFlowConfig
+    default_samplers = FLOW_SAMPLERS
+
+    def __init__(self, config: CrossFlowConfig, components: dict[str, Any] | None = None) -> None:
+        super().__init__(config, components)
+        cfg = self.config
+        c, s, d, p = cfg.latent_channels, cfg.latent_size, cfg.dim, cfg.patch
+        n = (s // p) ** 2
+        cd = cfg.condition.dim
+        # text variational encoder
+        self.queries = nn.Parameter(torch.randn(1, n, cd) * 0.02)
+        self.ve_blocks = nn.ModuleList(TransformerBlock(cd, cfg.condition.text_heads, cross_dim=cd)
+                                       for _ in range(cfg.ve_depth))
+        self.ve_out = nn.Linear(cd, 2 * c * p * p)
+        # velocity network
+        self.embed = PatchEmbed(c, s, p, d)
+        self.t_embed = TimestepEmbedder(d)
+        self.indicator = nn.Embedding(2, d)
+        self.blocks = nn.ModuleList(AdaLNBlock(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
+        self.final = FinalLayer(d, c * p * p)
+        # contrastive heads
+        self.nce_text = nn.Linear(c * s * s, cfg.nce_dim)
+        self.nce_image = nn.Linear(c * s * s, cfg.nce_dim)
+
+    def text_latent(self, cond: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """μ, log σ² (B, C, h, w) of the text latent."""
+        cfg = self.config
+        tokens, mask, _ = self.encode_condition(cond, None)
+        q = self.queries.expand(tokens.shape[0], -1, -1)
+        for blk in self.ve_blocks:
+            q, _ = blk(q, tokens, context_mask=mask[:, None, None, :])
+        out = unpatchify(self.ve_out(q), cfg.patch, 2 * cfg.latent_channels, cfg.latent_size, cfg.latent_size)
+        mu, logvar = out.chunk(2, dim=1)
+        return mu, logvar.clamp(-10, 4)
+
+    def net(self, x: torch.Tensor, t: torch.Tensor, indicator: torch.Tensor) -> torch.Tensor:
+        """Velocity (B, C, h, w) at x (B, C, h, w), time t (B,), indicator (B,) long in {0, 1}."""
+        cfg = self.config
+        h = self.embed(x)
+        c = self.t_embed(t) + self.indicator(indicator.long())
+        for blk in self.blocks:
+            h = blk(h, c)
+        return unpatchify(self.final(h, c), cfg.patch, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
+
+    def forward(self, z0: torch.Tensor, cond: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg = self.config
+        b = z0.shape[0]
+        mu, logvar = self.text_latent(cond)
+        z_text = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        t = torch.rand(b, device=z0.device)
+        xt = flow_interpolate(z0, z_text, t)
+        ind = (torch.rand(b, device=z0.device) >= cfg.indicator_drop).long()
+        v = self.net(xt, t, ind)
+        fm = F.mse_loss(v.float(), flow_target(z0, z_text).float())
+        kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).mean()
+        loss = fm + cfg.lambda_kl * kl
+        logs = {"flow": float(fm.detach()), "kl": float(kl.detach())}
+        if cfg.lambda_nce > 0 and b > 1:
+            a = F.normalize(self.nce_text(mu.flatten(1).float()), dim=-1)
+            i = F.normalize(self.nce_image(z0.flatten(1).float()), dim=-1)
+            logits = a @ i.t() / cfg.nce_temperature
+            target = torch.arange(b, device=z0.device)
+            nce = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+            loss = loss + cfg.lambda_nce * nce
+            logs["nce"] = float(nce.detach())
+        return loss, logs
+
+    @torch.no_grad()
+    def sample_latents(self, cond, *, steps, sampler, guidance, generator, negative=None, progress=False):
+        mu, logvar = self.text_latent(cond)
+        b = mu.shape[0]
+        x1 = mu + torch.exp(0.5 * logvar) * self.initial_noise(b, generator, tuple(mu.shape[1:]))
+        on = torch.ones(b, dtype=torch.long, device=x1.device)
+
+        def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return guided(lambda xx, tt, ii: self.net(xx, tt, ii), x, t, on, on * 0, guidance)
+
+        return flow_sample(fn, x1, steps=steps, sampler=sampler, progress=progress)

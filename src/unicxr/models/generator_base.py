@@ -1,0 +1,248 @@
+"""What every CXR generator shares: its latent space, its condition encoder, its components.
+
+A generator holds (as components, see :mod:`unicxr.models.base`) a frozen autoencoder
+(``model.autoencoder``: a saved ``autoencoder_kl``/``vqvae`` directory) and the report tokenizer, so
+one saved folder is enough to sample. With ``autoencoder: null`` it works in pixel space (the image
+mapped to [−1, 1]), which keeps tests and tiny configs free of a trained autoencoder.
+
+A family implements :meth:`GeneratorBase.forward` (the training loss on clean latents, so DDP wraps
+it) and :meth:`GeneratorBase.sample_latents`; :meth:`GeneratorBase.generate` reads top to bottom:
+condition → latents → images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from unicxr.config import StrictModel
+from unicxr.models.base import ModelMixin
+from unicxr.models.conditioning import ConditionConfig, ConditionEncoder, tokenize_reports
+
+__all__ = ["GeneratorConfig", "GeneratorBase"]
+
+
+class GeneratorConfig(StrictModel):
+    """Fields every generator config has (families add their own)."""
+
+    image_size: int | None = Field(None, ge=8, description="image side (null: the cache's size)")
+    autoencoder: str | None = Field(None, description="saved autoencoder directory (null: pixel space)")
+    tokenizer: str | None = Field(None, description="saved tokenizer directory (null: trained on the training split)")
+    latent_channels: int = Field(1, ge=1, description="set from the autoencoder")
+    latent_size: int = Field(0, ge=0, description="latent side (set from the autoencoder / image size)")
+    condition: ConditionConfig = Field(default_factory=ConditionConfig)
+    default_steps: int = Field(25, ge=1, description="sampling steps when none are given")
+    default_sampler: str = Field("euler", description="sampler when none is given")
+    default_guidance: float = Field(2.0, ge=0.0, description="guidance scale when none is given")
+
+
+class GeneratorBase(ModelMixin):
+    """Base of the generator families (see module docstring).
+
+    Subclasses call ``super().__init__(config, components)`` (which attaches the autoencoder and
+    tokenizer and builds ``self.cond``), then build their network.
+    """
+
+    default_samplers: tuple[str, ...] = ()
+
+    def __init__(self, config: GeneratorConfig, components: dict[str, Any] | None = None) -> None:
+        super().__init__(config)
+        comps = dict(components or {})
+        cfg = self.config
+        if "autoencoder" not in comps and cfg.autoencoder is not None:
+            from unicxr.models import load_model
+
+            comps["autoencoder"] = load_model(cfg.autoencoder)
+            self._ae_source = cfg.autoencoder
+        else:
+            self._ae_source = None
+        self.has_ae = "autoencoder" in comps
+        if self.has_ae:
+            self.register_component("autoencoder", comps["autoencoder"], source=self._ae_source, frozen=True)
+        if "tokenizer" not in comps and cfg.tokenizer is not None:
+            from unicxr.text.tokenizer import ReportTokenizer
+
+            comps["tokenizer"] = ReportTokenizer.from_pretrained(cfg.tokenizer)
+        self.tokenizer = comps.get("tokenizer")
+        if self.tokenizer is not None:
+            self.register_component("tokenizer", self.tokenizer)
+        if cfg.condition.kind != "findings" and self.tokenizer is None and not cfg.condition.hf_text_dir:
+            raise ValueError("a text-conditioned generator needs a tokenizer component")
+        pad = self.tokenizer.pad_id if self.tokenizer is not None else 0
+        self.cond = ConditionEncoder(cfg.condition, pad_id=pad)
+
+    # -- latent space -------------------------------------------------------------------------------
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(C, h, w) of the latents this generator draws."""
+        return (self.config.latent_channels, self.config.latent_size, self.config.latent_size)
+
+    @torch.no_grad()
+    def to_latent(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 1, H, W) in [0, 1] → latents (B, C, h, w) (scaled autoencoder latents, or
+        pixels in [−1, 1])."""
+        if self.has_ae:
+            return self.autoencoder.encode(images)
+        from unicxr.utils.tensor_image import resize_square
+
+        if images.shape[-1] != self.config.latent_size:
+            images = resize_square(images, self.config.latent_size)
+        return images * 2.0 - 1.0
+
+    @torch.no_grad()
+    def from_latent(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents (B, C, h, w) → images (B, 1, H, W) in [0, 1]."""
+        x = self.autoencoder.decode(z) if self.has_ae else (z + 1.0) / 2.0
+        return x.clamp(0.0, 1.0)
+
+    # -- conditions ---------------------------------------------------------------------------------
+    def condition_batch(
+        self,
+        labels: torch.Tensor | np.ndarray | None = None,
+        reports: Sequence[str] | None = None,
+        laterality: torch.Tensor | np.ndarray | None = None,
+        severity: torch.Tensor | np.ndarray | None = None,
+    ) -> dict[str, Any]:
+        """A condition dict for :class:`~unicxr.models.conditioning.ConditionEncoder` (reports are
+        tokenized into windows; ``overflow`` counts reports longer than all windows)."""
+        ccfg = self.config.condition
+        device = next(self.parameters()).device
+        cond: dict[str, Any] = {}
+        if labels is not None:
+            cond["labels"] = torch.as_tensor(np.asarray(labels, np.float32) if not torch.is_tensor(labels) else labels,
+                                             dtype=torch.float32).to(device)
+        if laterality is not None:
+            cond["laterality"] = torch.as_tensor(laterality, dtype=torch.long).to(device)
+        if severity is not None:
+            cond["severity"] = torch.as_tensor(severity, dtype=torch.float32).to(device)
+        if reports is not None and ccfg.kind != "findings" and self.tokenizer is not None:
+            ids, overflow = tokenize_reports(self.tokenizer, list(reports), ccfg.max_tokens, ccfg.max_chunks)
+            cond["input_ids"] = ids.to(device)
+            cond["overflow"] = overflow
+        return cond
+
+    @staticmethod
+    def batch_size_of(cond: dict[str, Any]) -> int:
+        for key in ("labels", "input_ids"):
+            if cond.get(key) is not None:
+                return int(cond[key].shape[0])
+        raise ValueError("empty condition")
+
+    # -- family API ---------------------------------------------------------------------------------
+    def forward(self, z0: torch.Tensor, cond: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Training loss on clean latents z0 (B, C, h, w) with condition dropout; returns (loss, logs)."""
+        raise NotImplementedError
+
+    def sample_latents(
+        self,
+        cond: dict[str, Any],
+        *,
+        steps: int,
+        sampler: str,
+        guidance: float,
+        generator: torch.Generator,
+        negative: dict[str, Any] | None = None,
+        progress: bool = False,
+    ) -> tuple[torch.Tensor, int]:
+        """Latents (B, C, h, w) for the condition; returns (latents, network evaluations)."""
+        raise NotImplementedError
+
+    def drop_mask(self, b: int, device: torch.device) -> torch.Tensor:
+        """Training-time condition dropout (global torch RNG, seeded per step by the trainer)."""
+        from unicxr.sampling import drop_condition
+
+        return drop_condition(b, self.config.condition.cond_drop, device)
+
+    def encode_condition(self, cond: dict[str, Any], drop: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        return self.cond(cond, drop)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        labels: torch.Tensor | np.ndarray | None = None,
+        reports: Sequence[str] | None = None,
+        *,
+        laterality: torch.Tensor | np.ndarray | None = None,
+        severity: torch.Tensor | np.ndarray | None = None,
+        negative_labels: torch.Tensor | np.ndarray | None = None,
+        steps: int | None = None,
+        sampler: str | None = None,
+        guidance: float | None = None,
+        seed: int | Sequence[int] = 0,
+        progress: bool = False,
+    ) -> tuple[torch.Tensor, int]:
+        """Images (B, 1, H, W) in [0, 1] for B conditions, and the network evaluations used.
+
+        ``seed``: one seed for the batch, or one per item (each item's starting noise then depends
+        only on its own seed). ``negative_labels`` (B, 14): a negative prompt (the other branch of
+        guidance is conditioned on these findings instead of the null condition).
+        """
+        self.eval()
+        cond = self.condition_batch(labels, reports, laterality, severity)
+        negative = self.condition_batch(negative_labels) if negative_labels is not None else None
+        b = self.batch_size_of(cond)
+        seeds = [int(seed) + i for i in range(b)] if isinstance(seed, int) else [int(s) for s in seed]
+        if len(seeds) != b:
+            raise ValueError(f"{len(seeds)} seeds for {b} conditions")
+        self._noise_seeds = seeds
+        gen = torch.Generator().manual_seed(seeds[0])
+        try:
+            z, nfe = self.sample_latents(
+                cond,
+                steps=steps or self.config.default_steps,
+                sampler=sampler or self.config.default_sampler,
+                guidance=self.config.default_guidance if guidance is None else guidance,
+                generator=gen,
+                negative=negative,
+                progress=progress,
+            )
+        finally:
+            self._noise_seeds = None
+        return self.from_latent(z), nfe
+
+    def initial_noise(self, b: int, generator: torch.Generator, shape: tuple[int, ...] | None = None) -> torch.Tensor:
+        """Gaussian noise (B, C, h, w) on CPU generators (same seed ⇒ same noise on any device): one
+        generator per item seeded by :meth:`generate`'s per-item seeds, else ``generator``."""
+        device = next(self.parameters()).device
+        shape = tuple(shape or self.latent_shape)
+        seeds = getattr(self, "_noise_seeds", None)
+        if seeds is not None and len(seeds) == b:
+            noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
+        else:
+            noise = torch.randn((b, *shape), generator=generator)
+        return noise.to(device)
+
+    def guided_fn(self, net, cond: dict[str, Any], negative: dict[str, Any] | None, guidance: float):
+        """``f(x, t)`` = guided output of ``net(x, t, tokens, mask, pooled)`` for ``cond`` (the other
+        branch: the null condition, or ``negative``); guidance 1 runs the conditional branch only."""
+        from unicxr.sampling import guided
+
+        c = self.encode_condition(cond, None)
+        if guidance == 1.0:
+            return lambda x, t: net(x, t, *c)
+        if negative is not None:
+            u = self.encode_condition(negative, None)
+        else:
+            b = self.batch_size_of(cond)
+            u = self.encode_condition(cond, torch.ones(b, dtype=torch.bool, device=c[0].device))
+        return lambda x, t: guided(lambda xx, tt, cc: net(xx, tt, *cc), x, t, c, u, guidance, concat=concat_tokens)
+
+
+def concat_tokens(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """Batch two encoded conditions (tokens, mask, pooled) whose token counts may differ (padding
+    tokens are masked out)."""
+    n = max(a[0].shape[1], b[0].shape[1])
+
+    def pad(x: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        tok, mask, pooled = x
+        extra = n - tok.shape[1]
+        if extra:
+            tok = torch.cat([tok, tok.new_zeros(tok.shape[0], extra, tok.shape[2])], 1)
+            mask = torch.cat([mask, mask.new_zeros(mask.shape[0], extra)], 1)
+        return tok, mask, pooled
+
+    return tuple(torch.cat([x, y]) for x, y in zip(pad(a), pad(b), strict=True))

@@ -1,0 +1,47 @@
+"""``unicxr generate``: sample synthetic CXRs from a trained generator run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+__all__ = ["register"]
+
+
+def generate_command(
+    model: Path = typer.Option(..., "--model", help="Generator run folder (model_ema/ or model/) or model dir."),
+    prompt: str = typer.Option(None, "--prompt", help="Report text to draw (labels of the condition: the labeler's)."),
+    findings: str = typer.Option(
+        None, "--findings", help='Findings list, e.g. "Cardiomegaly, left Pleural Effusion, no Pneumothorax".'
+    ),
+    prompts: Path = typer.Option(None, "--prompts", help="CSV (prompt/report/text column) or a cache: one image per row."),
+    split: str = typer.Option(None, "--split", help="With --prompts: only this split."),
+    n: int = typer.Option(1, "--n", min=1, help="Images per prompt."),
+    steps: int = typer.Option(None, "--steps", min=1, help="Sampling steps (default: the model's)."),
+    sampler: str = typer.Option(None, "--sampler", help="euler|heun|monai_rflow (flow models), ddpm|ddim|pndm (LDM-UNet)."),
+    guidance: float = typer.Option(None, "--guidance", min=0.0, help="Classifier-free guidance scale (1: none)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Image i starts from noise seeded with seed + i."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (images/, metadata.csv, rejects.csv)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Draw synthetic chest X-rays (research artefacts: every PNG carries synthetic=true).
+
+    Output: OUT/images/*.png (tEXt: synthetic, prompt, seed, steps, sampler, guidance, model) and
+    OUT/metadata.csv (image_path, prompt, the 14 label columns of the condition, seed): exactly what
+    `unicxr eval images --fake OUT` reads. Same arguments and seed give the same bytes.
+    """
+    import json
+
+    from unicxr.pipelines.generate import generate_images, read_prompts
+
+    items, rejects = read_prompts(prompt, findings, prompts, split)
+    summary = generate_images(model, items, out, n=n, steps=steps, sampler=sampler, guidance=guidance, seed=seed,
+                              batch_size=batch_size, rejects=rejects, progress=progress)
+    typer.echo(json.dumps(summary, indent=2))
+
+
+def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> list[str]:
+    app.command("generate")(generate_command)
+    return []

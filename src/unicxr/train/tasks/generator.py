@@ -1,0 +1,162 @@
+"""Generator tasks: ``ldm_unet``, ``latent_dit`` and ``crossflow`` on a cache (+ a frozen autoencoder).
+
+The task fills the recipe conventions (image size from the cache; latent shape from the autoencoder,
+or pixel space with ``model.autoencoder: null``), trains the report tokenizer on the training split
+when the model conditions on text and none is given (saved with the model as a component), encodes
+images with the frozen autoencoder on the fly, and at each evaluation samples images for the first
+validation conditions (``RUN/media/step_N/samples.png`` beside ``real.png`` and the prompts).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pydantic import Field
+from torch.utils.data import Dataset
+
+from unicxr.config import StrictModel
+from unicxr.data.dataset import CXRDataset
+from unicxr.models.crossflow import CrossFlow, CrossFlowConfig
+from unicxr.models.generator_base import GeneratorBase, GeneratorConfig
+from unicxr.models.latent_dit import LatentDiT, LatentDiTConfig
+from unicxr.models.ldm_unet import LDMUNet, LDMUNetConfig
+from unicxr.train.tasks import Media, Task, register_task, with_cache_image_size
+from unicxr.utils.errors import UnicxrError
+
+__all__ = ["GeneratorDataConfig", "GeneratorTask", "LDMUNetTask", "LatentDiTTask", "CrossFlowTask"]
+
+
+class GeneratorDataConfig(StrictModel):
+    """Data section of a generator recipe."""
+
+    cache: str = Field(..., description="image cache written by `unicxr prepare`")
+    train_split: str = "train"
+    val_split: str | None = "validate"
+    max_items: int | None = Field(None, gt=0, description="use at most this many items per split (tests)")
+    tokenizer_vocab: int = Field(2000, ge=300, description="vocabulary of a tokenizer trained on the training split")
+    media_n: int = Field(8, ge=0, description="validation conditions sampled at each evaluation")
+    media_steps: int | None = Field(None, ge=1, description="sampling steps for media (null: the model default)")
+    val_items: int = Field(64, ge=1, description="validation items for the validation loss")
+
+
+class GeneratorTask(Task):
+    """Shared task logic; subclasses set ``ModelConfig`` and ``model_class``."""
+
+    DataConfig = GeneratorDataConfig
+    model_class: type[GeneratorBase] = GeneratorBase
+
+    def __init__(self, model_cfg: GeneratorConfig, data_cfg: GeneratorDataConfig) -> None:
+        super().__init__(with_cache_image_size(model_cfg, data_cfg.cache), data_cfg)
+        self._tokenizer = None
+
+    def _fill_latent(self) -> None:
+        cfg = self.model_cfg
+        if cfg.autoencoder is not None:
+            from unicxr.models import load_model
+
+            ae = load_model(cfg.autoencoder)
+            if not hasattr(ae, "latent_shape"):
+                raise UnicxrError(f"model.autoencoder: {cfg.autoencoder} is not an autoencoder ({ae.model_type})")
+            c, h, _ = ae.latent_shape(cfg.image_size)
+        else:
+            c, h = 1, cfg.image_size
+        self.model_cfg = cfg.model_copy(update={"latent_channels": int(c), "latent_size": int(h)})
+
+    def _train_tokenizer(self):
+        from unicxr.data.cache import CXRCache
+        from unicxr.text.tokenizer import train_tokenizer
+
+        cache = CXRCache(self.data_cfg.cache, split=self.data_cfg.train_split)
+        n = len(cache) if self.data_cfg.max_items is None else min(len(cache), self.data_cfg.max_items)
+        texts = [cache.report(i) for i in range(n)]
+        if not any(texts):
+            raise UnicxrError(f"data.cache: {self.data_cfg.cache}: no reports to train a tokenizer on")
+        return train_tokenizer(texts, vocab_size=self.data_cfg.tokenizer_vocab)
+
+    def build_model(self) -> GeneratorBase:
+        self._fill_latent()
+        comps: dict[str, Any] = {}
+        cond = self.model_cfg.condition
+        if cond.kind != "findings" and not cond.hf_text_dir:
+            if self.model_cfg.tokenizer is None:
+                comps["tokenizer"] = self._train_tokenizer()
+            else:
+                from unicxr.text.tokenizer import ReportTokenizer
+
+                comps["tokenizer"] = ReportTokenizer.from_pretrained(self.model_cfg.tokenizer)
+            self.model_cfg = self.model_cfg.model_copy(
+                update={"condition": cond.model_copy(update={"vocab_size": comps["tokenizer"].vocab_size})}
+            )
+        return self.model_class(self.model_cfg, components=comps)
+
+    def _dataset(self, split: str) -> CXRDataset:
+        return CXRDataset(self.data_cfg.cache, split, size=self.model_cfg.image_size,
+                          max_items=self.data_cfg.max_items, fields=("image", "labels", "report", "index"))
+
+    def build_datasets(self, seed: int) -> tuple[Dataset, Dataset | None]:
+        val = self._dataset(self.data_cfg.val_split) if self.data_cfg.val_split else None
+        return self._dataset(self.data_cfg.train_split), val
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        raw: GeneratorBase = self.unwrap(model)
+        z0 = raw.to_latent(batch["image"])
+        cond = raw.condition_batch(batch["labels"], batch["report"])
+        loss, logs = model(z0, cond)
+        if cond.get("overflow"):
+            logs["reports_over_context"] = float(cond["overflow"])
+        return loss, logs
+
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module, dataset: Dataset) -> dict[str, float]:
+        """Validation loss on the first ``val_items`` items with fixed noise (comparable across steps)."""
+        n = min(self.data_cfg.val_items, len(dataset))
+        items = [dataset[i] for i in range(n)]
+        device = next(model.parameters()).device
+        state = torch.random.get_rng_state()
+        torch.manual_seed(1234)
+        try:
+            x = torch.stack([it["image"] for it in items]).to(device)
+            z0 = model.to_latent(x)
+            cond = model.condition_batch(torch.stack([it["labels"] for it in items]), [it["report"] for it in items])
+            loss, _ = model(z0, cond)
+        finally:
+            torch.random.set_rng_state(state)
+        return {"val_loss": float(loss)}
+
+    @torch.no_grad()
+    def log_media(self, model: torch.nn.Module, dataset: Dataset | None, step: int) -> Media | None:
+        if dataset is None or not self.data_cfg.media_n:
+            return None
+        n = min(self.data_cfg.media_n, len(dataset))
+        items = [dataset[i] for i in range(n)]
+        labels = torch.stack([it["labels"] for it in items])
+        reports = [it["report"] for it in items]
+        images, nfe = model.generate(labels, reports, steps=self.data_cfg.media_steps, seed=0)
+        texts = "\n".join(f"{k}: {r}" for k, r in enumerate(reports))
+        real = torch.stack([it["image"] for it in items])
+        return Media(images={"samples": images.cpu(), "real": real}, texts={"prompts": texts + f"\n(nfe={nfe})"})
+
+
+@register_task("ldm_unet")
+class LDMUNetTask(GeneratorTask):
+    """MONAI DiffusionModelUNet denoiser (DDPM schedule) on latents."""
+
+    ModelConfig = LDMUNetConfig
+    model_class = LDMUNet
+
+
+@register_task("latent_dit")
+class LatentDiTTask(GeneratorTask):
+    """Latent DiT trained with rectified flow."""
+
+    ModelConfig = LatentDiTConfig
+    model_class = LatentDiT
+
+
+@register_task("crossflow")
+class CrossFlowTask(GeneratorTask):
+    """CrossFlow: text latent → image latent flow."""
+
+    ModelConfig = CrossFlowConfig
+    model_class = CrossFlow

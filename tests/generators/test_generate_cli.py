@@ -1,0 +1,80 @@
+"""End to end: a tiny generator recipe trains on a tiny phantom cache (pixel space), then
+`unicxr generate` writes PNGs + metadata.csv that `unicxr eval images` reads; same seed ⇒ same bytes."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from tests.conftest import run_cli
+from unicxr.labels import FINDINGS
+
+TINY = {
+    "rf_dit_phantom": ["model.dim=32", "model.depth=1", "model.heads=2", "model.patch=4"],
+    "crossflow_phantom": ["model.dim=32", "model.depth=1", "model.heads=2", "model.patch=4", "model.ve_depth=1",
+                          "model.nce_dim=16"],
+}
+COND = ["model.condition.dim=16", "model.condition.text_layers=1", "model.condition.text_heads=2",
+        "model.condition.max_tokens=32", "model.condition.max_chunks=2"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gen")
+    run_cli("phantom", "--n", "60", "--size", "32", "--seed", "3", "--out", root / "ph", "--workers", "1", check=True)
+    run_cli("prepare", "--format", "phantom", "--root", root / "ph", "--out", root / "c", "--size", "32", check=True)
+    return root
+
+
+@pytest.mark.parametrize("recipe", ["rf_dit_phantom", "crossflow_phantom"])
+def test_train_then_generate(cache, recipe, tmp_path):
+    run = tmp_path / "run"
+    sets = [f"data.cache={cache / 'c'}", "model.autoencoder=null", "train.max_steps=6", "train.batch_size=8",
+            "train.ckpt_every=6", "train.eval_every=0", "data.media_n=2", "data.media_steps=2",
+            "data.tokenizer_vocab=300", "train.tensorboard=false", *TINY[recipe], *COND]
+    args = ["train", recipe, "--out", run, "--no-progress"]
+    for s in sets:
+        args += ["--set", s]
+    run_cli(*args, check=True)
+    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert all(r["loss"] == r["loss"] for r in log)  # finite
+    cfg = json.loads((run / "model" / "config.json").read_text())["config"]
+    assert cfg["image_size"] == 32 and cfg["latent_size"] == 32  # from the cache, pixel space
+    assert (run / "model" / "tokenizer" / "tokenizer.json").is_file()  # the tokenizer travels with the model
+    media = run / "media" / "step_000006"
+    assert Image.open(media / "samples.png").text.get("synthetic") == "true"
+
+    out1, out2 = tmp_path / "g1", tmp_path / "g2"
+    for out in (out1, out2):
+        run_cli("generate", "--model", run, "--findings", "Cardiomegaly, left Pleural Effusion, no Pneumothorax",
+                "--n", "3", "--steps", "2", "--seed", "11", "--out", out, "--no-progress", check=True)
+    meta = pd.read_csv(out1 / "metadata.csv", dtype=str, keep_default_na=False)
+    assert list(meta.columns[:2]) == ["image_path", "prompt"] and set(FINDINGS) <= set(meta.columns)
+    assert len(meta) == 3 and meta["Cardiomegaly"].tolist() == ["1"] * 3 and meta["Pneumothorax"].tolist() == ["0"] * 3
+    assert meta["seed"].tolist() == ["11", "12", "13"]
+    for rel in meta["image_path"]:
+        assert (out1 / rel).read_bytes() == (out2 / rel).read_bytes()  # same seed, same bytes
+        im = Image.open(out1 / rel)
+        assert im.size == (32, 32)
+        assert im.text["synthetic"] == "true" and im.text["seed"] and im.text["sampler"] and im.text["model"]
+    # one image per test report of a cache; the folder opens as an evaluation image set
+    out3 = tmp_path / "g3"
+    res = run_cli("generate", "--model", run, "--prompts", cache / "c", "--split", "test", "--steps", "2",
+                  "--out", out3, "--no-progress", check=True)
+    summary = json.loads(res.stdout[res.stdout.index("{"):])
+    from unicxr.data.cache import CXRCache
+    from unicxr.data.image_sets import open_image_set
+
+    assert summary["images"] == len(CXRCache(cache / "c", split="test")) and summary["synthetic"] is True
+    fake = open_image_set(out3)
+    assert len(fake) == summary["images"] and fake.labels is not None and fake.prompts is not None
+
+
+def test_generate_errors_are_one_line(cache, tmp_path):
+    res = run_cli("generate", "--model", tmp_path, "--findings", "Cardiomegaly", "--out", tmp_path / "o")
+    assert res.returncode != 0 and len(res.stderr.strip().splitlines()) == 1 and "not a model directory" in res.stderr
+    res = run_cli("generate", "--model", tmp_path, "--out", tmp_path / "o")
+    assert res.returncode != 0 and "exactly one of" in res.stderr

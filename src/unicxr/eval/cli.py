@@ -78,9 +78,12 @@ def images_command(
         raise UnicxrError(f"--device {device!r}: {exc}") from None
     import warnings
 
+    from unicxr.eval.features import FallbackWarning
     from unicxr.eval.image_metrics import SmallSampleWarning
 
-    warnings.simplefilter("ignore", SmallSampleWarning)  # recorded in metrics.json and echoed below
+    # both are recorded in metrics.json and echoed below
+    warnings.simplefilter("ignore", SmallSampleWarning)
+    warnings.simplefilter("ignore", FallbackWarning)
     res = evaluate_images(
         real,
         fake,
@@ -202,11 +205,14 @@ def sanity_command(
     line naming each failed check and why; a skipped check does not fail.
     """
     import json
+    import warnings
 
+    from unicxr.eval.features import FallbackWarning
     from unicxr.eval.image_eval import json_safe
     from unicxr.eval.sanity import sanity_checks
     from unicxr.utils.io import atomic_write_text
 
+    warnings.simplefilter("ignore", FallbackWarning)  # recorded in the JSON and echoed below
     res = sanity_checks(
         data,
         features,
@@ -225,6 +231,8 @@ def sanity_command(
     if out is not None:
         atomic_write_text(out, text + "\n")
     typer.echo(text)
+    for w in res["features"].get("warnings", []):
+        typer.echo(f"warning: {w}", err=True)
     for name, c in res["checks"].items():
         if c.get("passed") is None:
             typer.echo(f"note: {name} {c['detail']}", err=True)

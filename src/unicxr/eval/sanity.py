@@ -43,6 +43,7 @@ from unicxr.data.image_sets import Subset, open_image_set
 from unicxr.eval.features import FeatureExtractor, extract_features, parse_features_spec
 from unicxr.eval.image_metrics import _check_pair, _fd_arrays, bootstrap_fd, bootstrap_mmd2, prdc
 from unicxr.labels import FINDINGS
+from unicxr.utils.errors import UnicxrError
 
 __all__ = [
     "CHECK_RULES",
@@ -381,7 +382,7 @@ def sanity_checks(
     pooled = PooledSet([train, test])
     n = len(pooled)
     if n < 12:
-        raise ValueError(f"sanity checks need at least 12 images, got {n}")
+        raise UnicxrError(f"{data}: sanity checks need at least 12 images in {train_split} + {test_split}, got {n}")
     kw: dict[str, Any] = dict(batch_size=batch_size, progress=progress)
     f_all, _ = extract_features(ext, pooled, desc="features", **kw)
     perm = np.random.default_rng(seed).permutation(n)

@@ -25,7 +25,7 @@ def test_quickstart_script(tmp_path):
 
     out = tmp_path / "qs"
     proc = subprocess.run(["bash", str(REPO / "scripts" / "quickstart.sh"), str(out)],
-                          capture_output=True, text=True, timeout=1500)  # fmt: skip
+                          capture_output=True, text=True, timeout=2400)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     # the encoder reads findings: macro AUROC well above chance (0.5) on the test split

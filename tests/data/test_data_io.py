@@ -12,7 +12,11 @@ from PIL import Image
 
 from unicxr.data.io import DecodeError, DecodeLimits, decode_image, is_image_candidate, resize_square, to_uint
 
-pydicom = pytest.importorskip("pydicom")
+
+@pytest.fixture
+def pydicom():
+    """pydicom, or skip the test: only the DICOM cases need it (PNG/JPEG decoding never does)."""
+    return pytest.importorskip("pydicom")
 
 
 # ----------------------------------------------------------------------------------------- PNG / JPEG
@@ -93,7 +97,7 @@ def test_truncated_png(tmp_path):
     assert "truncated" in info.value.reason or "corrupt" in info.value.reason
 
 
-def test_text_file_named_dcm(tmp_path):
+def test_text_file_named_dcm(tmp_path, pydicom):
     p = tmp_path / "notes.dcm"
     p.write_text("this is not an image\n" * 20)
     with pytest.raises(DecodeError, match="not a DICOM"):
@@ -154,7 +158,7 @@ def _stored(h=32, w=24, top=4095):
     return (np.arange(h * w).reshape(h, w) * (top / (h * w - 1))).astype(np.uint16)
 
 
-def test_dicom_monochrome1_is_inverse_of_monochrome2(tmp_path):
+def test_dicom_monochrome1_is_inverse_of_monochrome2(tmp_path, pydicom):
     px = _stored()
     m2 = decode_image(write_dicom(tmp_path / "m2.dcm", px, "MONOCHROME2", bits_stored=12))
     m1 = decode_image(write_dicom(tmp_path / "m1.dcm", px, "MONOCHROME1", bits_stored=12))
@@ -167,7 +171,7 @@ def test_dicom_monochrome1_is_inverse_of_monochrome2(tmp_path):
     np.testing.assert_allclose(w1, 1.0 - w2, atol=1e-6)
 
 
-def test_dicom_12bit_in_16bit_storage_ignores_high_bits(tmp_path):
+def test_dicom_12bit_in_16bit_storage_ignores_high_bits(tmp_path, pydicom):
     px = _stored()
     clean = decode_image(write_dicom(tmp_path / "c.dcm", px, bits_stored=12, WindowCenter=2048, WindowWidth=4096))
     dirty = decode_image(write_dicom(tmp_path / "d.dcm", px | 0xF000, bits_stored=12, WindowCenter=2048,
@@ -177,7 +181,7 @@ def test_dicom_12bit_in_16bit_storage_ignores_high_bits(tmp_path):
     assert clean[-1, -1] == pytest.approx(1.0, abs=1e-3) and clean[0, 0] == pytest.approx(0.0, abs=1e-3)
 
 
-def test_dicom_window_center_width_linear(tmp_path):
+def test_dicom_window_center_width_linear(tmp_path, pydicom):
     px = _stored()
     out = decode_image(write_dicom(tmp_path / "w.dcm", px, bits_stored=12, WindowCenter=1000, WindowWidth=400))
     x = px.astype(np.float64)
@@ -186,7 +190,7 @@ def test_dicom_window_center_width_linear(tmp_path):
     assert (out[px < 800] == 0).all() and (out[px > 1200] == 1).all()
 
 
-def test_dicom_window_after_rescale(tmp_path):
+def test_dicom_window_after_rescale(tmp_path, pydicom):
     px = _stored(top=2000)
     out = decode_image(write_dicom(tmp_path / "r.dcm", px, bits_stored=12, RescaleSlope=2, RescaleIntercept=-1000,
                                    WindowCenter=0, WindowWidth=2000))
@@ -194,7 +198,7 @@ def test_dicom_window_after_rescale(tmp_path):
     np.testing.assert_allclose(out, np.clip((hu + 0.5) / 1999 + 0.5, 0, 1), atol=1e-5)
 
 
-def test_dicom_voi_lut_sequence(tmp_path):
+def test_dicom_voi_lut_sequence(tmp_path, pydicom):
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
 
@@ -207,7 +211,7 @@ def test_dicom_voi_lut_sequence(tmp_path):
     np.testing.assert_allclose(out, (255 - px) / 255.0, atol=1e-6)
 
 
-def test_dicom_rgb(tmp_path):
+def test_dicom_rgb(tmp_path, pydicom):
     rgb = np.zeros((8, 8, 3), np.uint8)
     rgb[..., 0] = 255
     rgb[4:, :, 2] = 255
@@ -216,19 +220,19 @@ def test_dicom_rgb(tmp_path):
     assert out[0, 0] == pytest.approx(0.299, abs=1e-3) and out[7, 0] == pytest.approx(0.413, abs=1e-3)
 
 
-def test_dicom_without_voi_uses_full_range(tmp_path):
+def test_dicom_without_voi_uses_full_range(tmp_path, pydicom):
     px = (np.arange(64).reshape(8, 8) + 100).astype(np.uint16)
     out = decode_image(write_dicom(tmp_path / "n.dcm", px, bits_stored=16))
     assert out.min() == 0.0 and out.max() == 1.0
 
 
-def test_dicom_signed_pixels(tmp_path):
+def test_dicom_signed_pixels(tmp_path, pydicom):
     px = np.arange(-32, 32, dtype=np.int16).reshape(8, 8)
     out = decode_image(write_dicom(tmp_path / "s.dcm", px, bits_stored=16))
     np.testing.assert_allclose(out, (px + 32) / 63.0, atol=1e-6)
 
 
-def test_dicom_unsupported_transfer_syntax(tmp_path):
+def test_dicom_unsupported_transfer_syntax(tmp_path, pydicom):
     from pydicom.encaps import encapsulate
     from pydicom.uid import JPEGLSLossless
 
@@ -239,7 +243,7 @@ def test_dicom_unsupported_transfer_syntax(tmp_path):
     assert "transfer syntax" in info.value.reason or "compressed" in info.value.reason
 
 
-def test_dicom_truncated_pixel_data(tmp_path):
+def test_dicom_truncated_pixel_data(tmp_path, pydicom):
     p = write_dicom(tmp_path / "t.dcm", _stored(64, 64), bits_stored=12)
     data = p.read_bytes()
     p.write_bytes(data[:-2000])
@@ -247,13 +251,13 @@ def test_dicom_truncated_pixel_data(tmp_path):
         decode_image(p)
 
 
-def test_dicom_pixel_limit_before_pixels(tmp_path):
+def test_dicom_pixel_limit_before_pixels(tmp_path, pydicom):
     p = write_dicom(tmp_path / "a.dcm", _stored(), bits_stored=12)
     with pytest.raises(DecodeError, match="too large"):
         decode_image(p, limits=DecodeLimits(max_pixels=100))
 
 
-def test_extensionless_dicom_is_candidate(tmp_path):
+def test_extensionless_dicom_is_candidate(tmp_path, pydicom):
     p = write_dicom(tmp_path / "1.2.840.113619.2.55.3.604688119", _stored(), bits_stored=12)
     assert is_image_candidate(p)
     assert decode_image(p).shape == (32, 24)
@@ -289,7 +293,7 @@ def test_to_uint():
 
 
 # ------------------------------------------------------------------ compressed and raw DICOM (real-world)
-def test_dicom_rle_lossless(tmp_path):
+def test_dicom_rle_lossless(tmp_path, pydicom):
     from pydicom.uid import RLELossless
 
     px = _stored()
@@ -301,7 +305,7 @@ def test_dicom_rle_lossless(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["jpeg2000", "jpeg"])
-def test_dicom_encapsulated_jpeg_family_via_pillow(tmp_path, kind):
+def test_dicom_encapsulated_jpeg_family_via_pillow(tmp_path, kind, pydicom):
     import io
 
     from pydicom.encaps import encapsulate
@@ -325,7 +329,7 @@ def test_dicom_encapsulated_jpeg_family_via_pillow(tmp_path, kind):
     assert np.abs(out - ref).mean() < 0.02
 
 
-def test_dicom_without_preamble_is_read(tmp_path):
+def test_dicom_without_preamble_is_read(tmp_path, pydicom):
     px = _stored()
     ref = decode_image(write_dicom(tmp_path / "ref.dcm", px, bits_stored=12))
     ds = pydicom.dcmread(tmp_path / "ref.dcm")
@@ -337,7 +341,7 @@ def test_dicom_without_preamble_is_read(tmp_path):
     np.testing.assert_allclose(decode_image(raw), ref, atol=1e-6)
 
 
-def test_dicom_multiframe_first_frame(tmp_path):
+def test_dicom_multiframe_first_frame(tmp_path, pydicom):
     frames = np.stack([_stored(16, 16, 4095), 4095 - _stored(16, 16, 4095)])
     p = write_dicom(tmp_path / "mf.dcm", frames[0], bits_stored=12, NumberOfFrames=2,
                     PixelData=np.ascontiguousarray(frames).tobytes())

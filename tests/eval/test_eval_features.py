@@ -197,6 +197,22 @@ def test_hf_dinov2_cls_features(tmp_path):
         ext.probabilities(x)
 
 
+def test_hf_without_image_processor_warns_and_records_defaults(tmp_path):
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    cfg = Dinov2Config(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                       image_size=32, patch_size=8)  # fmt: skip
+    Dinov2Model(cfg).save_pretrained(tmp_path / "dino")  # no preprocessor_config.json
+    with pytest.warns(fx.FallbackWarning, match="no image processor could be loaded"):
+        ext = fx.parse_features_spec(f"hf:{tmp_path / 'dino'}")
+    assert ext.preprocessing["image_processor"].startswith("defaults")
+    assert ext.preprocessing["normalize"]["mean"] == [0.5, 0.5, 0.5]
+    assert ext.preprocessing["resize"]["size"] == (32, 32)
+    desc = ext.describe()
+    assert len(desc["warnings"]) == 1 and "using defaults" in desc["warnings"][0]
+
+
 def test_hf_clip_image_embedding(tmp_path):
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 

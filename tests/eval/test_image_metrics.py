@@ -251,3 +251,33 @@ def test_conditional_fd_and_compute_feature_metrics():
         <= out["prdc"]["precision"]["ci_high"]
     )
     assert out["per_finding_fd"]["Cardiomegaly"]["ci_low"] <= out["per_finding_fd"]["Cardiomegaly"]["ci_high"]
+
+
+def test_bootstrap_reports_dropped_replicates():
+    lo, hi, dropped = im.finite_percentile_ci([1.0, np.nan, 2.0, np.inf, 3.0])
+    assert dropped == 2 and 1.0 <= lo <= hi <= 3.0
+    # two samples per set: a replicate drawing one sample twice has no pair of distinct originals -> NaN
+    rng = np.random.default_rng(0)
+    res = im.bootstrap_mmd2(rng.normal(size=(2, 3)), rng.normal(size=(2, 3)), n_boot=40, seed=0)
+    assert 0 < res["n_boot_dropped"] < 40
+    notes = im.fd_result_notes("MMD", res)
+    assert len(notes) == 1 and f"{res['n_boot_dropped']} of 40 bootstrap replicates" in notes[0]
+    fd = im.bootstrap_fd(rng.normal(size=(30, 3)), rng.normal(size=(30, 3)), n_boot=20)
+    assert fd["n_boot_dropped"] == 0 and im.fd_result_notes("FD", fd) == []
+
+
+def test_fd_clamped_at_zero_is_shown(monkeypatch):
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(40, 3)), rng.normal(size=(40, 3))
+    honest = im.bootstrap_fd(a, b, n_boot=5)
+    assert honest["clamped_at_0"] is False and honest["raw_value"] == honest["value"]
+    monkeypatch.setattr(im, "_fd_raw", lambda x, y: -1e-9)
+    res = im.bootstrap_fd(a, b, n_boot=5)
+    assert res["value"] == 0.0 and res["raw_value"] == -1e-9 and res["clamped_at_0"] is True
+    assert res["ci_low_clamped_at_0"] is False  # replicates (also clamped) are 0: interval [0, 0], no shift
+    labels = np.zeros((40, 14), dtype=np.float32)
+    labels[:25, 2] = 1
+    m = im.compute_feature_metrics(a, b, real_labels=labels, fake_labels=labels, n_boot=5, min_per_finding=20)
+    assert any(w.startswith("FD: the estimate was negative") and "clamped" in w for w in m["warnings"])
+    assert m["per_finding_fd"]["Cardiomegaly"]["clamped_at_0"] is True
+    assert any(w.startswith("per-finding FD Cardiomegaly") for w in m["warnings"])

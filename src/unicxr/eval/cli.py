@@ -81,9 +81,12 @@ def images_command(
         raise UnicxrError(f"--device {device!r}: {exc}") from None
     import warnings
 
+    from unicxr.eval.features import FallbackWarning
     from unicxr.eval.image_metrics import SmallSampleWarning
 
-    warnings.simplefilter("ignore", SmallSampleWarning)  # recorded in metrics.json and echoed below
+    # both are recorded in metrics.json and echoed below
+    warnings.simplefilter("ignore", SmallSampleWarning)
+    warnings.simplefilter("ignore", FallbackWarning)
     res = evaluate_images(
         real,
         fake,
@@ -168,45 +171,84 @@ def classifier_command(
 
 def sanity_command(
     data: Path = typer.Option(
-        ..., "--data", help="A cache (or labelled image folder) with train and test splits."
+        ..., "--data", help="A cache (or labelled image folder) with the two splits below."
     ),
     features: str = typer.Option(
         ..., "--features", help="Feature space: own:RUN, xrv:FILE, hf:DIR, inception:FILE."
     ),
-    train_split: str = typer.Option("train", "--train-split", help="First real sample."),
-    test_split: str = typer.Option("test", "--test-split", help="Second real sample (also blurred)."),
-    n_boot: int = typer.Option(100, "--n-boot", min=0, help="Bootstrap replicates for the CIs."),
-    seed: int = typer.Option(0, "--seed", min=0, help="Seed for halves, bootstrap and subsampling."),
+    train_split: str = typer.Option("train", "--train-split", help="First real split (pooled with the second)."),
+    test_split: str = typer.Option("test", "--test-split", help="Second real split (pooled with the first)."),
+    sigma: list[float] = typer.Option(
+        [1.0, 2.0], "--sigma", min=0.01, help="Blur σ in pixels of the stored images (repeat for a longer chain)."
+    ),
+    n_boot: int = typer.Option(100, "--n-boot", min=10, help="Bootstrap replicates for the 95% CIs."),
+    n_perm: int = typer.Option(
+        20, "--n-perm", min=5, help="Random same-size splits per finding (finding_separation)."
+    ),
+    min_count: int = typer.Option(
+        20, "--min-count", min=2, help="Positives and negatives a finding needs to be tested."
+    ),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed for halves, bootstrap, splits and subsampling."),
     max_images: int = typer.Option(None, "--max-images", min=10, help="Seeded subset of each split."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per feature-extraction batch."),
     out: Path = typer.Option(None, "--out", "-o", help="Write the JSON here too."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
-    """Check that a feature space behaves: FD(train, test) < FD(test, blurred σ=1) < FD(test, σ=2),
-    KID of two halves of one set ≈ 0 (CI contains 0), PRDC of a set with itself = 1. Exit 1 if one fails."""
-    import json
+    """Check that a feature space measures images; passing = every check passed.
 
+    The two splits are pooled and cut into seeded random halves A and B.
+
+    \b
+    features_vary: different images give different features (constant fails)
+    deterministic: same images, same features twice (fresh noise fails)
+    blur_chain: FD(A,B) < FD(A,blur σ1(B)) < FD(A,blur σ2(B)), each step
+      with non-overlapping 95% bootstrap CIs (input-ignoring features fail)
+    finding_separation: for >= half of the findings with --min-count
+      positives and negatives, FD(positives, negatives) is above all
+      --n-perm random same-size splits and >= 1.5x their mean
+      (skipped when the images have no labels)
+    kid_halves_ci_contains_0, prdc_self_is_1: KID(A,B) CI holds 0 and
+      PRDC(B,B) = 1; necessary only (they hold for any features)
+
+    Prints JSON with each check's values, CIs and rule. Exits 1 with one
+    line naming each failed check and why; a skipped check does not fail.
+    """
+    import json
+    import warnings
+
+    from unicxr.eval.features import FallbackWarning
     from unicxr.eval.image_eval import json_safe
     from unicxr.eval.sanity import sanity_checks
     from unicxr.utils.io import atomic_write_text
 
+    warnings.simplefilter("ignore", FallbackWarning)  # recorded in the JSON and echoed below
     res = sanity_checks(
         data,
         features,
         train_split=train_split,
         test_split=test_split,
+        sigmas=tuple(sigma),
         n_boot=n_boot,
+        n_perm=n_perm,
+        min_count=min_count,
         seed=seed,
         max_images=max_images,
+        batch_size=batch_size,
         progress=progress,
     )
     text = json.dumps(json_safe(res), indent=2)
     if out is not None:
         atomic_write_text(out, text + "\n")
     typer.echo(text)
-    if not all(res["passed"].values()):
-        failed = ", ".join(k for k, v in res["passed"].items() if not v)
-        typer.echo(f"sanity check failed: {failed}", err=True)
+    for w in res["features"].get("warnings", []):
+        typer.echo(f"warning: {w}", err=True)
+    for name, c in res["checks"].items():
+        if c.get("passed") is None:
+            typer.echo(f"note: {name} {c['detail']}", err=True)
+    if res["failure"] is not None:
+        typer.echo(f"sanity check failed: {res['failure']}", err=True)
         raise typer.Exit(1)
+    typer.echo("sanity checks passed: " + ", ".join(k for k, v in res["passed"].items() if v), err=True)
 
 
 def _read(path: Path, what: str):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from unicxr.utils.errors import UnicxrError
 from unicxr.utils.tensor_image import center_square, resize_square
 
 __all__ = [
+    "FallbackWarning",
     "FeatureExtractor",
     "OwnEncoderExtractor",
     "XRVDenseNetExtractor",
@@ -85,6 +87,10 @@ _XRV_TO_FINDING = {
 }
 
 
+class FallbackWarning(UserWarning):
+    """A feature extractor could not read part of its configuration and used documented defaults."""
+
+
 def _check_images(images: torch.Tensor) -> torch.Tensor:
     """Validate/convert images to (B, 1, H, W) float32; 3-channel input is averaged to gray."""
     x = torch.as_tensor(images)
@@ -107,6 +113,8 @@ class FeatureExtractor:
         dim: feature dimension D.
         preprocessing: what is done to the images before the network (recorded in results).
         label_names: names of :meth:`probabilities` columns (the 14 findings) when available.
+        warnings: fallbacks taken while loading (e.g. default preprocessing); also emitted as
+            :class:`FallbackWarning` and recorded by :meth:`describe`.
     """
 
     kind: str = ""
@@ -117,6 +125,12 @@ class FeatureExtractor:
         self.dim = 0
         self.preprocessing: dict[str, Any] = {}
         self.label_names: tuple[str, ...] | None = None
+        self.warnings: list[str] = []
+
+    def _fallback(self, message: str) -> None:
+        """Record and emit a :class:`FallbackWarning` (never a silent default)."""
+        self.warnings.append(message)
+        warnings.warn(message, FallbackWarning, stacklevel=3)
 
     # -- to implement -------------------------------------------------------------------------------
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
@@ -161,13 +175,14 @@ class FeatureExtractor:
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
-        """JSON-ready description: kind, name, dim, preprocessing, probability labels."""
+        """JSON-ready description: kind, name, dim, preprocessing, probability labels, fallback warnings."""
         return {
             "kind": self.kind,
             "name": self.name,
             "dim": self.dim,
             "preprocessing": dict(self.preprocessing),
             "probabilities": list(self.label_names) if self.label_names is not None else None,
+            "warnings": list(self.warnings),
         }
 
     def __repr__(self) -> str:
@@ -485,10 +500,12 @@ class HFVisionExtractor(FeatureExtractor):
             raise UnicxrError(
                 f"{path}: cannot load with transformers AutoModel ({str(exc).splitlines()[0]})"
             ) from None
+        proc_error = ""
         try:
             proc = AutoImageProcessor.from_pretrained(str(path), local_files_only=True)
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError) as exc:
             proc = None
+            proc_error = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
         self.model = model.to(self.device).eval()
         vcfg = getattr(config, "vision_config", None) or config
         default = int(getattr(vcfg, "image_size", 224) or 224)
@@ -501,6 +518,19 @@ class HFVisionExtractor(FeatureExtractor):
             std = getattr(proc, "image_std", None) or [0.5] * self.channels
         else:
             mean, std = [0.0] * self.channels, [1.0] * self.channels
+        if proc is None:
+            self._fallback(
+                f"{path}: no image processor could be loaded ({proc_error or 'none found'}); using defaults: "
+                f"resize to {default}x{default} (the model's image_size), no centre crop, mean = std = 0.5"
+            )
+        else:
+            wanted = ("size", "image_mean", "image_std") if getattr(proc, "do_normalize", True) else ("size",)
+            missing = [k for k in wanted if getattr(proc, k, None) is None]
+            if missing:
+                self._fallback(
+                    f"{path}: image processor {type(proc).__name__} has no {', '.join(missing)}; using defaults "
+                    f"(size {default}, mean = std = 0.5)"
+                )
         mean = list(mean) if isinstance(mean, (list, tuple)) else [float(mean)] * self.channels
         std = list(std) if isinstance(std, (list, tuple)) else [float(std)] * self.channels
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
@@ -526,6 +556,7 @@ class HFVisionExtractor(FeatureExtractor):
             "model_type": mtype,
             "pooling": self.pooling,
             "model_dir": str(path),
+            "image_processor": type(proc).__name__ if proc is not None else f"defaults ({proc_error or 'none found'})",
         }
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:

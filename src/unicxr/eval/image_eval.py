@@ -119,6 +119,7 @@ def evaluate_images(
         kid_subset_size=kid_subset_size,
         min_per_finding=min_per_finding,
     )
+    metrics["warnings"] = [*ext.warnings, *metrics["warnings"]]  # extractor fallbacks come first
     result: dict[str, Any] = {
         "unicxr_version": __version__,
         "real": {**real_ds.describe(), "split": real_split},

@@ -24,6 +24,12 @@ the estimate (a replicate carries FD's O(D/N) small-sample bias twice; the shift
 exclude pairs of copies of the same original sample from the within-set sums (so the bootstrap mean
 equals the unbiased estimate; near 0 the interval is conservative); PRDC keeps the k-NN balls of the
 full sets fixed and resamples the points the averages run over.
+
+Nothing is dropped or clamped silently: a bootstrap result reports ``n_boot_dropped`` (replicates that
+were non-finite or whose linear algebra failed, left out of the interval), an FD result reports
+``raw_value`` and ``clamped_at_0`` (FD is a squared distance; a negative estimate is round-off or an
+inaccurate trace term and is reported as 0), and :func:`compute_feature_metrics` turns both into
+``warnings``.
 """
 
 from __future__ import annotations
@@ -54,11 +60,13 @@ __all__ = [
     "ms_ssim_params",
     "ms_ssim_diversity",
     "percentile_ci",
+    "finite_percentile_ci",
     "bootstrap_fd",
     "bootstrap_mmd2",
     "bootstrap_prdc",
     "conditional_fd",
     "compute_feature_metrics",
+    "fd_result_notes",
 ]
 
 # Entries of the three kernel matrices above which bootstrap works on subsamples instead.
@@ -168,8 +176,11 @@ def frechet_distance_from_stats(mu_a: Any, cov_a: Any, mu_b: Any, cov_b: Any) ->
     return max(fd, 0.0)
 
 
-def _fd_arrays(a: np.ndarray, b: np.ndarray) -> float:
-    """FD of two validated float64 arrays; uses data factors when N - 1 < D (cheaper and exact)."""
+def _fd_raw(a: np.ndarray, b: np.ndarray) -> float:
+    """FD of two validated float64 arrays *before* clamping at 0 (may be slightly negative from round-off).
+
+    Uses data factors when N - 1 < D (cheaper and exact).
+    """
     d = a.shape[1]
     mu_a, mu_b = a.mean(0), b.mean(0)
     ac, bc = a - mu_a, b - mu_b
@@ -180,13 +191,28 @@ def _fd_arrays(a: np.ndarray, b: np.ndarray) -> float:
     fb = bc / math.sqrt(nb) if nb < d else _psd_sqrt(cov_b)
     tr = trace_sqrt_product(cov_a, cov_b, factor_a=fa, factor_b=fb)
     diff = mu_a - mu_b
-    return max(float(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * tr), 0.0)
+    return float(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * tr)
+
+
+def _fd_arrays(a: np.ndarray, b: np.ndarray) -> float:
+    """FD of two validated float64 arrays, clamped at 0 (use :func:`_fd_raw` to see the clamp)."""
+    return max(_fd_raw(a, b), 0.0)
+
+
+def _fd_replicate(a: np.ndarray, b: np.ndarray) -> float:
+    """FD of one bootstrap replicate; NaN (counted as dropped) when the linear algebra fails."""
+    try:
+        return _fd_arrays(a, b)
+    except np.linalg.LinAlgError:
+        return float("nan")
 
 
 def frechet_distance(a: Any, b: Any, *, warn: bool = True) -> float:
     """Fréchet distance between the Gaussians fitted to features ``a`` (N, D) and ``b`` (M, D).
 
     Computed in float64 over the full sets. Warns (:class:`SmallSampleWarning`) when N or M < 2D.
+    A negative estimate (round-off) is returned as 0; :func:`bootstrap_fd` reports the raw value and
+    whether it was clamped.
     """
     a2, b2 = _check_pair(a, b)
     if warn:
@@ -463,34 +489,53 @@ def ms_ssim_diversity(
 # Bootstrap
 # ----------------------------------------------------------------------------------------------------
 def percentile_ci(samples: Sequence[float] | np.ndarray, alpha: float = 0.05) -> tuple[float, float]:
-    """(low, high) percentile interval of bootstrap replicates (NaNs dropped)."""
+    """(low, high) percentile interval of bootstrap replicates (non-finite ones left out; see
+    :func:`finite_percentile_ci` for how many)."""
+    lo, hi, _ = finite_percentile_ci(samples, alpha)
+    return lo, hi
+
+
+def finite_percentile_ci(
+    samples: Sequence[float] | np.ndarray, alpha: float = 0.05
+) -> tuple[float, float, int]:
+    """(low, high, n_dropped): the percentile interval of the finite replicates and how many were not."""
     s = np.asarray(samples, dtype=np.float64)
-    s = s[np.isfinite(s)]
+    keep = np.isfinite(s)
+    dropped = int(s.size - keep.sum())
+    s = s[keep]
     if s.size == 0:
-        return float("nan"), float("nan")
-    return float(np.quantile(s, alpha / 2)), float(np.quantile(s, 1 - alpha / 2))
+        return float("nan"), float("nan"), dropped
+    return float(np.quantile(s, alpha / 2)), float(np.quantile(s, 1 - alpha / 2)), dropped
 
 
 def bootstrap_fd(a: Any, b: Any, *, n_boot: int = 200, seed: int = 0, alpha: float = 0.05) -> dict[str, Any]:
     """FD over the full sets with a bootstrap CI (both sets resampled with replacement, seeded).
 
-    Returns ``{"value", "ci_low", "ci_high", "bootstrap_bias", "n_boot", "n_a", "n_b"}``; the interval is
-    the percentile interval shifted by the bootstrap bias estimate (see module docstring).
+    Returns ``{"value", "raw_value", "clamped_at_0", "ci_low", "ci_high", "ci_low_clamped_at_0",
+    "bootstrap_bias", "n_boot", "n_boot_dropped", "n_a", "n_b"}``; the interval is the percentile
+    interval shifted by the bootstrap bias estimate (see module docstring). ``raw_value`` is FD before
+    clamping at 0 (``clamped_at_0`` says whether it was negative); ``n_boot_dropped`` counts replicates
+    left out of the interval because they were non-finite.
     """
     a2, b2 = _check_pair(a, b)
-    value = _fd_arrays(a2, b2)
+    raw = _fd_raw(a2, b2)
+    value = max(raw, 0.0)
     rng = np.random.default_rng(seed)
     reps = np.empty(n_boot)
     for i in range(n_boot):
         ia = rng.integers(0, a2.shape[0], a2.shape[0])
         ib = rng.integers(0, b2.shape[0], b2.shape[0])
-        reps[i] = _fd_arrays(a2[ia], b2[ib])
+        reps[i] = _fd_replicate(a2[ia], b2[ib])
     out: dict[str, Any] = {
         "value": value,
+        "raw_value": raw,
+        "clamped_at_0": raw < 0.0,
         "ci_low": float("nan"),
         "ci_high": float("nan"),
+        "ci_low_clamped_at_0": False,
         "bootstrap_bias": float("nan"),
         "n_boot": n_boot,
+        "n_boot_dropped": 0,
         "n_a": a2.shape[0],
         "n_b": b2.shape[0],
     }
@@ -499,9 +544,16 @@ def bootstrap_fd(a: Any, b: Any, *, n_boot: int = 200, seed: int = 0, alpha: flo
         # percentile interval is therefore re-centred on the estimate: it describes the spread of FD at
         # this N (what comparisons at equal N need); the shift itself is reported as an estimate of
         # the small-sample bias.
-        bias = float(np.mean(reps) - value)
-        lo, hi = percentile_ci(reps, alpha)
-        out.update(ci_low=max(lo - bias, 0.0), ci_high=max(hi - bias, 0.0), bootstrap_bias=bias)
+        lo, hi, dropped = finite_percentile_ci(reps, alpha)
+        finite = reps[np.isfinite(reps)]
+        bias = float(np.mean(finite) - value) if finite.size else float("nan")
+        out.update(
+            ci_low=max(lo - bias, 0.0),
+            ci_high=max(hi - bias, 0.0),
+            ci_low_clamped_at_0=bool(lo - bias < 0.0),
+            bootstrap_bias=bias,
+            n_boot_dropped=dropped,
+        )
     return out
 
 
@@ -543,8 +595,8 @@ def bootstrap_mmd2(
             ib = rng.integers(0, nb, m_b)
             x, y = a2[ia], b2[ib]
             reps[i] = mmd2_unbiased(kfn(x, x), kfn(y, y), kfn(x, y), ia, ib)
-    lo, hi = percentile_ci(reps, alpha) if n_boot else (float("nan"), float("nan"))
-    return {"value": value, "ci_low": lo, "ci_high": hi, "n_boot": n_boot, **info}
+    lo, hi, dropped = finite_percentile_ci(reps, alpha) if n_boot else (float("nan"), float("nan"), 0)
+    return {"value": value, "ci_low": lo, "ci_high": hi, "n_boot": n_boot, "n_boot_dropped": dropped, **info}
 
 
 def _mmd2_blocked(
@@ -568,7 +620,10 @@ def _mmd2_blocked(
 def bootstrap_prdc(
     real: Any, fake: Any, *, k: int = 5, n_boot: int = 200, seed: int = 0, alpha: float = 0.05
 ) -> dict[str, dict[str, float]]:
-    """PRDC with bootstrap CIs over the averaged points (k-NN balls of the full sets held fixed)."""
+    """PRDC with bootstrap CIs over the averaged points (k-NN balls of the full sets held fixed).
+
+    Each metric's dict also has ``n_boot_dropped`` (non-finite replicates left out of its interval).
+    """
     r, f = _check_pair(real, fake)
     ind = _prdc_indicators(r, f, k)
     rng = np.random.default_rng(seed)
@@ -576,8 +631,8 @@ def bootstrap_prdc(
     for name in ("precision", "recall", "density", "coverage"):
         v = ind[name]
         reps = [float(v[rng.integers(0, v.size, v.size)].mean()) for _ in range(n_boot)]
-        lo, hi = percentile_ci(reps, alpha) if n_boot else (float("nan"), float("nan"))
-        out[name] = {"value": float(v.mean()), "ci_low": lo, "ci_high": hi}
+        lo, hi, dropped = finite_percentile_ci(reps, alpha) if n_boot else (float("nan"), float("nan"), 0)
+        out[name] = {"value": float(v.mean()), "ci_low": lo, "ci_high": hi, "n_boot_dropped": dropped}
     return out
 
 
@@ -605,7 +660,8 @@ def conditional_fd(
         n_boot: bootstrap replicates for a CI per finding (0: none).
 
     Returns:
-        ``{finding: {"fd", "n_real", "n_fake", ["ci_low", "ci_high"]} or {"skipped": reason, ...}}``.
+        ``{finding: {"fd", "clamped_at_0", "n_real", "n_fake", ["ci_low", "ci_high", "n_boot_dropped"]}
+        or {"skipped": reason, ...}}``.
     """
     from unicxr.labels import FINDINGS
 
@@ -628,14 +684,32 @@ def conditional_fd(
             res = bootstrap_fd(r[pr], f[pf], n_boot=n_boot, seed=seed + 1000 * (j + 1))
             out[name] = {
                 "fd": res["value"],
+                "clamped_at_0": res["clamped_at_0"],
                 "ci_low": res["ci_low"],
                 "ci_high": res["ci_high"],
+                "n_boot_dropped": res["n_boot_dropped"],
                 "n_real": nr,
                 "n_fake": nf,
             }
         else:
-            out[name] = {"fd": _fd_arrays(r[pr], f[pf]), "n_real": nr, "n_fake": nf}
+            raw = _fd_raw(r[pr], f[pf])
+            out[name] = {"fd": max(raw, 0.0), "clamped_at_0": raw < 0.0, "n_real": nr, "n_fake": nf}
     return out
+
+
+def fd_result_notes(name: str, res: dict[str, Any]) -> list[str]:
+    """Warnings for one FD/MMD/PRDC result dict: clamped at 0, bootstrap replicates dropped."""
+    notes: list[str] = []
+    if res.get("clamped_at_0"):
+        raw = res.get("raw_value")
+        what = f" (raw {raw:.3g})" if isinstance(raw, float) else ""
+        notes.append(f"{name}: the estimate was negative{what} and is reported as 0 (clamped)")
+    dropped = int(res.get("n_boot_dropped", 0) or 0)
+    if dropped:
+        notes.append(
+            f"{name}: {dropped} of {res.get('n_boot')} bootstrap replicates were non-finite and left out of the CI"
+        )
+    return notes
 
 
 def compute_feature_metrics(
@@ -675,6 +749,7 @@ def compute_feature_metrics(
         "full_set": kboot["value"],
         "ci_low": kboot["ci_low"],
         "ci_high": kboot["ci_high"],
+        "n_boot_dropped": kboot["n_boot_dropped"],
     }
     out["mmd"] = bootstrap_mmd2(r, f, kernel="gaussian", n_boot=n_boot, seed=seed + 3)
     if min(r.shape[0], f.shape[0]) > k:
@@ -686,5 +761,14 @@ def compute_feature_metrics(
         out["per_finding_fd"] = conditional_fd(
             r, real_labels, f, fake_labels, min_count=min_per_finding, n_boot=nb, seed=seed + 5
         )
+    msgs += fd_result_notes("FD", out["fd"])
+    msgs += fd_result_notes("KID", {"n_boot": n_boot, **out["kid"]})
+    msgs += fd_result_notes("MMD", out["mmd"])
+    for key, v in out.get("prdc", {}).items():
+        if isinstance(v, dict):
+            msgs += fd_result_notes(f"PRDC {key}", {"n_boot": n_boot, **v})
+    for name, v in out.get("per_finding_fd", {}).items():
+        if "fd" in v:
+            msgs += fd_result_notes(f"per-finding FD {name}", {"n_boot": nb, **v})
     out["warnings"] = msgs
     return out

@@ -19,6 +19,10 @@ def tune_malloc() -> None:
     if _DONE:
         return
     _DONE = True
+    import os
+
+    if os.environ.get("UNICXR_MALLOC_TUNING", "1") == "0":
+        return
     try:
         import ctypes
 

@@ -30,7 +30,7 @@ def test_heart_thickness_falls_off_and_lung_overlaps_it() -> None:
     assert prof.max() > 0.95
     assert np.mean(prof[inside] < 0.5) > 0.1
     # the heart displaces only part of the lung air: some air stays in front of / behind it
-    assert sc.occl.max() <= 0.81
+    assert sc.occl.max() <= 0.9
     both = inside & (sc.air > 0.1 * sc.a.lung_depth)
     assert both.sum() > 0.3 * inside.sum()
     # about two thirds of the silhouette lies left of the midline (image right on a PA view)
@@ -38,6 +38,31 @@ def test_heart_thickness_falls_off_and_lung_overlaps_it() -> None:
     u = sc.g.U[sc.g.size // 2, cols]
     left = np.sum(u > sc.midline) / len(cols)
     assert 0.55 < left < 0.8
+
+
+def test_posterior_ribs_are_arcs_and_the_outline_is_one_silhouette() -> None:
+    sc = _scene(2, 128)
+    for r in sc.rib_table():
+        if not r["post"] or r["k"] in (0, 10):
+            continue
+        t = np.linspace(0.0, 1.0, 101)
+        v = r["v0"] + r["A"] * t**3.5 - r["B"] * np.sin(np.pi * t**0.8) + r["D"] * (1 - t) ** 1.1
+        # rises from the spine to a crest, then sweeps down laterally well below its medial end
+        assert v.min() < v[0] - 0.5 * sc.a.rib_space and 0.2 < t[np.argmin(v)] < 0.6
+        assert v[-1] > v[0] + 1.0 * sc.a.rib_space
+    # the heart outline: every row of the silhouette is one run (no notch between separate lobes)
+    h = sc.heart_prof > 0.05
+    for row in np.nonzero(h.any(axis=1))[0]:
+        cols = np.nonzero(h[row])[0]
+        assert cols.max() - cols.min() + 1 == cols.size
+
+
+def test_shoulders_clavicles_reach_the_humeral_heads() -> None:
+    sc = _scene(3, 128)
+    top = sc.bone[: 40]
+    # bone near both upper corners (humeral heads / acromion) and clavicles across the upper chest
+    assert top[:, :14].max() > 0.08 and top[:, -14:].max() > 0.08
+    assert (top.max(axis=0) > 0.05).mean() > 0.8
 
 
 def test_heart_is_darker_than_the_abdomen_and_abdomen_is_graded() -> None:
@@ -92,7 +117,7 @@ def test_gastric_bubble_under_left_dome_in_most_patients() -> None:
     for seed in range(30):
         sc = _scene(seed, 128)
         gas = sc.airway * (sc.g.V > sc.dome_top(LEFT))
-        if gas.max() > 0.1:
+        if gas.max() > 0.07:  # stronger than colonic gas (< 0.065)
             hits += 1
             r, c = np.unravel_index(np.argmax(gas), gas.shape)
             assert sc.g.U[r, c] > sc.midline  # patient's left

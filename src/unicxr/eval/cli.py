@@ -358,4 +358,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> set[str]:
     groups["eval"].command("reports")(reports_command)
     groups["eval"].command("classifier")(classifier_command)
     groups["eval"].command("sanity")(sanity_command)
+    from unicxr.eval.realism_cli import realism_command
+
+    groups["eval"].command("realism")(realism_command)
     return {"eval"}

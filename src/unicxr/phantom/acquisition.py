@@ -14,7 +14,7 @@ import numpy as np
 
 from unicxr.phantom.grid import blur, blur_large
 
-__all__ = ["Acquisition", "sample_acquisition", "expose", "draw_marker"]
+__all__ = ["Acquisition", "sample_acquisition", "expose", "draw_marker", "bone_texture"]
 
 # 5x7 bitmap glyphs of the lead side markers
 _GLYPHS = {
@@ -42,6 +42,7 @@ class Acquisition:
         usm_sigma: unsharp-mask radius as a fraction of the image side.
         collimate: fraction of the width collimated off on each side (0 = none).
         marker: side marker letter and corner (``L`` at top right, etc.) or ``""``.
+        white: display value of the densest anatomy (processing leaves headroom below 1.0).
     """
 
     view: str
@@ -59,6 +60,7 @@ class Acquisition:
     usm_sigma: float
     collimate: float
     marker: str
+    white: float = 1.0
 
     def as_params(self) -> dict[str, float | str]:
         """Flat dict (for metadata columns, prefixed ``acq_``)."""
@@ -78,12 +80,13 @@ def sample_acquisition(rng: np.random.Generator, view: str) -> Acquisition:
         mu=float(rng.uniform(3.6, 4.6)),
         scatter=float(rng.uniform(0.5, 1.0) if ap else rng.uniform(0.2, 0.5)),
         dose=float(rng.uniform(4000, 10000) if ap else rng.uniform(8000, 25000)),
-        gamma=float(rng.uniform(0.85, 1.2)),
+        gamma=float(rng.uniform(0.9, 1.25)),
         contrast=float(rng.uniform(3.0, 5.5)),
         usm=float(rng.uniform(0.15, 0.6)),
         usm_sigma=float(rng.uniform(0.06, 0.14)),
         collimate=float(rng.uniform(0.02, 0.07)) if rng.random() < 0.25 else 0.0,
         marker=str(rng.choice(["L", "R", "L", ""])) + ("" if rng.random() < 0.5 else "*"),
+        white=float(rng.uniform(0.9, 1.0)),
     )
 
 
@@ -95,7 +98,7 @@ def _noise_pool(n: int) -> np.ndarray:
     takes a random window of it, which is much cheaper than drawing fresh Gaussian noise.
     """
     z = np.random.default_rng(0x5EED).standard_normal((2 * n, 2 * n), dtype=np.float32)
-    z = blur(z, 0.5)
+    z = blur(z, 0.9)
     z /= z.std()
     z.setflags(write=False)
     return z
@@ -112,6 +115,24 @@ def _noise_patch(rng: np.random.Generator, n: int) -> np.ndarray:
     if o & 4:
         z = z.T
     return z
+
+
+@lru_cache(maxsize=4)
+def _trabecular_pool(n: int) -> np.ndarray:
+    """Trabecular bone texture (2n, 2n): 1 + a coarse-grained, streaky random pattern (mean 1)."""
+    rng = np.random.default_rng(0xB0E)
+    z = rng.standard_normal((2 * n, 2 * n), dtype=np.float32)
+    # anisotropic grain (trabeculae follow lines of stress) of about 1.5 pixels at 256 px
+    z = blur(z, 0.9 * n / 256) + 0.6 * blur(z, 2.0 * n / 256)
+    z = 1.0 + 0.12 * z / z.std()
+    z.setflags(write=False)
+    return z.astype(np.float32)
+
+
+def bone_texture(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A random (n, n) window of the trabecular texture (multiplies the bone thickness map)."""
+    r, c = (int(x) for x in rng.integers(0, [n, n]))
+    return _trabecular_pool(n)[r : r + n, c : c + n]
 
 
 def draw_marker(img: np.ndarray, letter: str, right_corner: bool, top: bool, value: float = 1.0) -> None:
@@ -152,7 +173,7 @@ def expose(
     # quantum noise: Poisson-like, relative noise grows where few photons arrive
     photons = acq.dose * (256.0 / n) ** 2
     z = _noise_patch(rng, n)
-    inten = inten + 0.9 * noise_scale * np.sqrt(np.maximum(inten, 1e-6) / photons) * z
+    inten = inten + 0.45 * noise_scale * np.sqrt(np.maximum(inten, 1e-6) / photons) * z
     L = -np.log(np.maximum(inten, 1e-4))
     # histogram-based auto window on a subsample
     sub = L[:: 4, :: 4].ravel()
@@ -161,12 +182,14 @@ def expose(
     # equalization / unsharp masking (processing of digital systems): large-scale dynamic range is
     # compressed so dense regions (mediastinum, abdomen) keep visible gradation instead of saturating
     low = blur_large(x, acq.usm_sigma * n)
-    x = 0.04 + 0.9 * x + acq.usm * (x - low) - (0.1 + 0.3 * acq.usm) * (low - 0.5)
+    x = 0.02 + 0.96 * x + acq.usm * (x - low) - (0.02 + 0.12 * acq.usm) * (low - 0.5)
     x = np.clip(x, 0.0, 1.2) ** acq.gamma
     # sigmoid contrast curve normalised to map [0, 1] -> [0, 1]
     k = acq.contrast
     s0, s1 = 1 / (1 + np.exp(k * 0.5)), 1 / (1 + np.exp(-k * 0.5))
     y = (1 / (1 + np.exp(-k * (x - 0.5))) - s0) / (s1 - s0)
+    # soft shoulder above 0.9 (dense abdomen and spine keep some gradation), then the white level
+    y = acq.white * np.where(y > 0.9, 0.9 + 0.1 * np.tanh((y - 0.9) / 0.1), y)
     if acq.collimate > 0:
         c = int(acq.collimate * n)
         y[:, :c] = np.maximum(y[:, :c], 0.92)

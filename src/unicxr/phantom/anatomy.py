@@ -179,7 +179,7 @@ class Scene:
         """Distance from the midline of the lateral lung border at height ``v``."""
         a = self.a
         ac = 0.45 * a.W
-        v_full = a.v_apex + 0.42
+        v_full = a.v_apex + 0.34
         t = np.clip((v_full - np.asarray(v, dtype=np.float32)) / (v_full - a.v_apex), 0.0, 1.0)
         upper = ac + (a.W - ac) * np.sqrt(1.0 - t * t)
         lower = a.W * (1.0 + 0.05 * np.clip(np.asarray(v, dtype=np.float32) - v_full, 0.0, 1.0))
@@ -281,8 +281,9 @@ class Scene:
         x = (U - m) / wb
         # the chest is flat-sided, the abdomen below the domes rounder (graded toward the flanks)
         belly = smoothstep((V - self.dome_top(RIGHT) - 0.05) / 0.35)
-        prof = np.power(np.clip(1.0 - x * x, 0.0, 1.0), 0.3 + 0.35 * belly)
-        thick = a.body_thick * (0.78 + 0.22 * grow) * (1.0 + 0.04 * belly)
+        prof = np.power(np.clip(1.0 - x * x, 0.0, 1.0), 0.45 + 0.2 * belly)
+        # the neck and shoulder girdle are thinner (antero-posterior) than the lower chest and abdomen
+        thick = a.body_thick * (0.6 + 0.4 * smoothstep((V - a.v_apex + 0.1) / 0.55)) * (1.0 + 0.1 * belly)
         self.body += (thick * prof).astype(np.float32)
         if a.breast > 0:
             for side in (RIGHT, LEFT):
@@ -308,45 +309,65 @@ class Scene:
             ad = side * (U - self.midline)
             d_lat = self.lat(V, side) - ad
             ac = 0.45 * a.W
-            v_full = a.v_apex + 0.42
+            v_full = a.v_apex + 0.34
             t = np.clip((v_full - V) / (v_full - a.v_apex), 0.0, 1.0)
             med = ac - (ac - self.medi_half(V, side)) * np.sqrt(1.0 - t * t)
             d_med = ad - med
             d_bot = self.dome(ad, side) - V
             f = (
                 np.sqrt(np.clip(d_lat / 0.2, 0.0, 1.0))
-                * np.sqrt(np.clip(d_med / 0.1, 0.0, 1.0))
+                * np.sqrt(np.clip(d_med / 0.05, 0.0, 1.0))
                 * np.sqrt(np.clip(d_bot / 0.07, 0.0, 1.0))
             )
             depth = a.lung_depth * (0.7 + 0.3 * np.clip((V - a.v_apex) / (self.dome_top(side) - a.v_apex), 0, 1))
             self.air[box] += (depth * f).astype(np.float32)
 
+    def heart_borders(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Right and left cardiomediastinal borders (distances from the midline) at heights ``v``.
+
+        One continuous outline from the top of the heart to the diaphragm. Right border: the superior
+        vena cava runs straight down at the mediastinal width, then the right atrium bulges out
+        (widest about 60% of the way down) to the cardiophrenic angle. Left border: the pulmonary
+        trunk (a small convexity just below the aortic knob drawn by :meth:`medi_half`), the flat
+        left atrial appendage, then the long convex left ventricle reaching its widest point low and
+        rounding into the apex on the left hemidiaphragm. Widths follow the cardiothoracic ratio
+        (about 68% of the heart's width lies left of the midline).
+        """
+        a = self.a
+        hw_total = self.ctr * 2.0 * a.W * self.heart_scale
+        x_l, x_r = 0.68 * hw_total, 0.32 * hw_total + 0.02
+        vt, vb = self.heart_top() - 0.05, self.dome_top(LEFT) + 0.06
+        sv = np.clip((np.asarray(v, dtype=np.float32) - vt) / (vb - vt), 0.0, 1.3)
+        x_svc = a.medi_w + self.medi_extra
+        right = x_svc + np.maximum(x_r - x_svc, 0.0) * np.sqrt(np.clip(1.0 - ((sv - 0.62) / 0.66) ** 2, 0.0, 1.0))
+        x_la = a.medi_w + 0.015 + 0.5 * self.medi_extra
+        up = np.sqrt(np.clip(1.0 - ((np.minimum(sv, 0.78) - 0.78) / 0.74) ** 2, 0.0, 1.0))
+        apex = np.sqrt(np.clip(1.0 - ((np.maximum(sv, 0.78) - 0.78) / 0.42) ** 2, 0.0, 1.0))
+        left = (x_la + (x_l - x_la) * up) * apex + 0.022 * np.exp(-(((sv - 0.04) / 0.07) ** 2))
+        return right.astype(np.float32), left.astype(np.float32)
+
     def _heart_mediastinum(self) -> None:
+        """Heart thickness under one continuous cardiomediastinal outline (see :meth:`heart_borders`)."""
         g = self.g
-        uc, vc, major, minor, th = self.heart_geom()
-        ext = max(major, minor) + 0.02
-        st = self._stretch(major, minor, th)
-        ru_c, rv_c, ru, rv = self.ra_geom()
-        box = g.box(min(uc - ext, ru_c - ru), max(uc + ext, ru_c + ru), min(vc - st * ext, rv_c - rv),
-                    max(vc + st * ext, rv_c + rv))
-        if box is not None:
-            U, V = g.U[box], g.V[box]
-            du = U - uc
-            dv = (V - vc) / st
-            c, s = math.cos(th), math.sin(th)
-            x1, y1 = (c * du + s * dv) / major, (-s * du + c * dv) / minor
-            x2, y2 = (U - ru_c) / ru, (V - rv_c) / rv
-            # smooth union of the ventricular and right-atrial ellipsoids: one silhouette without a seam
-            r1, r2 = x1 * x1 + y1 * y1, x2 * x2 + y2 * y2
-            k = 0.12
-            lo = np.minimum(r1, r2)
-            r = lo - k * np.log1p(np.exp(-np.abs(r1 - r2) / k))
-            p = np.sqrt(np.clip(1.0 - r, 0.0, 1.0))
-            self.heart_prof[box] = np.maximum(self.heart_prof[box], p.astype(np.float32))
-        # the heart (water density) displaces lung air in proportion to its projected thickness, which
-        # falls off smoothly toward its borders (ellipsoid): lung overlaps its edges, and some lung air
-        # stays in front of and behind it, so it is only moderately brighter than the mediastinum
-        self.occl = np.maximum(self.occl, 0.8 * self.heart_prof).astype(np.float32)
+        a = self.a
+        m = self.midline
+        vt, vb = self.heart_top() - 0.05, self.dome_top(LEFT) + 0.06
+        hw_total = self.ctr * 2.0 * a.W * self.heart_scale
+        box = g.box(m - 0.32 * hw_total - 0.06, m + 0.68 * hw_total + 0.06, vt - 0.05, vb + 0.2)
+        if box is None:
+            return
+        U, V = g.U[box], g.V[box]
+        right, left = self.heart_borders(V)
+        c = m + 0.5 * (left - right)
+        h = np.maximum(0.5 * (left + right), 1e-3)
+        q = (U - c) / h
+        # flattened ellipse cross-section: a thick, fairly even centre with a short fall-off at the
+        # borders; it fades in over the top where the great vessels cover it
+        p = np.power(np.clip(1.0 - q * q, 0.0, 1.0), 0.4) * smoothstep((V - vt + 0.04) / 0.1)
+        self.heart_prof[box] = np.maximum(self.heart_prof[box], p.astype(np.float32))
+        # the heart (water density) displaces most of the lung air in front of and behind it; some
+        # retrocardiac lung stays visible through it
+        self.occl = np.maximum(self.occl, 0.86 * self.heart_prof).astype(np.float32)
 
     def _airway(self) -> None:
         a = self.a
@@ -366,14 +387,40 @@ class Scene:
             rv = ru * rr.uniform(0.7, 1.0)
             cu = m + rr.uniform(0.3, 0.5) * a.W
             cv = float(self.dome(np.float32(cu - m), LEFT)) + 0.02 + rv
-            level = rr.uniform(0.1, 0.6)  # fluid level, in units of rv below the centre
-            depth = rr.uniform(0.2, 0.4)
+            level = rr.uniform(0.1, 0.6) if rr.random() < 0.6 else 2.0  # fluid level (rv units), or none
+            depth = rr.uniform(0.08, 0.2)
             box = g.box(cu - ru, cu + ru, cv - rv, cv + rv)
             if box is not None:
                 du, dv = (g.U[box] - cu) / ru, (g.V[box] - cv) / rv
                 edge = g.px / rv
                 bubble = np.sqrt(ellipsoid(du, dv)) * smoothstep((level - dv) / (1.5 * edge))
                 self.airway[box] = np.maximum(self.airway[box], (depth * bubble).astype(np.float32))
+        self._bowel_gas(rr)
+
+    def _bowel_gas(self, rr: np.random.Generator) -> None:
+        """Colonic gas below the diaphragm: a few irregular lucent pockets with haustral folds.
+
+        The splenic flexure lies under the left dome lateral to the stomach, the hepatic flexure
+        lower under the liver edge, the transverse colon lower across the abdomen.
+        """
+        g, a = self.g, self.a
+        m = self.midline
+        spots = [(LEFT, 0.7, 0.14), (RIGHT, 0.55, 0.3), (LEFT, 0.25, 0.38), (RIGHT, 0.15, 0.42), (LEFT, 0.5, 0.3)]
+        for side, fu, dvv in spots:
+            if rr.random() < 0.45:
+                continue
+            cu = m + side * (fu * a.W + rr.uniform(-0.06, 0.06))
+            cv = float(self.dome(np.float32(abs(cu - m)), side)) + dvv + rr.uniform(0.0, 0.12)
+            ru, rv = rr.uniform(0.04, 0.1), rr.uniform(0.025, 0.05)
+            box = g.box(cu - ru, cu + ru, cv - 1.6 * rv, cv + 1.6 * rv)
+            if box is None:
+                continue
+            du, dv = (g.U[box] - cu) / ru, (g.V[box] - cv) / rv
+            # a bent loop (the bowel curves) with soft walls and shallow haustral indentations
+            dv = dv - rr.uniform(-0.6, 0.6) * du * du
+            folds = 0.75 + 0.25 * np.cos(np.pi * du * rr.uniform(1.5, 2.5) + rr.uniform(0, 6)) ** 2
+            pocket = ellipsoid(du, dv) * folds
+            self.airway[box] = np.maximum(self.airway[box], (rr.uniform(0.03, 0.065) * pocket).astype(np.float32))
 
     def _spine(self) -> None:
         g, a = self.g, self.a
@@ -405,9 +452,13 @@ class Scene:
 
         Spacing, width and curvature vary a little per rib and per patient (drawn from a generator
         seeded by the anatomy, so follow-up studies of a patient keep the same ribs). Each entry
-        describes an arc ``v(t) = v0 + A t^3 - B sin(pi t) + D (1 - t)^1.25`` for ``t`` in [0, 1]
+        describes an arc ``v(t) = v0 + A t^3.5 - B sin(pi t^0.8) + D (1 - t)^1.1`` for ``t`` in [0, 1]
         running from ``a0`` to ``a1`` (distance from the midline), with half-width ``hw``,
-        amplitude ``amp``, ``post`` (1 = posterior arc) and the rib index ``k``/``side``.
+        ``post`` (1 = posterior arc) and the rib index ``k``/``side``. A posterior arc leaves the
+        spine, rises (``B``) and sweeps down along the lateral chest wall (``A``); upper ribs are
+        short tight arcs, lower ribs longer and more oblique. The anterior arc of the same rib starts
+        at the lateral end of the posterior arc and slopes down medially (``D``) toward the costal
+        cartilage.
         """
         if self._rib_cache is not None:
             return self._rib_cache
@@ -422,20 +473,24 @@ class Scene:
             steps[0] = 0.0
             v0s = self.v_rib1 + np.cumsum(steps) + rr.normal(0.0, 0.006)
             for k in range(11):  # the 12th rib lies below the diaphragm
-                v0 = float(v0s[k])
-                curve = (1.0 + 0.25 * max(0, 2 - k)) * curve_pat * rr.uniform(0.88, 1.12)
-                a_max = float(self.lat(v0 + 0.7 * s, side)) + 0.03
+                # posterior arcs rise ~0.6-0.9 rib spaces from their medial end before sweeping down, so
+                # the medial end sits below the arc's crest (v0s are crest heights)
+                rise = (1.25 + 0.35 * max(0, 3 - k) / 3) * s * curve_pat * rr.uniform(0.85, 1.15)
+                drop = (2.3 + 0.12 * min(k, 6)) * s * curve_pat * rr.uniform(0.88, 1.12)
+                v0 = float(v0s[k]) + 0.75 * rise - 0.05 * drop
+                a_max = float(self.lat(v0s[k] + 1.0 * s, side)) + 0.035
                 if k == 0:
-                    a_max = 0.42 * a.W
-                hw = 0.3 * s * width_pat * rr.uniform(0.88, 1.12) * (0.85 if k == 0 else 1.0)
-                out.append({"side": side, "k": k, "post": 1, "a0": 0.04, "a1": a_max, "v0": v0,
-                            "A": 1.4 * s * curve, "B": 0.5 * s * curve, "D": 0.0, "hw": hw})
+                    a_max = 0.5 * a.W
+                    rise, drop = 1.5 * rise, 1.2 * drop
+                hw = 0.36 * s * width_pat * rr.uniform(0.88, 1.12) * (0.8 if k == 0 else 1.0)
+                out.append({"side": side, "k": k, "post": 1, "a0": 0.045, "a1": a_max, "v0": v0,
+                            "A": drop, "B": rise, "D": 0.0, "hw": hw})
                 if k == 0 or k > 9:
                     continue
-                v_lat = v0 + 1.4 * s * curve
-                out.append({"side": side, "k": k, "post": 0, "a0": 0.3 * a.W + 0.015 * k, "a1": a_max - 0.005,
-                            "v0": v_lat, "A": 0.0, "B": 0.0, "D": 2.3 * s * rr.uniform(0.9, 1.1),
-                            "hw": 0.33 * s * width_pat * rr.uniform(0.85, 1.15)})
+                v_lat = v0 + drop
+                out.append({"side": side, "k": k, "post": 0, "a0": 0.28 * a.W + 0.012 * k, "a1": a_max - 0.01,
+                            "v0": v_lat, "A": 0.0, "B": 0.0, "D": (1.9 + 0.05 * k) * s * rr.uniform(0.9, 1.1),
+                            "hw": 0.34 * s * width_pat * rr.uniform(0.85, 1.15)})
         self._rib_cache = out
         return out
 
@@ -448,7 +503,7 @@ class Scene:
         """
         g = self.g
         n = g.size
-        amp = 0.07 * rng.uniform(0.8, 1.2)
+        amp = 0.085 * rng.uniform(0.8, 1.2)
         table = self.rib_table()
         keys = ("side", "k", "post", "a0", "a1", "v0", "A", "B", "D", "hw")
         P = {k: np.array([r[k] for r in table], dtype=np.float64) for k in keys}
@@ -459,7 +514,7 @@ class Scene:
             tf[hit], disp[hit] = t_, d_
         m = self.a.mid + self.spine_shift * 0.6
         c, sn = math.cos(g.tilt), math.sin(g.tilt)
-        vm = P["v0"] + 0.5 * (P["A"] + P["D"])
+        vm = P["v0"] + 0.25 * P["A"] - 0.6 * P["B"] + 0.4 * P["D"]
         xi = (np.arange(n) + 0.5) / n * 2.0 - 1.0
         um = ((xi[None, :] - g.shift[0]) / g.zoom + sn * vm[:, None]) / c  # (ribs, columns)
         L = P["a1"] - P["a0"]
@@ -469,18 +524,25 @@ class Scene:
             return
         t, um = t[ri, ci], um[ri, ci]
         A, B, D, hw, post, Lr = P["A"][ri], P["B"][ri], P["D"][ri], P["hw"][ri], P["post"][ri], L[ri]
-        vc = P["v0"][ri] + A * t**3 - B * np.sin(np.pi * t) + D * (1.0 - t) ** 1.25
-        slope = (3.0 * A * t * t - math.pi * B * np.cos(np.pi * t) - 1.25 * D * (1.0 - t) ** 0.25) / Lr
+        t8 = np.power(np.maximum(t, 1e-6), 0.8)
+        vc = P["v0"][ri] + A * t**3.5 - B * np.sin(np.pi * t8) + D * (1.0 - t) ** 1.1
+        slope = (3.5 * A * t**2.5 - 0.8 * math.pi * B * np.cos(np.pi * t8) * t8 / np.maximum(t, 1e-6)
+                 - 1.1 * D * (1.0 - t) ** 0.1) / Lr
         # posterior arcs fade in at the spine; anterior arcs (thinner cortex, fainter) fade out toward
         # the costal cartilage at their medial end
-        w_post = smoothstep(t / 0.12) * (1.0 - 0.25 * smoothstep((t - 0.85) / 0.15))
+        w_post = (0.35 + 0.65 * smoothstep(t / 0.1)) * (1.0 - 0.25 * smoothstep((t - 0.85) / 0.15))
         w_ant = 0.42 * smoothstep((t - 0.05) / 0.6) * (1.0 - 0.2 * smoothstep((t - 0.85) / 0.15))
         w = amp * np.where(post > 0, w_post, w_ant)
         fr = ~np.isnan(tf[ri])
         if np.any(fr):
+            # a cortical break: a lucent gap across the rib, the lateral fragment stepped down by
+            # ``disp`` rib half-widths and angulated; bright compressed bone at the fragment ends
             x = (t[fr] - tf[ri][fr]) * Lr[fr]
-            vc[fr] += disp[ri][fr] * hw[fr] * smoothstep(x / 0.004)
-            w[fr] *= 1.0 - 0.9 * np.exp(-((x / np.maximum(0.004, 0.25 * hw[fr])) ** 2))
+            d_ = disp[ri][fr]
+            vc[fr] += d_ * hw[fr] * smoothstep(x / 0.004) + 0.25 * d_ * np.maximum(x, 0.0)
+            gap = np.maximum(0.007, 0.35 * hw[fr])
+            w[fr] *= (1.0 - 0.92 * np.exp(-((x / gap) ** 2))
+                      + 0.55 * np.minimum(d_, 1.0) * np.exp(-(((np.abs(x) - 1.8 * gap) / gap) ** 2)))
         hwe = hw * np.sqrt(1.0 + slope * slope)
         row_c = np.rint(((sn * um + c * vc) * g.zoom + g.shift[1] + 1.0) * 0.5 * n - 0.5).astype(np.int64)
         # half-height of the band of rows per (rib, column); steep parts get a wider band
@@ -506,33 +568,38 @@ class Scene:
         self.bone += acc.reshape(n, n).astype(np.float32)
 
     def _clavicles(self) -> None:
+        """Clavicles from the sternal ends out and up to the acromioclavicular joints (S-shaped tubes)."""
         g, a = self.g, self.a
         v_m = a.clav_v - (0.1 if self.ap else 0.0)
+        rise = 0.15 if not self.ap else 0.06
+        m = a.mid + self.spine_shift * 0.8
+        a0, a1 = 0.07, a.W + 0.17
+
+        def f(t: np.ndarray) -> np.ndarray:
+            return v_m - rise * t**1.5 + 0.025 * np.sin(2 * np.pi * t)
+
         for side in (RIGHT, LEFT):
-            m = a.mid + self.spine_shift * 0.8
-            a0, a1 = 0.06, a.W * 0.85 + 0.08
-            rise = 0.13 if not self.ap else 0.05
-
-            def f(t: np.ndarray, v_m: float = v_m, rise: float = rise) -> np.ndarray:
-                return v_m - rise * t**1.3 + 0.03 * np.sin(2 * np.pi * t)
-
             u0, u1 = (m + a0, m + a1) if side == LEFT else (m - a1, m - a0)
-            box = g.box(u0, u1, v_m - rise - 0.08, v_m + 0.08)
+            box = g.box(u0, u1, v_m - rise - 0.1, v_m + 0.1)
             if box is None:
                 continue
             U, V = g.U[box], g.V[box]
-            t = np.clip((side * (U - m) - a0) / (a1 - a0), 0, 1)
-            inside = ((side * (U - m) - a0) >= 0) & ((side * (U - m) - a1) <= 0)
-            hw = 0.024 + 0.012 * (1 - t) ** 2 + 0.008 * smoothstep((t - 0.8) / 0.2)
+            x = side * (U - m)
+            t = np.clip((x - a0) / (a1 - a0), 0, 1)
+            inside = (x >= a0) & (x <= a1)
+            hw = 0.024 + 0.016 * (1 - t) ** 2 + 0.01 * smoothstep((t - 0.75) / 0.25)
             d = np.abs(V - f(t)) / hw
-            prof = tube(d, inner=0.6, core=0.35) * smoothstep(t / 0.05 + 0.3)
-            self.bone[box] += np.where(inside, 0.15 * prof, 0.0).astype(np.float32)
+            prof = tube(d, inner=0.62, core=0.35) * smoothstep(t / 0.05 + 0.3) * (1.0 - 0.5 * smoothstep((t - 0.93) / 0.07))
+            self.bone[box] += np.where(inside, 0.17 * prof, 0.0).astype(np.float32)
 
     def _scapulae_humeri(self) -> None:
+        """Scapulae (body, lateral border, acromion), humeral heads and necks at the upper corners."""
         g, a = self.g, self.a
+        v_ac = a.clav_v - (0.1 if self.ap else 0.0) - (0.15 if not self.ap else 0.06)
+        rr = np.random.default_rng([int(a.rib_jitter * 2**31), 11])
         for side in (RIGHT, LEFT):
             m = a.mid
-            # scapula: a thin plate lateral to its medial border, brighter lateral rim
+            # scapula: a thin plate lateral to its medial border, brighter rim (over the lung on AP views)
             inset = 0.22 if self.ap else 0.02
             box = g.box(m - side * 0.0, m + side * (a.W + 0.35), a.v_apex - 0.05, a.v_apex + 0.85)
             if box is not None:
@@ -543,16 +610,26 @@ class Scene:
                 top = smoothstep((V - (a.v_apex + 0.02)) / 0.06)
                 bottom = 1 - smoothstep((V - (a.v_apex + 0.7)) / 0.1)
                 inside = smoothstep((ad - border) / 0.012) * top * bottom
-                rim = np.exp(-(((ad - border) / 0.012) ** 2)) * top * bottom
-                self.bone[box] += (0.035 * inside + 0.03 * rim).astype(np.float32)
-            # humeral head
-            cu, cv, r = m + side * (a.W + 0.28), a.v_apex - 0.02, 0.14
-            box = g.box(cu - r, cu + r, cv - r, cv + r)
+                rim = np.exp(-(((ad - border) / 0.01) ** 2)) * top * bottom
+                self.bone[box] += (0.035 * inside + 0.045 * rim).astype(np.float32)
+            hu = m + side * (a.W + rr.uniform(0.17, 0.24))
+            hv = v_ac + rr.uniform(0.08, 0.13)
+            r = rr.uniform(0.12, 0.145)
+            # thick lateral border of the scapula from the glenoid down toward the inferior angle
+            self.segment(hu - side * (r + 0.01), hv + 0.03, m + side * (a.W - 0.1), hv + 0.6, 0.022, 0.07,
+                         inner=0.55, core=0.4)
+            # acromion over the top of the humeral head, reaching the clavicle's lateral end
+            self.segment(m + side * (a.W + 0.14), v_ac - 0.01, hu + side * 0.1, hv - r - 0.01, 0.022, 0.09,
+                         inner=0.5, core=0.4)
+            # humeral head (cortical rim, trabecular centre) and the neck/shaft below it
+            box = g.box(hu - r, hu + r, hv - r, hv + r)
             if box is not None:
-                du = (g.U[box] - cu) / r
-                dv = (g.V[box] - cv) / r
-                rr = np.sqrt(du * du + dv * dv)
-                self.bone[box] += (0.2 * tube(rr, inner=0.85, core=0.45)).astype(np.float32)
+                du = (g.U[box] - hu) / r
+                dv = (g.V[box] - hv) / r
+                self.bone[box] += (0.18 * tube(np.sqrt(du * du + dv * dv), inner=0.9, core=0.7)).astype(np.float32)
+            self.segment(hu + side * 0.02, hv + 0.5 * r, hu + side * 0.07, hv + 0.6, 0.065, 0.12, inner=0.7, core=0.35)
+            # the arm's soft tissue around the humerus (the axilla stays a darker gap below the shoulder)
+            self.segment(hu + side * 0.03, hv - 0.02, hu + side * 0.1, hv + 1.2, 0.19, 0.24, target="body")
 
     # ------------------------------------------------------------------ primitives ----------
     def segment(

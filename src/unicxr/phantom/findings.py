@@ -170,7 +170,7 @@ def _make(name: str, rng: np.random.Generator, cfg: PhantomConfig, **kw) -> Find
         kind = "mass" if (sev == "severe" or (sev == "moderate" and rng.random() < 0.4)) else "nodule"
         lobe = str(rng.choice(list(LOBES)))
         side = "right" if LOBES[lobe] == RIGHT else "left"
-        size = rng.uniform(0.035, 0.06) if kind == "nodule" else rng.uniform(0.08, 0.14)
+        size = rng.uniform(0.04, 0.065) if kind == "nodule" else rng.uniform(0.08, 0.14)
         return Finding(name, label, sev, side=side, kind=f"{kind}|{lobe}", value=float(size), seed=seed)
     if name == "Pleural Other":
         kind = "plaques" if rng.random() < 0.4 else "thickening"
@@ -359,8 +359,11 @@ def apply_geometry(scene: Scene, findings: dict[str, Finding]) -> None:
         rib = int(f.kind[3:].split("x")[0])
         nrib = int(f.kind.split("x")[1])
         s = RIGHT if f.side == "right" else LEFT
-        scene.fractures = [(s, rib + i, f.value - 0.05 * i, 0.0 if f.label == -1.0 else (0.4 if f.severity == "mild" else 1.2))
-                           for i in range(nrib)]
+        # rib k (0-based) is the (k+1)th rib; the break lies on the lateral half of the posterior arc,
+        # before it turns down along the chest wall (value 0.45-0.9 -> t 0.3-0.62)
+        t0 = 0.3 + 0.32 * (f.value - 0.45) / 0.45
+        disp = 0.0 if f.label == -1.0 else (0.8 if f.severity == "mild" else 1.4)
+        scene.fractures = [(s, rib - 1 + i, t0 - 0.04 * i, disp) for i in range(nrib)]
 
 
 # ------------------------------------------------------------------------------ drawing ------
@@ -501,13 +504,24 @@ def render_findings(scene: Scene, findings: dict[str, Finding], masks: dict[str,
             cu += rng.uniform(-0.5, 0.5) * ru
             cv += rng.uniform(-0.5, 0.5) * rv
             r = f.value
+            # a nodule seen through the heart or below the dome is easily missed: move it laterally
+            # within its lobe until it projects over aerated lung
+            side = LOBES[lobe]
+            for _ in range(6):
+                rr_, cc_ = (int(round(float(x))) for x in g.to_pixel(np.float64(cu), np.float64(cv)))
+                if not (0 <= rr_ < n and 0 <= cc_ < n):
+                    break
+                if scene.heart_prof[rr_, cc_] < 0.2 and lung_frac[rr_, cc_] > 0.5:
+                    break
+                cu += side * 0.04
+                cv -= 0.02
             du, dv = (U - cu) / r, (V - cv) / (r * rng.uniform(0.85, 1.15))
             if kind == "mass":
                 ang = np.arctan2(dv, du)
                 lob = 1.0 + 0.12 * np.sin(3 * ang + rng.uniform(0, 6)) + 0.07 * np.sin(5 * ang + rng.uniform(0, 6))
                 du, dv = du / lob, dv / lob
             sph = ellipsoid(du, dv)
-            lesion = (2.2 * r * strength * sph).astype(np.float32)
+            lesion = (2.6 * r * strength * sph).astype(np.float32)
             scene.fill += lesion
             if masks is not None:
                 masks["lesion"] = sph > 0

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from unicxr.labels import FINDINGS
-from unicxr.phantom.acquisition import expose, sample_acquisition
+from unicxr.phantom.acquisition import bone_texture, expose, sample_acquisition
 from unicxr.phantom.anatomy import Anatomy, Scene, follow_up_anatomy, sample_anatomy
 from unicxr.phantom.config import PhantomConfig
 from unicxr.phantom.devices import render_devices
@@ -135,9 +135,10 @@ def _compose(scene: Scene, rng: np.random.Generator) -> np.ndarray:
     h = 40
     tex = upsample(rng.standard_normal((h, h), dtype=np.float32), n, n, smooth=0.6) * 2.2
     rho = np.clip(scene.rho * (1.0 + 0.12 * tex), 0.0, 1.0)
-    vessels = 7.0 * scene.vessels * np.sqrt(lung_frac)
+    vessels = 8.5 * scene.vessels * np.sqrt(lung_frac)
     airway = scene.airway
-    A = scene.body - np.maximum(air_eff - vessels - scene.fill, 0.0) * (1.0 - rho) - airway + scene.bone + scene.metal
+    bone = scene.bone * bone_texture(rng, n)
+    A = scene.body - np.maximum(air_eff - vessels - scene.fill, 0.0) * (1.0 - rho) - airway + bone + scene.metal
     return A.astype(np.float32)
 
 

@@ -44,6 +44,7 @@ _COMMAND_MODULES = (
     "unicxr.text.cli",
     "unicxr.train.cli",
     "unicxr.eval.cli",
+    "unicxr.understanding.cli",
 )
 
 

@@ -15,6 +15,8 @@ MODEL_MODULES: dict[str, str] = {
     "toy_mlp": "unicxr.models.toy",
     "toy_composite": "unicxr.models.toy",
     "cxr_classifier": "unicxr.models.classifier",
+    "cxr_finding_classifier": "unicxr.models.finding_classifier",
+    "cxr_report_generator": "unicxr.models.report_generator",
 }
 
 

@@ -42,6 +42,8 @@ TASK_MODULES: dict[str, str] = {
     "toy_regression": "unicxr.train.tasks.toy",
     "toy_adversarial": "unicxr.train.tasks.toy",
     "classifier": "unicxr.train.tasks.classifier",
+    "finding_classifier": "unicxr.train.tasks.finding_classifier",
+    "report_generator": "unicxr.train.tasks.report_generator",
 }
 
 

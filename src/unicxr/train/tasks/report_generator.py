@@ -206,8 +206,8 @@ class ReportGeneratorTask(Task):
     def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         tok_loss, aux_loss = self._losses(model, batch)
         if aux_loss is None or self.data_cfg.aux_weight == 0:
-            return tok_loss, {"token_loss": float(tok_loss)}
-        return tok_loss + self.data_cfg.aux_weight * aux_loss, {"token_loss": float(tok_loss), "aux_loss": float(aux_loss)}
+            return tok_loss, {"token_loss": float(tok_loss.detach())}
+        return tok_loss + self.data_cfg.aux_weight * aux_loss, {"token_loss": float(tok_loss.detach()), "aux_loss": float(aux_loss.detach())}
 
     # -- validation ---------------------------------------------------------------------------------
     def _generate(self, model: torch.nn.Module, dataset: ReportItems, n: int, batch_size: int = 32) -> tuple[list[str], list[str], np.ndarray | None]:

@@ -45,6 +45,7 @@ _COMMAND_MODULES = (
     "unicxr.train.cli",
     "unicxr.pipelines.cli",
     "unicxr.eval.cli",
+    "unicxr.understanding.cli",
 )
 
 

@@ -18,6 +18,8 @@ MODEL_MODULES: dict[str, str] = {
     "ldm_unet": "unicxr.models.ldm_unet",
     "latent_dit": "unicxr.models.latent_dit",
     "crossflow": "unicxr.models.crossflow",
+    "cxr_finding_classifier": "unicxr.models.finding_classifier",
+    "cxr_report_generator": "unicxr.models.report_generator",
 }
 
 

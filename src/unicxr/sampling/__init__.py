@@ -1,4 +1,5 @@
-"""Sampling: timestep embeddings, rectified-flow and diffusion schedules, ODE samplers, guidance.
+"""Sampling: timestep embeddings, rectified-flow and diffusion schedules, ODE samplers, guidance, and
+autoregressive decoding (:mod:`unicxr.sampling.decoding`: greedy, beam, nucleus).
 
 One implementation shared by every generator family (LDM-UNet, latent DiT, CrossFlow) and the unified
 model. MONAI's DDPM/DDIM/PNDM/RFlow schedulers are wrapped (:mod:`unicxr.sampling.diffusion`), not

@@ -45,6 +45,8 @@ TASK_MODULES: dict[str, str] = {
     "ldm_unet": "unicxr.train.tasks.generator",
     "latent_dit": "unicxr.train.tasks.generator",
     "crossflow": "unicxr.train.tasks.generator",
+    "finding_classifier": "unicxr.train.tasks.finding_classifier",
+    "report_generator": "unicxr.train.tasks.report_generator",
 }
 
 

@@ -15,6 +15,8 @@ MODEL_MODULES: dict[str, str] = {
     "toy_mlp": "unicxr.models.toy",
     "toy_composite": "unicxr.models.toy",
     "cxr_classifier": "unicxr.models.classifier",
+    "autoencoder_kl": "unicxr.models.autoencoder",
+    "vqvae": "unicxr.models.autoencoder",
 }
 
 

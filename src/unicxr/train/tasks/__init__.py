@@ -42,6 +42,7 @@ TASK_MODULES: dict[str, str] = {
     "toy_regression": "unicxr.train.tasks.toy",
     "toy_adversarial": "unicxr.train.tasks.toy",
     "classifier": "unicxr.train.tasks.classifier",
+    "autoencoder": "unicxr.train.tasks.autoencoder",
 }
 
 

@@ -23,6 +23,7 @@ decoded images are not clamped (clamp for display).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -30,6 +31,7 @@ from pydantic import Field, model_validator
 
 from unicxr.config import StrictModel
 from unicxr.models.base import ModelMixin, register_model
+from unicxr.utils.errors import UnicxrError
 
 __all__ = [
     "AutoencoderConfig",
@@ -38,6 +40,8 @@ __all__ = [
     "VQVAEModel",
     "build_autoencoder",
     "AUTOENCODER_TYPES",
+    "resolve_model_dir",
+    "load_autoencoder",
 ]
 
 
@@ -223,7 +227,8 @@ class AutoencoderKLModel(LatentAutoencoder):
 class VQVAEModel(LatentAutoencoder):
     """MONAI ``VQVAE`` with an EMA codebook of ``num_embeddings`` codes of size ``latent_channels``.
     ``forward(x)`` (training) returns ``(reconstruction (B, 1, H, W), vq_loss ())``; in train mode it
-    also updates the codebook (EMA buffers)."""
+    also updates the codebook (EMA buffers), which the first training batch initialises (see
+    :meth:`_init_codebook`)."""
 
     model_type = "vqvae"
     config_class = AutoencoderConfig
@@ -250,6 +255,26 @@ class VQVAEModel(LatentAutoencoder):
             decay=cfg.vq_decay,
             ddp_sync=True,
         )
+        # 0 until the codebook has been initialised from data (first training forward); saved with
+        # the weights and checkpoints, so a resumed run does not re-initialise it.
+        self.register_buffer("codebook_ready", torch.zeros((), dtype=torch.uint8))
+
+    @torch.no_grad()
+    def _init_codebook(self, h: torch.Tensor) -> None:
+        """Data-dependent codebook start: codes = random encoder outputs of the first batch (+ tiny
+        noise), EMA statistics as if each code had been used once. MONAI's default (N(0, 1) codes,
+        zero EMA counts) maps every vector of a fresh encoder (outputs ~0.02) to one code, and unused
+        codes then grow as ema_w / eps and are never chosen again (codebook collapse)."""
+        q = self.net.quantizer.quantizer
+        flat = h.detach().float().movedim(1, -1).reshape(-1, q.embedding_dim)
+        pick = torch.randint(0, flat.shape[0], (q.num_embeddings,), device=flat.device)
+        codes = flat[pick] + 1e-3 * flat.std() * torch.randn(q.num_embeddings, q.embedding_dim, device=flat.device)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.broadcast(codes, 0)
+        q.embedding.weight.data.copy_(codes)
+        q.ema_w.data.copy_(codes)
+        q.ema_cluster_size.data.fill_(1.0)
+        self.codebook_ready.fill_(1)
 
     def encode_indices(self, x: torch.Tensor) -> torch.Tensor:
         """Code indices (B, h, w) int64 of images in [0, 1]."""
@@ -271,6 +296,8 @@ class VQVAEModel(LatentAutoencoder):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.net.encode(self._check_images(x))
+        if self.training and not bool(self.codebook_ready):
+            self._init_codebook(h)
         q, vq_loss = self.net.quantize(h)
         return self.decode_unscaled(q), vq_loss
 
@@ -282,3 +309,23 @@ def build_autoencoder(config: AutoencoderConfig | dict[str, Any]) -> LatentAutoe
     """A fresh autoencoder of the type ``config.kind`` names."""
     kind = config.kind if isinstance(config, AutoencoderConfig) else dict(config).get("kind", "kl")
     return AUTOENCODER_TYPES[kind](config)
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """A saved model directory, or the ``model/`` (else ``model_ema/``) folder of a training run."""
+    path = Path(path)
+    for cand in (path, path / "model", path / "model_ema"):
+        if (cand / "config.json").is_file():
+            return cand
+    raise UnicxrError(f"{path}: not a model directory nor a training run (no config.json, model/ or model_ema/)")
+
+
+def load_autoencoder(path: str | Path, device: str = "cpu") -> tuple[LatentAutoencoder, Path]:
+    """(model in eval mode, its directory) of a saved ``autoencoder_kl``/``vqvae`` model or run folder."""
+    from unicxr.models import load_model
+
+    model_dir = resolve_model_dir(path)
+    model = load_model(model_dir, device=device)
+    if not isinstance(model, LatentAutoencoder):
+        raise UnicxrError(f"{path}: model type {model.model_type!r} is not an autoencoder (autoencoder_kl, vqvae)")
+    return model.eval(), model_dir

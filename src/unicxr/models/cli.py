@@ -6,32 +6,7 @@ from pathlib import Path
 
 import typer
 
-__all__ = ["register", "encode_command", "resolve_model_dir", "load_autoencoder"]
-
-
-def resolve_model_dir(path: Path) -> Path:
-    """A saved model directory, or the ``model/`` (else ``model_ema/``) folder of a training run."""
-    from unicxr.utils.errors import UnicxrError
-
-    for cand in (path, path / "model", path / "model_ema"):
-        if (cand / "config.json").is_file():
-            return cand
-    raise UnicxrError(f"{path}: not a model directory nor a training run (no config.json, model/ or model_ema/)")
-
-
-def load_autoencoder(path: Path, device: str = "cpu"):
-    """(model in eval mode, its directory) of a saved ``autoencoder_kl``/``vqvae`` model or run."""
-    from unicxr.models import load_model
-    from unicxr.models.autoencoder import LatentAutoencoder
-    from unicxr.utils.errors import UnicxrError
-
-    model_dir = resolve_model_dir(Path(path))
-    model = load_model(model_dir, device=device)
-    if not isinstance(model, LatentAutoencoder):
-        raise UnicxrError(f"--model {path}: model type {model.model_type!r} is not an autoencoder (autoencoder_kl, vqvae)")
-    if model.config.scale_factor is None:
-        typer.echo(f"warning: {model_dir}: no latent scale factor in config.json; using 1.0", err=True)
-    return model.eval(), model_dir
+__all__ = ["register", "encode_command"]
 
 
 def encode_command(
@@ -55,10 +30,13 @@ def encode_command(
     import torch
 
     from unicxr.data.latent_cache import write_latent_cache
+    from unicxr.models.autoencoder import load_autoencoder
 
     if num_threads:
         torch.set_num_threads(num_threads)
     ae, model_dir = load_autoencoder(model, device=device)
+    if ae.config.scale_factor is None:
+        typer.echo(f"warning: {model_dir}: no latent scale factor in config.json; using 1.0", err=True)
     write_latent_cache(ae, model_dir, cache, out, split=split, batch_size=batch_size, shard_size=shard_size,
                        overwrite=overwrite, log=lambda m: typer.echo(m, err=True), progress=progress)
 

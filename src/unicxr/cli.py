@@ -42,6 +42,7 @@ _COMMAND_MODULES = (
     "unicxr.phantom.cli",
     "unicxr.data.cli",
     "unicxr.text.cli",
+    "unicxr.models.cli",
     "unicxr.train.cli",
     "unicxr.pipelines.cli",
     "unicxr.eval.cli",

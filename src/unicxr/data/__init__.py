@@ -12,6 +12,7 @@ from typing import Any
 
 __all__ = [
     "CXRCache",
+    "LatentCache",
     "CXRDataset",
     "Augment",
     "DecodeError",
@@ -28,6 +29,7 @@ __all__ = [
 
 _LAZY = {
     "CXRCache": "unicxr.data.cache",
+    "LatentCache": "unicxr.data.latent_cache",
     "prepare_cache": "unicxr.data.cache",
     "CXRDataset": "unicxr.data.dataset",
     "Augment": "unicxr.data.dataset",

@@ -37,7 +37,20 @@ from unicxr.data.splits import normalize_split, patient_split
 from unicxr.labels import FINDINGS, NUM_FINDINGS
 from unicxr.utils import UnicxrError, atomic_write, atomic_write_text
 
-__all__ = ["CACHE_VERSION", "PrepareConfig", "prepare_cache", "clean_records", "CXRCache"]
+__all__ = [
+    "CACHE_VERSION",
+    "PrepareConfig",
+    "prepare_cache",
+    "clean_records",
+    "CXRCache",
+    "StringColumn",
+    "shard_name",
+    "write_npy",
+    "write_index_part",
+    "index_columns",
+    "shard_done",
+    "clean_stale_temps",
+]
 
 CACHE_VERSION = 1
 _SHARD_TARGET_BYTES = 256 * 1024 * 1024
@@ -270,7 +283,8 @@ class _Pool:
 
 
 # ------------------------------------------------------------------------------------------- writing
-def _shard_name(i: int) -> str:
+def shard_name(i: int) -> str:
+    """File stem of shard ``i`` (``shard-00000``)."""
     return f"shard-{i:05d}"
 
 
@@ -309,15 +323,17 @@ def _fingerprint(cfg: PrepareConfig, records: Sequence[Record], shard_size: int)
     return h.hexdigest()
 
 
-def _write_npy(path: Path, arr: np.ndarray) -> None:
+def write_npy(path: Path, arr: np.ndarray) -> None:
+    """Write an array as ``.npy`` atomically (no pickles)."""
     with atomic_write(path, "wb") as fh:
         np.save(fh, arr, allow_pickle=False)
 
 
-def _write_parquet(path: Path, rows: list[dict[str, Any]]) -> None:
+def write_index_part(path: Path, rows: list[dict[str, Any]], extra_columns: Sequence[str] = ()) -> None:
+    """Write index rows (the :func:`index_columns` + ``extra_columns``) to a parquet file atomically."""
     import pandas as pd
 
-    df = pd.DataFrame(rows, columns=_columns())
+    df = pd.DataFrame(rows, columns=[*index_columns(), *extra_columns])
     for name in FINDINGS:
         df[name] = df[name].astype("float32")
     for name in ("shard", "offset", "height", "width", "idx"):
@@ -326,18 +342,20 @@ def _write_parquet(path: Path, rows: list[dict[str, Any]]) -> None:
         df.to_parquet(fh, index=False)
 
 
-def _columns() -> list[str]:
+def index_columns() -> list[str]:
+    """Columns of an index part (``status`` is ``ok`` or the reject reason)."""
     return [
         "idx", "path", "patient_id", "study_id", "view", "split", "report", *FINDINGS,
         "source", "meta", "shard", "offset", "height", "width", "status",
     ]
 
 
-def _shard_done(out: Path, i: int) -> bool:
+def shard_done(out: Path, i: int) -> bool:
+    """Whether shard ``i`` of the cache being written in ``out`` is finished (part + matching array)."""
     import pandas as pd
 
-    part = out / "parts" / f"{_shard_name(i)}.parquet"
-    npy = out / "shards" / f"{_shard_name(i)}.npy"
+    part = out / "parts" / f"{shard_name(i)}.parquet"
+    npy = out / "shards" / f"{shard_name(i)}.npy"
     if not part.is_file() or not npy.is_file():
         return False
     try:
@@ -348,7 +366,8 @@ def _shard_done(out: Path, i: int) -> bool:
         return False
 
 
-def _clean_stale_temps(out: Path) -> None:
+def clean_stale_temps(out: Path) -> None:
+    """Remove temporary files a killed writer left in ``out``, ``out/shards`` and ``out/parts``."""
     for sub in (out, out / "shards", out / "parts"):
         if sub.is_dir():
             for p in sub.glob(".*.tmp"):
@@ -421,13 +440,13 @@ def prepare_cache(cfg: PrepareConfig, *, log: Callable[[str], None] = print, pro
                 (out / name).unlink(missing_ok=True)
     (out / "shards").mkdir(parents=True, exist_ok=True)
     (out / "parts").mkdir(parents=True, exist_ok=True)
-    _clean_stale_temps(out)
+    clean_stale_temps(out)
     atomic_write_text(
         plan_path,
         json.dumps({"fingerprint": fingerprint, "records": len(records), "shard_size": shard_size}, indent=2),
     )
 
-    pending = [i for i in range(n_shards) if not _shard_done(out, i)]
+    pending = [i for i in range(n_shards) if not shard_done(out, i)]
     if len(pending) < n_shards:
         log(f"resuming: {n_shards - len(pending)} of {n_shards} shards already finished")
     n_pending = sum(min(shard_size, len(records) - i * shard_size) for i in pending)
@@ -452,8 +471,8 @@ def prepare_cache(cfg: PrepareConfig, *, log: Callable[[str], None] = print, pro
                         row.update(offset=-1, status=str(payload))
                     rows.append(row)
                 stack = np.stack(arrays) if arrays else np.zeros((0, cfg.size, cfg.size), dtype=dtype)
-                _write_npy(out / "shards" / f"{_shard_name(s)}.npy", stack.astype(dtype, copy=False))
-                _write_parquet(out / "parts" / f"{_shard_name(s)}.parquet", rows)
+                write_npy(out / "shards" / f"{shard_name(s)}.npy", stack.astype(dtype, copy=False))
+                write_index_part(out / "parts" / f"{shard_name(s)}.parquet", rows)
     finally:
         pool.close()
     decode_s = time.perf_counter() - t_decode
@@ -463,8 +482,8 @@ def prepare_cache(cfg: PrepareConfig, *, log: Callable[[str], None] = print, pro
 def _finish(cfg, out, n_shards, shard_size, fingerprint, stats, n_pending, decode_s, t0, log) -> dict[str, Any]:
     import pandas as pd
 
-    parts = [pd.read_parquet(out / "parts" / f"{_shard_name(i)}.parquet") for i in range(n_shards)]
-    df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=_columns())
+    parts = [pd.read_parquet(out / "parts" / f"{shard_name(i)}.parquet") for i in range(n_shards)]
+    df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=index_columns())
     ok = df[df["status"] == "ok"].drop(columns=["status"]).reset_index(drop=True)
     rej = df[df["status"] != "ok"]
     with atomic_write(out / "index.parquet", "wb") as fh:
@@ -482,7 +501,7 @@ def _finish(cfg, out, n_shards, shard_size, fingerprint, stats, n_pending, decod
         "fit": cfg.fit,
         "views": cfg.views,
         "shard_size": shard_size,
-        "shards": [f"shards/{_shard_name(i)}.npy" for i in range(n_shards)],
+        "shards": [f"shards/{shard_name(i)}.npy" for i in range(n_shards)],
         "findings": list(FINDINGS),
         "counts": {
             "listed": stats.listed,
@@ -549,6 +568,8 @@ class CXRCache:
             self.manifest: dict[str, Any] = json.loads(manifest_path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise UnicxrError(f"{manifest_path}: unreadable manifest: {exc}") from None
+        if self.manifest.get("kind") == "latent":
+            raise UnicxrError(f"{self.root}: is a latent cache; read it with unicxr.data.LatentCache")
         if self.manifest.get("version") != CACHE_VERSION:
             raise UnicxrError(
                 f"{manifest_path}: cache version {self.manifest.get('version')} is not {CACHE_VERSION}; re-run prepare"
@@ -597,7 +618,7 @@ class CXRCache:
     def _shard_array(self, s: int) -> np.ndarray:
         arr = self._maps.get(s)
         if arr is None:
-            mm = np.load(self.root / "shards" / f"{_shard_name(s)}.npy", mmap_mode="r")
+            mm = np.load(self.root / "shards" / f"{shard_name(s)}.npy", mmap_mode="r")
             # A plain ndarray view of the same mapping: indexing a np.memmap runs its Python-level
             # __array_finalize__ on every slice, which cost more than the pixel copy itself.
             arr = mm.view(np.ndarray)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-__all__ = ["register", "images_command", "reports_command", "classifier_command", "sanity_command"]
+__all__ = ["register", "images_command", "reports_command", "classifier_command", "sanity_command", "recon_command"]
 
 _SECTIONS = "full | impression | findings_impression | raw"
 
@@ -352,13 +352,60 @@ def reports_command(
     )
 
 
+def recon_command(
+    model: Path = typer.Option(..., "--model", help="Autoencoder run folder (uses model/) or model directory."),
+    cache: Path = typer.Option(..., "--cache", help="A `unicxr prepare` cache."),
+    out: Path = typer.Option(Path("eval_recon"), "--out", "-o", help="Output folder (metrics.json, report.md/html, grid.png)."),
+    split: str = typer.Option("test", "--split", help="Split to reconstruct ('all' for everything)."),
+    features: str = typer.Option(
+        None, "--features", help="Feature space for FD and AUROC (own:RUN for the evaluation encoder; see eval images)."
+    ),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per batch."),
+    max_images: int = typer.Option(None, "--max-images", min=1, help="Use the first N images of the split."),
+    n_grid: int = typer.Option(8, "--n-grid", min=0, help="Images in the grid."),
+    min_count: int = typer.Option(20, "--min-count", min=1, help="Positives/negatives a finding needs to count."),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also score bicubic down/up-sampling with as many values as the latent."),
+    n_boot: int = typer.Option(0, "--n-boot", min=0, help="Bootstrap replicates for the FD CI (0: none)."),
+    num_threads: int = typer.Option(None, "--num-threads", min=1, help="torch intra-op threads."),
+    device: str = typer.Option("cpu", "--device", help="Torch device (cpu, cuda)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Reconstruction quality of a latent autoencoder: PSNR/SSIM/MS-SSIM, FD in a feature space,
+    per-finding AUROC of the evaluation encoder on originals vs reconstructions, a bicubic baseline
+    with as many values as the latent, encode/decode img/s, and an image grid in report.md/html."""
+    import json
+
+    import torch
+
+    from unicxr.eval.recon import evaluate_recon
+
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    res = evaluate_recon(model, cache, out, split=split, features=features, batch_size=batch_size,
+                         max_images=max_images, n_grid=n_grid, min_count=min_count, baseline=baseline,
+                         n_boot=n_boot, device=device, progress=progress)
+    r = res["recon"]
+    line = {"psnr": round(r["psnr"]["mean"], 3), "ssim": round(r["ssim"]["mean"], 4),
+            "ms_ssim": round(r["ms_ssim"]["mean"], 4)}
+    if "fd" in r:
+        line["fd"] = round(r["fd"]["value"], 4)
+    if res.get("auroc"):
+        line["max_abs_delta_auroc"] = res["auroc"]["max_abs_delta"]
+    typer.echo(json.dumps(line))
+    typer.echo(f"wrote {out / 'metrics.json'}, {out / 'report.md'}, {out / 'report.html'}", err=True)
+
+
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> set[str]:
     """Add ``eval images``, ``eval reports``, ``eval classifier`` and ``eval sanity`` to the ``eval`` group."""
     groups["eval"].command("images")(images_command)
     groups["eval"].command("reports")(reports_command)
     groups["eval"].command("classifier")(classifier_command)
     groups["eval"].command("sanity")(sanity_command)
+<<<<<<< HEAD
     from unicxr.eval.realism_cli import realism_command
 
     groups["eval"].command("realism")(realism_command)
+=======
+    groups["eval"].command("recon")(recon_command)
+>>>>>>> latent
     return {"eval"}

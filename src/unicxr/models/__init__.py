@@ -20,6 +20,8 @@ MODEL_MODULES: dict[str, str] = {
     "crossflow": "unicxr.models.crossflow",
     "cxr_finding_classifier": "unicxr.models.finding_classifier",
     "cxr_report_generator": "unicxr.models.report_generator",
+    "autoencoder_kl": "unicxr.models.autoencoder",
+    "vqvae": "unicxr.models.autoencoder",
 }
 
 

@@ -47,6 +47,7 @@ TASK_MODULES: dict[str, str] = {
     "crossflow": "unicxr.train.tasks.generator",
     "finding_classifier": "unicxr.train.tasks.finding_classifier",
     "report_generator": "unicxr.train.tasks.report_generator",
+    "autoencoder": "unicxr.train.tasks.autoencoder",
 }
 
 

@@ -1,0 +1,331 @@
+"""Latent autoencoders for grayscale CXRs: MONAI ``AutoencoderKL`` and ``VQVAE`` behind one API.
+
+Every generator works in the latent space of one of these models. Both types take images
+(B, 1, H, W) in [0, 1] (or (B, 1, D, H, W) with ``spatial_dims=3``), downsample by
+``2 ** (len(channels) - 1)`` (4 or 8 in the recipes) to ``latent_channels`` channels, and share::
+
+    z = ae.encode(x)          # (B, C, h, w), already multiplied by config.scale_factor
+    x_hat = ae.decode(z)      # (B, 1, H, W), divides by config.scale_factor first
+    ae.latent_shape(256)      # (C, h, w)
+
+``scale_factor`` (1 / std of the training latents) is computed once from training data by the
+``autoencoder`` task and stored in ``config.json``; until then it is ``None`` and counts as 1.
+
+* ``autoencoder_kl`` (:class:`AutoencoderKLModel`): a Gaussian posterior; :meth:`posterior` gives
+  the unscaled mean and log-variance, ``encode`` the (scaled) mean or a sample.
+* ``vqvae`` (:class:`VQVAEModel`): an EMA-codebook quantizer; ``encode`` gives the quantized latents
+  (scaled), :meth:`VQVAEModel.encode_indices` / :meth:`VQVAEModel.decode_indices` the code indices.
+
+The networks see ``2x - 1`` (inputs in [-1, 1]) and their output is mapped back with ``(y + 1) / 2``;
+decoded images are not clamped (clamp for display).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+
+from unicxr.config import StrictModel
+from unicxr.models.base import ModelMixin, register_model
+from unicxr.utils.errors import UnicxrError
+
+__all__ = [
+    "AutoencoderConfig",
+    "LatentAutoencoder",
+    "AutoencoderKLModel",
+    "VQVAEModel",
+    "build_autoencoder",
+    "AUTOENCODER_TYPES",
+    "resolve_model_dir",
+    "load_autoencoder",
+]
+
+
+class AutoencoderConfig(StrictModel):
+    """Config of both autoencoder types (``kind`` selects one; the other kind's options are unused)."""
+
+    kind: Literal["kl", "vq"] = Field("kl", description="kl: AutoencoderKL; vq: VQVAE (EMA codebook)")
+    spatial_dims: Literal[2, 3] = 2
+    image_size: int | None = Field(
+        None, ge=8, description="training image side in px (null: the cache's size); recorded, not enforced"
+    )
+    channels: list[int] = Field(
+        default_factory=lambda: [32, 64, 64],
+        description="widths per resolution level; downsampling factor = 2 ** (len(channels) - 1)",
+    )
+    latent_channels: int = Field(4, gt=0, description="latent channels C (VQ: embedding_dim = C)")
+    num_res_blocks: int = Field(1, ge=1)
+    attention: bool = Field(False, description="KL only: attention at the lowest level + non-local blocks")
+    norm_num_groups: int = Field(32, gt=0, description="KL only: GroupNorm groups (divides every width)")
+    num_embeddings: int = Field(512, gt=1, description="VQ only: codebook size")
+    commitment_cost: float = Field(0.25, ge=0.0, description="VQ only: commitment weight in the VQ loss")
+    vq_decay: float = Field(0.99, gt=0.0, lt=1.0, description="VQ only: EMA decay of the codebook")
+    scale_factor: float | None = Field(
+        None, gt=0.0, description="1 / std of training latents (set once after training; null counts as 1)"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> AutoencoderConfig:
+        if len(self.channels) < 2:
+            raise ValueError("channels: need at least 2 levels (downsampling factor >= 2)")
+        if any(c <= 0 for c in self.channels):
+            raise ValueError(f"channels: must be positive, got {self.channels}")
+        if self.kind == "kl" and any(c % self.norm_num_groups for c in self.channels):
+            raise ValueError(f"channels {self.channels} must be multiples of norm_num_groups ({self.norm_num_groups})")
+        if self.image_size is not None and self.image_size % self.downsample_factor:
+            raise ValueError(
+                f"image_size {self.image_size} is not divisible by the downsampling factor {self.downsample_factor}"
+            )
+        return self
+
+    @property
+    def downsample_factor(self) -> int:
+        """Spatial downsampling factor f = 2 ** (len(channels) - 1)."""
+        return 2 ** (len(self.channels) - 1)
+
+
+class LatentAutoencoder(ModelMixin):
+    """Shared API of the latent autoencoders (see the module docstring)."""
+
+    config: AutoencoderConfig
+    kind: str = ""
+
+    def __init__(self, config: AutoencoderConfig | dict[str, Any]) -> None:
+        super().__init__(config)
+        if self.config.kind != self.kind:
+            raise ValueError(f"{self.model_type}: config.kind must be {self.kind!r}, got {self.config.kind!r}")
+
+    # -- shapes and scaling -----------------------------------------------------------------------
+    @property
+    def downsample_factor(self) -> int:
+        return self.config.downsample_factor
+
+    @property
+    def scale(self) -> float:
+        """The latent scale factor (1.0 until it has been computed)."""
+        return float(self.config.scale_factor) if self.config.scale_factor is not None else 1.0
+
+    def latent_shape(self, image_size: int | tuple[int, ...] | None = None) -> tuple[int, ...]:
+        """Latent shape (C, h, w) (or (C, d, h, w)) of an image of side ``image_size`` (default: the
+        config's) or of spatial shape ``image_size``."""
+        size = self.config.image_size if image_size is None else image_size
+        if size is None:
+            raise ValueError("latent_shape: give image_size (the config has none)")
+        dims = self.config.spatial_dims
+        sides = (int(size),) * dims if isinstance(size, int) else tuple(int(s) for s in size)
+        f = self.downsample_factor
+        if len(sides) != dims or any(s % f for s in sides):
+            raise ValueError(f"latent_shape: image shape {sides} must have {dims} sides divisible by {f}")
+        return (self.config.latent_channels, *(s // f for s in sides))
+
+    def _check_images(self, x: torch.Tensor) -> torch.Tensor:
+        dims = self.config.spatial_dims
+        if x.ndim != dims + 2 or x.shape[1] != 1:
+            raise ValueError(f"expected images of shape (B, 1, {'D, ' if dims == 3 else ''}H, W), got {tuple(x.shape)}")
+        f = self.downsample_factor
+        if any(s % f for s in x.shape[2:]):
+            raise ValueError(f"image sides {tuple(x.shape[2:])} must be divisible by the downsampling factor {f}")
+        return x.float() * 2.0 - 1.0
+
+    @staticmethod
+    def _to_image(y: torch.Tensor) -> torch.Tensor:
+        return (y + 1.0) * 0.5
+
+    # -- API --------------------------------------------------------------------------------------
+    def encode_unscaled(self, x: torch.Tensor) -> torch.Tensor:
+        """Deterministic latents (B, C, h, w) before scaling (KL: posterior mean; VQ: quantized)."""
+        raise NotImplementedError
+
+    def decode_unscaled(self, z: torch.Tensor) -> torch.Tensor:
+        """Images (B, 1, H, W) from unscaled latents."""
+        raise NotImplementedError
+
+    def encode(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """Images (B, 1, H, W) in [0, 1] → latents (B, C, h, w) × ``scale_factor``."""
+        return self.encode_unscaled(x) * self.scale
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Scaled latents (B, C, h, w) → images (B, 1, H, W) (about [0, 1]; not clamped)."""
+        return self.decode_unscaled(z / self.scale)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Deterministic round trip ``decode(encode(x))`` (B, 1, H, W)."""
+        return self.decode(self.encode(x))
+
+    def set_scale_factor(self, value: float) -> None:
+        """Store ``value`` as the latent scale factor (written to config.json on save)."""
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"scale factor must be positive and finite, got {value}")
+        self.config = self.config.model_copy(update={"scale_factor": float(value)})
+
+
+@register_model
+class AutoencoderKLModel(LatentAutoencoder):
+    """MONAI ``AutoencoderKL`` (1 channel in/out). ``forward(x)`` (training) returns
+    ``(reconstruction (B, 1, H, W), mean, logvar)`` with a posterior sample from the global RNG."""
+
+    model_type = "autoencoder_kl"
+    config_class = AutoencoderConfig
+    kind = "kl"
+
+    def __init__(self, config: AutoencoderConfig | dict[str, Any]) -> None:
+        super().__init__(config)
+        from monai.networks.nets import AutoencoderKL
+
+        cfg = self.config
+        n = len(cfg.channels)
+        attn = [False] * n
+        if cfg.attention:
+            attn[-1] = True
+        self.net = AutoencoderKL(
+            spatial_dims=cfg.spatial_dims,
+            in_channels=1,
+            out_channels=1,
+            num_res_blocks=cfg.num_res_blocks,
+            channels=tuple(cfg.channels),
+            attention_levels=tuple(attn),
+            latent_channels=cfg.latent_channels,
+            norm_num_groups=cfg.norm_num_groups,
+            with_encoder_nonlocal_attn=cfg.attention,
+            with_decoder_nonlocal_attn=cfg.attention,
+            include_fc=False,
+        )
+
+    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unscaled posterior ``(mean, logvar)``, each (B, C, h, w), of images in [0, 1]."""
+        mu, sigma = self.net.encode(self._check_images(x))
+        return mu, 2.0 * torch.log(sigma)
+
+    def encode_unscaled(self, x: torch.Tensor) -> torch.Tensor:
+        return self.posterior(x)[0]
+
+    def encode(
+        self, x: torch.Tensor, *, sample: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Scaled latents: the posterior mean, or (``sample=True``) a posterior sample."""
+        mu, logvar = self.posterior(x)
+        if sample:
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+            mu = mu + eps * torch.exp(0.5 * logvar)
+        return mu * self.scale
+
+    def decode_unscaled(self, z: torch.Tensor) -> torch.Tensor:
+        return self._to_image(self.net.decode(z))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mu, logvar = self.posterior(x)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return self.decode_unscaled(z), mu, logvar
+
+
+@register_model
+class VQVAEModel(LatentAutoencoder):
+    """MONAI ``VQVAE`` with an EMA codebook of ``num_embeddings`` codes of size ``latent_channels``.
+    ``forward(x)`` (training) returns ``(reconstruction (B, 1, H, W), vq_loss ())``; in train mode it
+    also updates the codebook (EMA buffers), which the first training batch initialises (see
+    :meth:`_init_codebook`)."""
+
+    model_type = "vqvae"
+    config_class = AutoencoderConfig
+    kind = "vq"
+
+    def __init__(self, config: AutoencoderConfig | dict[str, Any]) -> None:
+        super().__init__(config)
+        from monai.networks.nets import VQVAE
+
+        cfg = self.config
+        levels = tuple(cfg.channels[1:])  # one stride-2 level per downsampling
+        self.net = VQVAE(
+            spatial_dims=cfg.spatial_dims,
+            in_channels=1,
+            out_channels=1,
+            channels=levels,
+            num_res_layers=cfg.num_res_blocks,
+            num_res_channels=levels,
+            downsample_parameters=tuple((2, 4, 1, 1) for _ in levels),
+            upsample_parameters=tuple((2, 4, 1, 1, 0) for _ in levels),
+            num_embeddings=cfg.num_embeddings,
+            embedding_dim=cfg.latent_channels,
+            commitment_cost=cfg.commitment_cost,
+            decay=cfg.vq_decay,
+            ddp_sync=True,
+        )
+        # 0 until the codebook has been initialised from data (first training forward); saved with
+        # the weights and checkpoints, so a resumed run does not re-initialise it.
+        self.register_buffer("codebook_ready", torch.zeros((), dtype=torch.uint8))
+
+    @torch.no_grad()
+    def _init_codebook(self, h: torch.Tensor) -> None:
+        """Data-dependent codebook start: codes = random encoder outputs of the first batch (+ tiny
+        noise), EMA statistics as if each code had been used once. MONAI's default (N(0, 1) codes,
+        zero EMA counts) maps every vector of a fresh encoder (outputs ~0.02) to one code, and unused
+        codes then grow as ema_w / eps and are never chosen again (codebook collapse)."""
+        q = self.net.quantizer.quantizer
+        flat = h.detach().float().movedim(1, -1).reshape(-1, q.embedding_dim)
+        pick = torch.randint(0, flat.shape[0], (q.num_embeddings,), device=flat.device)
+        codes = flat[pick] + 1e-3 * flat.std() * torch.randn(q.num_embeddings, q.embedding_dim, device=flat.device)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.broadcast(codes, 0)
+        q.embedding.weight.data.copy_(codes)
+        q.ema_w.data.copy_(codes)
+        q.ema_cluster_size.data.fill_(1.0)
+        self.codebook_ready.fill_(1)
+
+    def encode_indices(self, x: torch.Tensor) -> torch.Tensor:
+        """Code indices (B, h, w) int64 of images in [0, 1]."""
+        return self.net.index_quantize(self._check_images(x))
+
+    def indices_to_latent(self, indices: torch.Tensor) -> torch.Tensor:
+        """Code indices (B, h, w) → scaled latents (B, C, h, w)."""
+        return self.net.quantizer.embed(indices.long()) * self.scale
+
+    def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        """Code indices (B, h, w) → images (B, 1, H, W)."""
+        return self.decode_unscaled(self.net.quantizer.embed(indices.long()))
+
+    def encode_unscaled(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.quantizer.embed(self.encode_indices(x))
+
+    def decode_unscaled(self, z: torch.Tensor) -> torch.Tensor:
+        return self._to_image(self.net.decode(z))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.net.encode(self._check_images(x))
+        if self.training and not bool(self.codebook_ready):
+            self._init_codebook(h)
+        q, vq_loss = self.net.quantize(h)
+        return self.decode_unscaled(q), vq_loss
+
+
+AUTOENCODER_TYPES: dict[str, type[LatentAutoencoder]] = {"kl": AutoencoderKLModel, "vq": VQVAEModel}
+
+
+def build_autoencoder(config: AutoencoderConfig | dict[str, Any]) -> LatentAutoencoder:
+    """A fresh autoencoder of the type ``config.kind`` names."""
+    kind = config.kind if isinstance(config, AutoencoderConfig) else dict(config).get("kind", "kl")
+    return AUTOENCODER_TYPES[kind](config)
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """A saved model directory, or the ``model/`` (else ``model_ema/``) folder of a training run."""
+    path = Path(path)
+    for cand in (path, path / "model", path / "model_ema"):
+        if (cand / "config.json").is_file():
+            return cand
+    raise UnicxrError(f"{path}: not a model directory nor a training run (no config.json, model/ or model_ema/)")
+
+
+def load_autoencoder(path: str | Path, device: str = "cpu") -> tuple[LatentAutoencoder, Path]:
+    """(model in eval mode, its directory) of a saved ``autoencoder_kl``/``vqvae`` model or run folder."""
+    from unicxr.models import load_model
+
+    model_dir = resolve_model_dir(path)
+    model = load_model(model_dir, device=device)
+    if not isinstance(model, LatentAutoencoder):
+        raise UnicxrError(f"{path}: model type {model.model_type!r} is not an autoencoder (autoencoder_kl, vqvae)")
+    return model.eval(), model_dir

@@ -1,0 +1,310 @@
+"""Autoencoder task: a KL or VQ latent autoencoder for grayscale CXRs (``model.kind: kl | vq``).
+
+Generator loss (optimizer ``main``)::
+
+    l1 · |x - x̂|  +  kl · KL(q(z|x) || N(0, I))  (or the VQ commitment loss)
+    + spectral · JukeboxLoss(x̂, x)  +  perceptual · d_feat(x̂, x)  +  adv · LSGAN(D(x̂), real)
+
+The discriminator (optimizer ``disc``, a MONAI ``PatchDiscriminator`` built by :meth:`build_modules`,
+checkpointed but not saved with the model) starts at ``data.disc_start`` (default: ``disc_start_frac``
+× ``train.max_steps``, so a shortened run still trains it) together with the
+generator's adversarial term. The perceptual term uses a frozen evaluation encoder (``data.perceptual
+.features: own:RUN``, a ``cxr_classifier`` run): channel-normalised differences of its intermediate
+feature maps. It is a training-only loss network held by the task, never part of the saved model; it
+is off unless ``features`` is given.
+
+At each evaluation (always at the end of training) the latent scale factor, 1 / std of the
+deterministic latents of the first ``data.scale_batches`` training batches, is computed on the
+evaluated weights and stored in the model's config (``config.json``: ``scale_factor``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pydantic import Field
+from torch.utils.data import Dataset
+
+from unicxr.config import StrictModel
+from unicxr.data.augment import Augment
+from unicxr.data.dataset import CXRDataset
+from unicxr.models.autoencoder import AutoencoderConfig, LatentAutoencoder, build_autoencoder
+from unicxr.train.tasks import Media, OptimizerSpec, Task, register_task, with_cache_image_size
+from unicxr.utils.errors import UnicxrError
+
+__all__ = ["AutoencoderDataConfig", "PerceptualConfig", "AutoencoderTask", "FeaturePerceptualLoss",
+           "kl_divergence", "latent_scale_factor"]
+
+
+class PerceptualConfig(StrictModel):
+    """Perceptual term from a frozen CXR network (off unless ``features`` is given)."""
+
+    features: str | None = Field(
+        None, description="own:RUN_OR_MODEL_DIR: a trained cxr_classifier (the evaluation encoder)"
+    )
+    weight: float = Field(0.1, ge=0.0, description="weight of the perceptual term when features is set")
+
+
+class AutoencoderDataConfig(StrictModel):
+    """Data and loss section of an autoencoder recipe."""
+
+    cache: str = Field(..., description="cache directory written by `unicxr prepare`")
+    train_split: str = "train"
+    val_split: str | None = "validate"
+    max_items: int | None = Field(None, gt=0, description="use at most this many items per split (tests)")
+    val_items: int = Field(64, gt=0, description="validation items for the metrics at each evaluation")
+    augment: bool = Field(
+        False, description="small seeded affine/intensity jitter (off by default: resampling blurs fine detail)"
+    )
+    l1_weight: float = Field(1.0, ge=0.0)
+    kl_weight: float = Field(1e-6, ge=0.0, description="KL only: weight of the KL term")
+    vq_weight: float = Field(1.0, ge=0.0, description="VQ only: weight of the commitment loss")
+    spectral_weight: float = Field(0.0, ge=0.0, description="weight of MONAI JukeboxLoss (FFT amplitudes)")
+    perceptual: PerceptualConfig = Field(default_factory=PerceptualConfig)
+    adv_weight: float = Field(0.01, ge=0.0, description="weight of the generator's adversarial term")
+    disc_start: int | None = Field(
+        None, ge=0, description="step at which the discriminator and the adversarial term start (null: disc_start_frac)"
+    )
+    disc_start_frac: float = Field(0.5, ge=0.0, le=1.0, description="start at this fraction of train.max_steps")
+    disc_channels: int = Field(32, gt=0)
+    disc_layers: int = Field(2, ge=1, description="PatchDiscriminator num_layers_d")
+    disc_lr_scale: float = Field(1.0, gt=0.0)
+    scale_batches: int = Field(8, ge=1, description="training batches used for the latent scale factor")
+    media_n: int = Field(6, ge=0, description="validation images shown (original | reconstruction | |diff|)")
+
+
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)), summed over latent dims, mean over the batch."""
+    kl = 0.5 * (mu.float().pow(2) + logvar.float().exp() - 1.0 - logvar.float())
+    return kl.flatten(1).sum(1).mean()
+
+
+@torch.no_grad()
+def latent_scale_factor(model: LatentAutoencoder, batches: list[torch.Tensor]) -> float:
+    """1 / std of the unscaled deterministic latents of ``batches`` (each (B, 1, H, W))."""
+    zs = [model.encode_unscaled(x).float().flatten() for x in batches]
+    std = float(torch.cat(zs).std())
+    if not std > 0:
+        raise UnicxrError("autoencoder: latents have zero variance; cannot compute the scale factor")
+    return 1.0 / std
+
+
+class FeaturePerceptualLoss(torch.nn.Module):
+    """Perceptual distance in a frozen ``cxr_classifier``'s feature maps.
+
+    For a MONAI ResNet trunk: the outputs of ``layer1``..``layer3``, each unit-normalised over channels
+    (as LPIPS without learned weights), mean squared difference averaged over layers. Other trunks:
+    mean squared difference of the pooled penultimate features.
+    """
+
+    def __init__(self, classifier: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = classifier.eval().requires_grad_(False)
+
+    def train(self, mode: bool = True) -> FeaturePerceptualLoss:  # always frozen
+        super().train(False)
+        return self
+
+    def _maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        trunk = self.net.trunk
+        if not hasattr(trunk, "layer1"):
+            return [self.net.features(x)[:, :, None, None]]
+        h = self.net.prepare(x)
+        h = trunk.act(trunk.bn1(trunk.conv1(h)))
+        if not getattr(trunk, "no_max_pool", False):
+            h = trunk.maxpool(h)
+        out = []
+        for name in ("layer1", "layer2", "layer3"):
+            h = getattr(trunk, name)(h)
+            out.append(h)
+        return out
+
+    def forward(self, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        a = self._maps(recon.float())
+        with torch.no_grad():
+            b = self._maps(target.float())
+        loss = recon.new_zeros((), dtype=torch.float32)
+        for fa, fb in zip(a, b, strict=True):
+            na = fa / (fa.pow(2).sum(1, keepdim=True).sqrt() + 1e-6)
+            nb = fb / (fb.pow(2).sum(1, keepdim=True).sqrt() + 1e-6)
+            loss = loss + (na - nb).pow(2).sum(1).mean()
+        return loss / len(a)
+
+
+@register_task("autoencoder")
+class AutoencoderTask(Task):
+    """Train an :mod:`unicxr.models.autoencoder` model (KL or VQ by ``model.kind``) with a delayed
+    patch discriminator (two optimizers: ``main``, ``disc``)."""
+
+    ModelConfig = AutoencoderConfig
+    DataConfig = AutoencoderDataConfig
+
+    def __init__(self, model_cfg: AutoencoderConfig, data_cfg: AutoencoderDataConfig) -> None:
+        super().__init__(with_cache_image_size(model_cfg, data_cfg.cache), data_cfg)
+        self.augmenter = Augment(rotate_deg=3.0, scale=0.03, translate=0.02, contrast=0.05, brightness=0.025)
+        self._train_ds: Dataset | None = None
+        self._perceptual: FeaturePerceptualLoss | None = None
+        self._spectral: torch.nn.Module | None = None
+        self._adv: torch.nn.Module | None = None
+        d = data_cfg
+        self._disc_start = d.disc_start if d.disc_start is not None else 0  # set from max_steps below
+
+    # -- building ---------------------------------------------------------------------------------
+    def build_model(self) -> LatentAutoencoder:
+        return build_autoencoder(self.model_cfg)
+
+    def build_modules(self, model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+        from monai.networks.nets import PatchDiscriminator
+
+        cfg = self.data_cfg
+        disc = PatchDiscriminator(
+            spatial_dims=self.model_cfg.spatial_dims,
+            num_layers_d=cfg.disc_layers,
+            channels=cfg.disc_channels,
+            in_channels=1,
+            out_channels=1,
+        )
+        return {"disc": disc}
+
+    def _dataset(self, split: str) -> CXRDataset:
+        cfg = self.data_cfg
+        return CXRDataset(cfg.cache, split, size=self.model_cfg.image_size, max_items=cfg.max_items,
+                          fields=("image", "index"))
+
+    def build_datasets(self, seed: int) -> tuple[Dataset, Dataset | None]:
+        self._train_ds = self._dataset(self.data_cfg.train_split)
+        val = self._dataset(self.data_cfg.val_split) if self.data_cfg.val_split else None
+        return self._train_ds, val
+
+    def configure_optimizers(self, modules: dict[str, torch.nn.Module], cfg: Any) -> list[OptimizerSpec]:
+        d = self.data_cfg
+        self._disc_start = d.disc_start if d.disc_start is not None else int(d.disc_start_frac * cfg.max_steps)
+        gen = [p for p in modules["model"].parameters() if p.requires_grad]
+        return [
+            OptimizerSpec("main", gen),
+            OptimizerSpec("disc", list(modules["disc"].parameters()), lr_scale=self.data_cfg.disc_lr_scale,
+                          betas=(0.5, 0.9), start_step=self._disc_start),
+        ]
+
+    def augment(self, batch: dict[str, Any], generator: torch.Generator) -> dict[str, Any]:
+        if not self.data_cfg.augment:
+            return batch
+        return {**batch, "image": self.augmenter.batch(batch["image"], generator).clamp(0, 1)}
+
+    # -- losses -----------------------------------------------------------------------------------
+    def _loss_modules(self, device: torch.device) -> None:
+        if self._adv is None:
+            from monai.losses import JukeboxLoss, PatchAdversarialLoss
+
+            self._adv = PatchAdversarialLoss(criterion="least_squares")
+            self._spectral = JukeboxLoss(spatial_dims=self.model_cfg.spatial_dims)
+        spec = self.data_cfg.perceptual.features
+        if spec and self.data_cfg.perceptual.weight > 0 and self._perceptual is None:
+            self._perceptual = FeaturePerceptualLoss(load_perceptual_network(spec)).to(device)
+
+    def training_loss(
+        self, optimizer: str, modules: dict[str, torch.nn.Module], batch: dict[str, Any], ctx: dict[str, Any], step: int
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg = self.data_cfg
+        x = batch["image"]
+        self._loss_modules(x.device)
+        adv_on = step >= self._disc_start
+        if optimizer == "main":
+            out = modules["model"](x)
+            recon = out[0]
+            ctx["recon"] = recon.detach()
+            l1 = (recon.float() - x.float()).abs().mean()
+            extras = {"l1": float(l1.detach())}
+            loss = cfg.l1_weight * l1
+            if self.model_cfg.kind == "kl":
+                kl = kl_divergence(out[1], out[2])
+                loss = loss + cfg.kl_weight * kl
+                extras["kl"] = float(kl.detach())
+            else:
+                loss = loss + cfg.vq_weight * out[1].float()
+                extras["vq"] = float(out[1].detach())
+            if cfg.spectral_weight > 0:
+                spec = self._spectral(recon.float(), x.float())
+                loss = loss + cfg.spectral_weight * spec
+                extras["spectral"] = float(spec.detach())
+            if self._perceptual is not None:
+                per = self._perceptual(recon, x)
+                loss = loss + cfg.perceptual.weight * per
+                extras["perceptual"] = float(per.detach())
+            if adv_on and cfg.adv_weight > 0:
+                logits = modules["disc"](recon.float())[-1]
+                adv = self._adv(logits, target_is_real=True, for_discriminator=False)
+                loss = loss + cfg.adv_weight * adv
+                extras["adv"] = float(adv.detach())
+            return loss, extras
+        # discriminator: real vs the generator's reconstruction of this micro-batch (one BN batch)
+        n = x.shape[0]
+        logits = modules["disc"](torch.cat([x.float(), ctx["recon"].float()], 0))[-1]
+        real, fake = logits[:n], logits[n:]
+        loss = 0.5 * (
+            self._adv(real, target_is_real=True, for_discriminator=True)
+            + self._adv(fake, target_is_real=False, for_discriminator=True)
+        )
+        return loss, {}
+
+    # -- validation -------------------------------------------------------------------------------
+    def _first_items(self, dataset: Dataset, n: int) -> torch.Tensor:
+        n = min(n, len(dataset))
+        return torch.stack([dataset[i]["image"] for i in range(n)])
+
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module, dataset: Dataset) -> dict[str, float]:
+        """Reconstruction L1/PSNR on the first ``val_items`` validation images, and the latent scale
+        factor from the first training batches (stored in the model's config)."""
+        net = self.unwrap(model)
+        device = next(net.parameters()).device
+        metrics: dict[str, float] = {}
+        if self._train_ds is not None:
+            bs = 16
+            n = min(len(self._train_ds), bs * self.data_cfg.scale_batches)
+            batches = [self._first_items_range(self._train_ds, s, min(s + bs, n)).to(device) for s in range(0, n, bs)]
+            scale = latent_scale_factor(net, batches)
+            net.set_scale_factor(scale)
+            metrics["scale_factor"] = scale
+        x = self._first_items(dataset, self.data_cfg.val_items).to(device)
+        recon = torch.cat([net.reconstruct(x[s : s + 16]) for s in range(0, len(x), 16)]).clamp(0, 1)
+        mse = (recon.float() - x.float()).pow(2).flatten(1).mean(1)
+        metrics["val_l1"] = float((recon - x).abs().mean())
+        metrics["val_psnr"] = float((10 * torch.log10(1.0 / mse.clamp_min(1e-10))).mean())
+        return metrics
+
+    @staticmethod
+    def _first_items_range(dataset: Dataset, a: int, b: int) -> torch.Tensor:
+        return torch.stack([dataset[i]["image"] for i in range(a, b)])
+
+    @torch.no_grad()
+    def log_media(self, model: torch.nn.Module, dataset: Dataset | None, step: int) -> Media | None:
+        """Rows of original | reconstruction | |difference| (×4) for the first validation images."""
+        if dataset is None or not self.data_cfg.media_n or self.model_cfg.spatial_dims != 2:
+            return None
+        net = self.unwrap(model)
+        x = self._first_items(dataset, self.data_cfg.media_n).to(next(net.parameters()).device)
+        recon = net.reconstruct(x).clamp(0, 1)
+        diff = ((recon - x).abs() * 4).clamp(0, 1)
+        rows = torch.stack([x, recon, diff], 1).reshape(-1, *x.shape[1:])
+        return Media(images={"reconstructions": rows.cpu()}, synthetic=True)
+
+
+def load_perceptual_network(spec: str) -> torch.nn.Module:
+    """The frozen classifier named by an ``own:PATH`` spec (a run folder or model directory)."""
+    from pathlib import Path
+
+    from unicxr.models import load_model
+
+    kind, _, path = spec.partition(":")
+    if kind != "own" or not path:
+        raise UnicxrError(f"data.perceptual.features: expected own:RUN_OR_MODEL_DIR, got {spec!r}")
+    p = Path(path)
+    for cand in (p, p / "model_ema", p / "model"):
+        if (cand / "config.json").is_file():
+            net = load_model(cand)
+            if not hasattr(net, "trunk") or not hasattr(net, "prepare"):
+                raise UnicxrError(f"data.perceptual.features: {cand} is not a cxr_classifier")
+            return net.eval().requires_grad_(False)
+    raise UnicxrError(f"data.perceptual.features: {path}: no model directory (config.json, model_ema/ or model/)")

@@ -401,11 +401,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> set[str]:
     groups["eval"].command("reports")(reports_command)
     groups["eval"].command("classifier")(classifier_command)
     groups["eval"].command("sanity")(sanity_command)
-<<<<<<< HEAD
+    groups["eval"].command("recon")(recon_command)
     from unicxr.eval.realism_cli import realism_command
 
     groups["eval"].command("realism")(realism_command)
-=======
-    groups["eval"].command("recon")(recon_command)
->>>>>>> latent
     return {"eval"}

@@ -287,7 +287,7 @@ def test_phantom_real_layouts_end_to_end(tmp_path, layout, fmt):
     assert len(cache) == 12 and cache.manifest["counts"]["rejected"] == 0
     labelled = np.isfinite(cache.labels).any(axis=1)
     assert labelled.all()
-    reports = cache.index["report"].tolist()
+    reports = [cache.report(i) for i in range(len(cache))]
     assert sum(r.startswith(("FINDINGS:", "IMPRESSION:")) for r in reports) >= 10
     assert set(cache.index["split"]) <= {"train", "validate", "test"}
     item = cache[0]

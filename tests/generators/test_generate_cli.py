@@ -78,3 +78,46 @@ def test_generate_errors_are_one_line(cache, tmp_path):
     assert res.returncode != 0 and len(res.stderr.strip().splitlines()) == 1 and "not a model directory" in res.stderr
     res = run_cli("generate", "--model", tmp_path, "--out", tmp_path / "o")
     assert res.returncode != 0 and "exactly one of" in res.stderr
+
+
+def test_latent_generator_with_autoencoder_and_latent_cache(cache, tmp_path):
+    """A generator on autoencoder latents: trains from a `unicxr encode` latent cache (checked against
+    model.autoencoder), carries the autoencoder as a component, and generates images of the cache size."""
+    import torch
+
+    from unicxr.models.autoencoder import AutoencoderConfig, build_autoencoder
+
+    torch.manual_seed(0)
+    ae = build_autoencoder(AutoencoderConfig(kind="kl", image_size=32, channels=[8, 8, 8], latent_channels=2,
+                                             norm_num_groups=4, scale_factor=0.5))
+    ae.save_pretrained(tmp_path / "ae")
+    run_cli("encode", "--model", tmp_path / "ae", "--cache", cache / "c", "--out", tmp_path / "lat", "--no-progress",
+            check=True)
+    run = tmp_path / "run"
+    sets = [f"data.cache={cache / 'c'}", f"model.autoencoder={tmp_path / 'ae'}", f"data.latents={tmp_path / 'lat'}",
+            "train.max_steps=3", "train.batch_size=8", "train.ckpt_every=3", "train.eval_every=0", "data.media_n=2",
+            "data.media_steps=2", "data.tokenizer_vocab=300", "train.tensorboard=false", *TINY["rf_dit_phantom"],
+            "model.patch=2", *COND]
+    args = ["train", "rf_dit_phantom", "--out", run, "--no-progress"]
+    for s in sets:
+        args += ["--set", s]
+    run_cli(*args, check=True)
+    cfg = json.loads((run / "model" / "config.json").read_text())["config"]
+    assert (cfg["latent_channels"], cfg["latent_size"]) == (2, 8)
+    comps = json.loads((run / "model" / "components.json").read_text())
+    assert comps["autoencoder"]["path"] == "autoencoder" and comps["autoencoder"]["frozen"]
+    out = tmp_path / "g"
+    run_cli("generate", "--model", run, "--prompt", "Large right pleural effusion.", "--n", "2", "--steps", "2",
+            "--out", out, "--no-progress", check=True)
+    meta = pd.read_csv(out / "metadata.csv", dtype=str, keep_default_na=False)
+    assert meta["Pleural Effusion"].tolist() == ["1", "1"]  # the labeler's reading of the prompt
+    assert Image.open(out / meta["image_path"][0]).size == (32, 32)
+    # a latent cache from another autoencoder is refused with one line
+    torch.manual_seed(1)
+    build_autoencoder(AutoencoderConfig(kind="kl", image_size=32, channels=[8, 8, 8], latent_channels=2,
+                                        norm_num_groups=4)).save_pretrained(tmp_path / "ae2")
+    bad = ["train", "rf_dit_phantom", "--out", tmp_path / "run2", "--no-progress"]
+    for s in sets:
+        bad += ["--set", s.replace(str(tmp_path / "ae"), str(tmp_path / "ae2")) if s.startswith("model.autoencoder") else s]
+    res = run_cli(*bad)
+    assert res.returncode != 0 and "weights differ" in res.stderr

@@ -161,7 +161,7 @@ def classifier_metrics(probs: np.ndarray, targets: np.ndarray, *, min_count: int
 
 @torch.no_grad()
 def predict(
-    model: torch.nn.Module, dataset: Any, batch_size: int = 64, *, progress: bool = False
+    model: torch.nn.Module, dataset: Any, batch_size: int = 16, *, progress: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sigmoid probabilities (N, F) and targets (N, F) over a dataset whose items carry ``image`` and
     ``target`` (or ``labels``), e.g. :class:`~unicxr.data.dataset.CXRDataset` with a policy."""

@@ -54,10 +54,10 @@ class GeneratorBase(ModelMixin):
         comps = dict(components or {})
         cfg = self.config
         if "autoencoder" not in comps and cfg.autoencoder is not None:
-            from unicxr.models import load_model
+            from unicxr.models.autoencoder import load_autoencoder
 
-            comps["autoencoder"] = load_model(cfg.autoencoder)
-            self._ae_source = cfg.autoencoder
+            comps["autoencoder"], ae_dir = load_autoencoder(cfg.autoencoder)
+            self._ae_source = str(ae_dir)
         else:
             self._ae_source = None
         self.has_ae = "autoencoder" in comps

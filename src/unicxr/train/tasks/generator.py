@@ -31,6 +31,9 @@ class GeneratorDataConfig(StrictModel):
     """Data section of a generator recipe."""
 
     cache: str = Field(..., description="image cache written by `unicxr prepare`")
+    latents: str | None = Field(
+        None, description="latent cache written by `unicxr encode` with model.autoencoder (skips the encoder)"
+    )
     train_split: str = "train"
     val_split: str | None = "validate"
     max_items: int | None = Field(None, gt=0, description="use at most this many items per split (tests)")
@@ -53,11 +56,12 @@ class GeneratorTask(Task):
     def _fill_latent(self) -> None:
         cfg = self.model_cfg
         if cfg.autoencoder is not None:
-            from unicxr.models import load_model
+            from unicxr.models.autoencoder import load_autoencoder
 
-            ae = load_model(cfg.autoencoder)
-            if not hasattr(ae, "latent_shape"):
-                raise UnicxrError(f"model.autoencoder: {cfg.autoencoder} is not an autoencoder ({ae.model_type})")
+            try:
+                ae, _ = load_autoencoder(cfg.autoencoder)
+            except UnicxrError as exc:
+                raise UnicxrError(f"model.autoencoder: {exc}") from None
             c, h, _ = ae.latent_shape(cfg.image_size)
         else:
             c, h = 1, cfg.image_size
@@ -90,9 +94,31 @@ class GeneratorTask(Task):
             )
         return self.model_class(self.model_cfg, components=comps)
 
-    def _dataset(self, split: str) -> CXRDataset:
+    def _dataset(self, split: str) -> Dataset:
+        if self.data_cfg.latents is not None and split == self.data_cfg.train_split:
+            return _LatentItems(self._latent_cache(split), self.data_cfg.max_items)
         return CXRDataset(self.data_cfg.cache, split, size=self.model_cfg.image_size,
                           max_items=self.data_cfg.max_items, fields=("image", "labels", "report", "index"))
+
+    def _latent_cache(self, split: str):
+        """The ``data.latents`` cache, checked against ``model.autoencoder`` (same weights, same shape)."""
+        from unicxr.data.latent_cache import LatentCache, autoencoder_fingerprint
+        from unicxr.models.autoencoder import resolve_model_dir
+
+        cfg = self.model_cfg
+        if cfg.autoencoder is None:
+            raise UnicxrError("data.latents needs model.autoencoder (the autoencoder that wrote the latents)")
+        lc = LatentCache(self.data_cfg.latents, split=split)
+        mine = autoencoder_fingerprint(resolve_model_dir(cfg.autoencoder))
+        theirs = lc.autoencoder
+        if mine["weights_sha256"] != theirs.get("weights_sha256"):
+            raise UnicxrError(
+                f"data.latents: {self.data_cfg.latents} was encoded by {theirs.get('path')}, not by model.autoencoder "
+                f"{cfg.autoencoder} (weights differ); run `unicxr encode` with this autoencoder"
+            )
+        if tuple(lc.latent_shape) != (cfg.latent_channels, cfg.latent_size, cfg.latent_size):
+            raise UnicxrError(f"data.latents: latent shape {tuple(lc.latent_shape)} does not match the model's")
+        return lc
 
     def build_datasets(self, seed: int) -> tuple[Dataset, Dataset | None]:
         val = self._dataset(self.data_cfg.val_split) if self.data_cfg.val_split else None
@@ -100,7 +126,7 @@ class GeneratorTask(Task):
 
     def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         raw: GeneratorBase = self.unwrap(model)
-        z0 = raw.to_latent(batch["image"])
+        z0 = batch["latent"] if "latent" in batch else raw.to_latent(batch["image"])
         cond = raw.condition_batch(batch["labels"], batch["report"])
         loss, logs = model(z0, cond)
         if cond.get("overflow"):
@@ -136,6 +162,21 @@ class GeneratorTask(Task):
         texts = "\n".join(f"{k}: {r}" for k, r in enumerate(reports))
         real = torch.stack([it["image"] for it in items])
         return Media(images={"samples": images.cpu(), "real": real}, texts={"prompts": texts + f"\n(nfe={nfe})"})
+
+
+class _LatentItems(Dataset):
+    """Items of a latent cache with the keys the generator task uses."""
+
+    def __init__(self, cache: Any, max_items: int | None) -> None:
+        self.cache = cache
+        self.n = len(cache) if max_items is None else min(len(cache), max_items)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = self.cache[i]
+        return {"latent": item["latent"], "labels": item["labels"], "report": item["report"], "index": int(i)}
 
 
 @register_task("ldm_unet")

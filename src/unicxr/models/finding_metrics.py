@@ -22,7 +22,7 @@ def _key(name: str) -> str:
     return name.lower().replace(" ", "_")
 
 
-def choose_thresholds(probs: np.ndarray, targets: np.ndarray, default: float = 0.5, min_pos: int = 3) -> list[float]:
+def choose_thresholds(probs: np.ndarray, targets: np.ndarray, default: float = 0.5, min_pos: int = 10) -> list[float]:
     """Per-finding F1-maximising thresholds (``default`` where fewer than ``min_pos`` positives)."""
     out = []
     for j in range(probs.shape[1]):

@@ -193,14 +193,9 @@ class FeatureExtractor:
 # (a) our evaluation encoder
 # ------------------------------------------------------------------------------------------------------
 def _resolve_model_dir(path: Path) -> Path:
-    if (path / "config.json").is_file():
-        return path
-    for sub in ("model_ema", "model"):
-        if (path / sub / "config.json").is_file():
-            return path / sub
-    raise UnicxrError(
-        f"{path}: not a model directory nor a training run (no config.json, model_ema/ or model/)"
-    )
+    from unicxr.models import resolve_model_dir
+
+    return resolve_model_dir(path)
 
 
 class OwnEncoderExtractor(FeatureExtractor):

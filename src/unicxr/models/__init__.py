@@ -25,15 +25,20 @@ MODEL_MODULES: dict[str, str] = {
 }
 
 
-def resolve_model_dir(path: str | Path) -> Path:
-    """A saved model directory, or a training run's ``model_ema/`` (preferred) or ``model/``."""
+def resolve_model_dir(path: str | Path, prefer: tuple[str, ...] = ("model_ema", "model")) -> Path:
+    """A saved model directory, or the first of ``prefer`` (default: ``model_ema/``, then ``model/``)
+    inside a training run folder; one-line error otherwise."""
     path = Path(path)
+    if not path.exists():
+        raise UnicxrError(f"{path}: not found (expected a model directory or a training run folder)")
     if (path / "config.json").is_file():
         return path
-    for sub in ("model_ema", "model"):
+    for sub in prefer:
         if (path / sub / "config.json").is_file():
             return path / sub
-    raise UnicxrError(f"{path}: not a model directory nor a training run (no config.json, model_ema/ or model/)")
+    raise UnicxrError(
+        f"{path}: not a model directory nor a training run (no config.json, {' or '.join(p + '/' for p in prefer)})"
+    )
 
 
 def load_model(directory: str | Path, *, device: str = "cpu") -> ModelMixin:

@@ -313,11 +313,9 @@ def build_autoencoder(config: AutoencoderConfig | dict[str, Any]) -> LatentAutoe
 
 def resolve_model_dir(path: str | Path) -> Path:
     """A saved model directory, or the ``model/`` (else ``model_ema/``) folder of a training run."""
-    path = Path(path)
-    for cand in (path, path / "model", path / "model_ema"):
-        if (cand / "config.json").is_file():
-            return cand
-    raise UnicxrError(f"{path}: not a model directory nor a training run (no config.json, model/ or model_ema/)")
+    from unicxr.models import resolve_model_dir as resolve
+
+    return resolve(path, prefer=("model", "model_ema"))
 
 
 def load_autoencoder(path: str | Path, device: str = "cpu") -> tuple[LatentAutoencoder, Path]:

@@ -28,15 +28,9 @@ __all__ = ["resolve_model_dir", "ReportPipeline", "ReadResult"]
 
 def resolve_model_dir(path: str | Path) -> Path:
     """A run folder (``model_ema/`` preferred, else ``model/``) or a model directory itself."""
-    p = Path(path)
-    if not p.exists():
-        raise UnicxrError(f"--model {p}: not found")
-    if (p / "config.json").is_file():
-        return p
-    for sub in ("model_ema", "model"):
-        if (p / sub / "config.json").is_file():
-            return p / sub
-    raise UnicxrError(f"--model {p}: neither a model directory nor a run folder with model/ (train it first)")
+    from unicxr.models import resolve_model_dir as resolve
+
+    return resolve(path)
 
 
 @dataclass

@@ -595,7 +595,7 @@ class CXRCache:
         }
         self.index = df.drop(columns=["report"])
         self._scale = 1.0 / (255.0 if self.manifest.get("bit_depth", 8) == 8 else 65535.0)
-        self._maps: dict[int, np.ndarray] = {}
+        self._maps: dict[int, tuple[int, int, np.dtype, tuple[int, ...]]] = {}
 
     @property
     def size(self) -> int:
@@ -612,18 +612,44 @@ class CXRCache:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_maps"] = {}  # re-open memory maps in the receiving process (DataLoader workers)
+        state["_maps"] = {}  # re-open shard files in the receiving process (DataLoader workers)
         return state
 
-    def _shard_array(self, s: int) -> np.ndarray:
-        arr = self._maps.get(s)
-        if arr is None:
-            mm = np.load(self.root / "shards" / f"{shard_name(s)}.npy", mmap_mode="r")
-            # A plain ndarray view of the same mapping: indexing a np.memmap runs its Python-level
-            # __array_finalize__ on every slice, which cost more than the pixel copy itself.
-            arr = mm.view(np.ndarray)
-            self._maps[s] = arr
-        return arr
+    def __del__(self) -> None:
+        for shard in getattr(self, "_maps", {}).values():
+            try:
+                os.close(shard[0])
+            except OSError:
+                pass
+
+    def _shard_file(self, s: int) -> tuple[int, int, np.dtype, tuple[int, ...]]:
+        """(file descriptor, byte offset of the data, dtype, item shape) of shard ``s``."""
+        info = self._maps.get(s)
+        if info is None:
+            path = self.root / "shards" / f"{shard_name(s)}.npy"
+            with open(path, "rb") as fh:
+                major, _ = np.lib.format.read_magic(fh)
+                read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                shape, fortran, dtype = read_header(fh)
+                data_offset = fh.tell()
+            if fortran:
+                raise UnicxrError(f"{path}: unexpected Fortran-ordered shard")
+            info = (os.open(path, os.O_RDONLY), data_offset, np.dtype(dtype), tuple(shape[1:]))
+            self._maps[s] = info
+        return info
+
+    def _raw(self, i: int) -> np.ndarray:
+        """Stored pixels of (checked) item ``i``, read with ``pread`` into a fresh buffer.
+
+        Reading instead of memory-mapping keeps the page cache out of the process: a long training
+        run that touches every image of a large cache no longer shows the whole cache in its RSS.
+        """
+        fd, start, dtype, shape = self._shard_file(int(self._shard[i]))
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        buf = os.pread(fd, nbytes, start + int(self._offset[i]) * nbytes)
+        if len(buf) != nbytes:
+            raise UnicxrError(f"{self.root}: shard {int(self._shard[i])} is truncated (item {i})")
+        return np.frombuffer(buf, dtype=dtype).reshape(shape)
 
     def _check(self, i: int) -> int:
         n = len(self)
@@ -633,15 +659,14 @@ class CXRCache:
 
     def array(self, i: int) -> np.ndarray:
         """The stored image ``i`` as uint8/uint16 (H, W) (a copy, not a view of the memory map)."""
-        i = self._check(int(i))
-        return np.array(self._shard_array(int(self._shard[i]))[int(self._offset[i])])
+        return self._raw(self._check(int(i))).copy()
 
     def image(self, i: int):
         """Image ``i`` as torch float32 (1, H, W) in [0, 1]."""
         import torch
 
         i = self._check(int(i))
-        raw = self._shard_array(int(self._shard[i]))[int(self._offset[i])]
+        raw = self._raw(i)
         return torch.from_numpy(np.multiply(raw, self._scale, dtype=np.float32)).unsqueeze(0)
 
     def report(self, i: int) -> str:

@@ -47,6 +47,7 @@ _COMMAND_MODULES = (
     "unicxr.pipelines.cli",
     "unicxr.eval.cli",
     "unicxr.understanding.cli",
+    "unicxr.bench.cli",
 )
 
 

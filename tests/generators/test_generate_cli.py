@@ -121,3 +121,33 @@ def test_latent_generator_with_autoencoder_and_latent_cache(cache, tmp_path):
         bad += ["--set", s.replace(str(tmp_path / "ae"), str(tmp_path / "ae2")) if s.startswith("model.autoencoder") else s]
     res = run_cli(*bad)
     assert res.returncode != 0 and "weights differ" in res.stderr
+
+
+def test_bench_generators_side_by_side(cache, tmp_path):
+    """`unicxr bench generators`: same cache, same budget, same prompts, same encoder; JSON + table
+    with FD (CI), alignment, NFE and ratios to the baseline."""
+    enc = tmp_path / "enc"
+    args = ["train", "eval_encoder_phantom", "--out", enc, "--no-progress"]
+    for s in [f"data.cache={cache / 'c'}", "model.image_size=null", "model.resnet_widths=[4,8,8,16]",
+              "train.max_steps=4", "train.batch_size=8", "train.eval_every=0", "train.tensorboard=false",
+              "data.eval_min_count=2"]:
+        args += ["--set", s]
+    run_cli(*args, check=True)
+    out = tmp_path / "bench"
+    sets = ["model.autoencoder=null", "train.max_steps=3", "train.batch_size=8", "train.eval_every=0",
+            "data.media_n=0", "data.tokenizer_vocab=300", "train.tensorboard=false", "model.dim=32", "model.depth=1",
+            "model.heads=2", "model.patch=4", "model.default_steps=2", *COND]
+    cmd = ["bench", "generators", "--cache", cache / "c", "--features", f"own:{enc}", "--out", out,
+           "--recipe", "rf_dit_phantom", "--recipe", "crossflow_phantom", "--baseline", "rf_dit_phantom",
+           "--max-minutes", "5", "--n-boot", "10", "--no-progress"]
+    for s in sets:
+        cmd += ["--set", s]
+    res = run_cli(*cmd, check=True)
+    bench = json.loads((out / "bench.json").read_text())
+    fam = bench["families"]
+    assert set(fam) == {"rf_dit_phantom", "crossflow_phantom"}
+    for r in fam.values():
+        assert r["train_steps"] == 3 and r["nfe_per_image"] == 2 and r["fd"] is not None and r["fd"] >= 0
+        assert r["n_images"] == len(pd.read_csv(out / "rf_dit_phantom" / "images" / "metadata.csv"))
+    assert fam["rf_dit_phantom"]["fd_ratio_to_baseline"] == 1.0
+    assert "| crossflow_phantom |" in (out / "bench.md").read_text() and "FD ratio" in res.stdout

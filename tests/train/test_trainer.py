@@ -172,3 +172,16 @@ def test_ddp_two_processes(tmp_path):
     w2, w1 = _weights(run), _weights(single)
     for k in w1:
         torch.testing.assert_close(w2[k], w1[k], atol=2e-5, rtol=1e-4)
+
+
+def test_max_minutes_stops_early_with_a_model(tmp_path):
+    """train.max_minutes: a wall-clock budget ends the run at a step boundary, with a checkpoint, the
+    final model and a summary that says so (for same-budget comparisons)."""
+    from tests.conftest import run_cli
+
+    run = tmp_path / "run"
+    run_cli(*_args(run, ["train.max_steps=100000", "train.max_minutes=0.001", "data.slow_ms=1"]), check=True)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stopped_by_time"] is True and 1 <= summary["steps"] < 100000
+    assert (run / "model" / "model.safetensors").exists()
+    assert [s for s, _ in list_checkpoints(run)][-1] == summary["steps"]

@@ -43,6 +43,9 @@ class TrainConfig(StrictModel):
     ckpt_every: int = Field(500, gt=0)
     keep_last: int = Field(3, gt=0, description="periodic checkpoints kept (older ones are deleted)")
     eval_every: int = Field(0, ge=0, description="validation every N steps (0: only at the end)")
+    max_minutes: float | None = Field(
+        None, gt=0, description="wall-clock budget of this process: stop (checkpoint + final model) once exceeded"
+    )
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes per rank")
     num_threads: int | None = Field(
         None, gt=0, description="torch intra-op threads per rank (null: torch default); 1 is often fastest on a busy CPU"

@@ -295,6 +295,8 @@ def train(
     window_items = 0
     t0 = time.perf_counter()
     last_loss = float("nan")
+    t_start = time.perf_counter()
+    end_step = cfg.max_steps  # < max_steps when train.max_minutes stops the run early
     for step in range(start_step, cfg.max_steps):
         lr = lr_at(
             step,
@@ -383,7 +385,11 @@ def train(
         if bar is not None:
             bar.update(1)
 
-        if done % cfg.ckpt_every == 0 or done == cfg.max_steps:
+        if cfg.max_minutes is not None and done < cfg.max_steps:
+            over = torch.tensor(float(time.perf_counter() - t_start > 60.0 * cfg.max_minutes), device=device)
+            if float(accelerator.reduce(over, reduction="sum")) > 0:  # every rank stops at the same step
+                end_step = done
+        if done % cfg.ckpt_every == 0 or done == cfg.max_steps or end_step == done:
             accelerator.wait_for_everyone()
             if main:
                 save_checkpoint(
@@ -396,13 +402,16 @@ def train(
                 )
                 rotate_checkpoints(out, cfg.keep_last)
             accelerator.wait_for_everyone()
+        if end_step == done < cfg.max_steps:
+            accelerator.print(f"train.max_minutes ({cfg.max_minutes}) reached: stopping at step {done}")
+            break
         if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.max_steps:
             run_eval(done)
     if bar is not None:
         bar.close()
 
-    if start_step < cfg.max_steps or not (out / "model").exists():
-        run_eval(cfg.max_steps)
+    if start_step < end_step or not (out / "model").exists():
+        run_eval(end_step)
     # Ranks must end with the same weights; record each rank's digest so a desync is visible.
     from accelerate.utils import gather_object
 
@@ -415,7 +424,10 @@ def train(
             with ema.swapped(raw_model):
                 raw_model.save_pretrained(out / "model_ema")
         summary = {
-            "steps": cfg.max_steps,
+            "steps": end_step,
+            "max_steps": cfg.max_steps,
+            "stopped_by_time": end_step < cfg.max_steps,
+            "train_seconds": time.perf_counter() - t_start,
             "final_loss": last_loss,
             "world_size": world,
             "task": task.name,

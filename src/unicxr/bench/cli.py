@@ -1,0 +1,42 @@
+"""``unicxr bench ...``: side-by-side benchmarks (ratios against baselines)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+__all__ = ["register"]
+
+bench_app = typer.Typer(help="Side-by-side benchmarks (JSON + Markdown tables).", no_args_is_help=True,
+                        pretty_exceptions_enable=False)
+
+
+@bench_app.command("generators")
+def generators_command(
+    cache: Path = typer.Option(..., "--cache", help="Image cache (train/validate/test splits) all families train on."),
+    features: str = typer.Option(..., "--features", help="Feature space for FD/alignment, e.g. own:RUN."),
+    out: Path = typer.Option(..., "--out", "-o", help="Bench folder (runs, images, eval, bench.json, bench.md)."),
+    recipe: list[str] = typer.Option([], "--recipe", help="Recipes to compare (repeatable; default: all four)."),
+    set_: list[str] = typer.Option([], "--set", help="Override for every recipe, e.g. --set model.autoencoder=AE."),
+    max_minutes: float = typer.Option(None, "--max-minutes", min=0.0, help="Same wall-clock training budget per family."),
+    split: str = typer.Option("test", "--split", help="Prompts and real images: this split of the cache."),
+    max_prompts: int = typer.Option(None, "--max-prompts", min=1, help="At most this many test prompts."),
+    n_boot: int = typer.Option(200, "--n-boot", min=0),
+    baseline: str = typer.Option("ddpm_baseline_phantom", "--baseline", help="Recipe the ratios are taken against."),
+    seed: int = typer.Option(0, "--seed", min=0),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Train every generator family on the same cache and budget, sample the same test prompts, and
+    compare FD (with CIs), alignment AUROC, sampling NFE and time against the DDPM baseline."""
+    from unicxr.bench.generators import DEFAULT_RECIPES, render_table, run_bench
+
+    res = run_bench(cache, features, out, recipes=tuple(recipe) or DEFAULT_RECIPES, overrides=list(set_),
+                    max_minutes=max_minutes, split=split, max_prompts=max_prompts, n_boot=n_boot, seed=seed,
+                    baseline=baseline, progress=progress)
+    typer.echo(render_table(res))
+
+
+def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> list[str]:
+    app.add_typer(bench_app, name="bench")
+    return []

@@ -73,6 +73,10 @@ def test_encode_end_to_end_resume_and_items(kind, tiny_phantom_cache, tmp_path, 
     assert np.array_equal(b["index"].numpy(), [lat[0]["index"], lat[2]["index"]])
 
     lat.check_autoencoder(tmp_path / "run" / "model")
+    from unicxr.bench.latent_loader import bench
+
+    rates = bench(str(out), None, str(tmp_path / "run"), batch_size=4, n_batches=2)
+    assert all(rates[k] > 0 for k in ("latent", "image", "image+encode", "decode"))
     _save_ae(kind, tmp_path / "other")
     other = tmp_path / "other"
     (other / "config.json").write_text((other / "config.json").read_text().replace("1.5", "1.25"))

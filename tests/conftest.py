@@ -33,3 +33,13 @@ def run_cli(*args: str, timeout: float = 600, env: dict[str, str] | None = None,
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def tiny_phantom_cache(tmp_path_factory) -> Path:
+    """A 60-image 32 px phantom cache (all three splits), shared by the tests of a session."""
+    root = tmp_path_factory.mktemp("tiny_phantom")
+    run_cli("phantom", "--n", "60", "--size", "32", "--seed", "5", "--out", root / "ph", "--workers", "1", check=True)
+    run_cli("prepare", "--format", "phantom", "--root", root / "ph", "--out", root / "cache", "--size", "32",
+            "--workers", "0", check=True)
+    return root / "cache"

@@ -287,7 +287,7 @@ class AutoencoderTask(Task):
         x = self._first_items(dataset, self.data_cfg.media_n).to(next(net.parameters()).device)
         recon = net.reconstruct(x).clamp(0, 1)
         diff = ((recon - x).abs() * 4).clamp(0, 1)
-        rows = torch.stack([x, recon, diff], 1).reshape(-1, *x.shape[1:])
+        rows = torch.cat([x, recon, diff], -1)  # one (1, H, 3W) strip per image
         return Media(images={"reconstructions": rows.cpu()}, synthetic=True)
 
 

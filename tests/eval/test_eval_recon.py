@@ -1,0 +1,51 @@
+"""``unicxr eval recon`` end to end on a tiny cache with a tiny random evaluation encoder."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from unicxr.eval.recon import bicubic_baseline, image_scores
+from unicxr.models.autoencoder import build_autoencoder
+from unicxr.models.classifier import CXRClassifier, CXRClassifierConfig
+
+
+def test_image_scores_and_baseline():
+    x = torch.rand(3, 1, 32, 32)
+    s = image_scores(x, x)
+    assert (s["psnr"] > 90).all() and abs(float(s["ssim"].mean()) - 1) < 1e-4 and abs(float(s["ms_ssim"].mean()) - 1) < 1e-4
+    b = bicubic_baseline(x, 16)
+    assert b.shape == x.shape and float(b.min()) >= 0 and float(b.max()) <= 1
+    assert float(image_scores(b, x)["psnr"].mean()) < 90
+
+
+def test_eval_recon_end_to_end(tiny_phantom_cache, tmp_path, capsys):
+    from unicxr.cli import main
+
+    torch.manual_seed(0)
+    ae = build_autoencoder({"kind": "kl", "channels": [8, 16, 16], "norm_num_groups": 8, "latent_channels": 2})
+    ae.set_scale_factor(1.2)
+    ae.save_pretrained(tmp_path / "ae")
+    CXRClassifier(CXRClassifierConfig(image_size=32, resnet_widths=[4, 8, 8, 16])).save_pretrained(tmp_path / "enc")
+    out = tmp_path / "recon"
+    assert main(["eval", "recon", "--model", str(tmp_path / "ae"), "--cache", str(tiny_phantom_cache), "--split", "all",
+                 "--features", f"own:{tmp_path / 'enc'}", "--out", str(out), "--min-count", "2", "--n-grid", "4",
+                 "--no-progress"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"psnr", "ssim", "ms_ssim", "fd", "max_abs_delta_auroc"} <= set(line)
+    res = json.loads((out / "metrics.json").read_text())
+    assert res["n"] == 60 and res["latent_shape"] == [2, 8, 8]
+    assert res["bicubic"]["side"] == 11  # round(sqrt(2*8*8)) keeps as many values as the latent
+    for key in ("recon", "bicubic"):
+        assert {"psnr", "ssim", "ms_ssim", "fd"} <= set(res[key])
+    assert res["throughput"]["encode_img_s"] > 0 and res["throughput"]["decode_img_s"] > 0
+    per = res["auroc"]["per_finding"]
+    assert per and all({"auroc_orig", "auroc_recon", "delta", "n_pos"} <= set(v) for v in per.values())
+    from PIL import Image
+
+    grid = Image.open(out / "grid.png")
+    assert grid.text.get("synthetic") == "true" and grid.size[0] > 3 * 32
+    md = (out / "report.md").read_text()
+    assert "| autoencoder (2, 8, 8) |" in md and "bicubic 11px" in md and "grid.png" in md
+    assert "<table>" in (out / "report.html").read_text()

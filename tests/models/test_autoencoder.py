@@ -1,0 +1,122 @@
+"""Latent autoencoders (autoencoder_kl, vqvae): shapes, scale factor, save/load, 3D, config checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from unicxr.models import load_model
+from unicxr.models.autoencoder import (
+    AutoencoderConfig,
+    AutoencoderKLModel,
+    VQVAEModel,
+    build_autoencoder,
+    load_autoencoder,
+)
+from unicxr.utils.errors import UnicxrError
+
+TINY = {"channels": [8, 16, 16], "norm_num_groups": 8, "latent_channels": 3, "num_embeddings": 32}
+
+
+def _tiny(kind: str, **kw) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_autoencoder({"kind": kind, **TINY, **kw})
+
+
+@pytest.mark.parametrize("kind", ["kl", "vq"])
+def test_shapes_and_latent_shape(kind):
+    m = _tiny(kind).eval()
+    assert isinstance(m, AutoencoderKLModel if kind == "kl" else VQVAEModel)
+    x = torch.rand(2, 1, 32, 32)
+    z = m.encode(x)
+    assert z.shape == (2, 3, 8, 8) == (2, *m.latent_shape(32))
+    assert m.decode(z).shape == x.shape
+    assert m.latent_shape((32, 64)) == (3, 8, 16)
+    out = m.train()(x)
+    assert out[0].shape == x.shape
+    with pytest.raises(ValueError):
+        m.encode(torch.rand(2, 1, 30, 30))  # not divisible by f=4
+    f8 = _tiny(kind, channels=[8, 8, 16, 16])
+    assert f8.downsample_factor == 8 and f8.latent_shape(64) == (3, 8, 8)
+
+
+@pytest.mark.parametrize("kind", ["kl", "vq"])
+def test_scale_factor_multiplies_encode_and_divides_decode(kind):
+    m = _tiny(kind).eval()
+    x = torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        z1, x1 = m.encode(x), m.decode(m.encode(x))
+        m.set_scale_factor(2.5)
+        z2 = m.encode(x)
+        torch.testing.assert_close(z2, 2.5 * z1)
+        torch.testing.assert_close(m.decode(z2), x1)
+        torch.testing.assert_close(m.encode_unscaled(x), z1)
+    assert m.config.scale_factor == 2.5
+    with pytest.raises(ValueError):
+        m.set_scale_factor(0.0)
+
+
+def test_kl_posterior_and_sampling():
+    m = _tiny("kl").eval()
+    x = torch.rand(2, 1, 16, 16)
+    mu, logvar = m.posterior(x)
+    torch.testing.assert_close(m.encode(x), mu)
+    g = torch.Generator().manual_seed(1)
+    s1 = m.encode(x, sample=True, generator=g)
+    s2 = m.encode(x, sample=True, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(s1, s2) and not torch.equal(s1, mu)
+
+
+def test_vq_indices_and_codebook_start():
+    m = _tiny("vq")
+    x = torch.rand(8, 1, 32, 32)
+    assert int(m.codebook_ready) == 0
+    m.train()(x)  # first training forward initialises the codebook from encoder outputs
+    assert int(m.codebook_ready) == 1
+    m.eval()
+    idx = m.encode_indices(x)
+    assert idx.shape == (8, 8, 8) and idx.dtype == torch.int64
+    assert idx.unique().numel() > 4  # no collapse onto one code
+    torch.testing.assert_close(m.indices_to_latent(idx), m.encode(x))
+    torch.testing.assert_close(m.decode_indices(idx), m.decode(m.encode(x)))
+
+
+@pytest.mark.parametrize("kind", ["kl", "vq"])
+def test_save_from_pretrained_bit_equal(kind, tmp_path):
+    m = _tiny(kind)
+    m.train()(torch.rand(4, 1, 16, 16))  # VQ: codebook + EMA buffers move
+    m.set_scale_factor(1.7)
+    m.eval().save_pretrained(tmp_path / "ae")
+    loaded = load_model(tmp_path / "ae")
+    assert type(loaded) is type(m) and loaded.config == m.config
+    a, b = m.state_dict(), loaded.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    x = torch.rand(2, 1, 16, 16)
+    assert torch.equal(m.decode(m.encode(x)), loaded.decode(loaded.encode(x)))
+    again, where = load_autoencoder(tmp_path / "ae")
+    assert where == tmp_path / "ae" and again.config.scale_factor == 1.7
+
+
+@pytest.mark.parametrize("kind", ["kl", "vq"])
+def test_3d_volumes(kind):
+    m = _tiny(kind, spatial_dims=3).eval()
+    x = torch.rand(1, 1, 16, 16, 16)
+    z = m.encode(x)
+    assert z.shape == (1, 3, 4, 4, 4) == (1, *m.latent_shape(16))
+    assert m.decode(z).shape == x.shape
+    recon = m.train()(x)[0]
+    assert recon.shape == x.shape
+    if kind == "vq":
+        assert m.eval().encode_indices(x).shape == (1, 4, 4, 4)
+
+
+def test_config_checks(tmp_path):
+    with pytest.raises(ValueError, match="norm_num_groups"):
+        AutoencoderConfig(kind="kl", channels=[8, 12], norm_num_groups=8)
+    with pytest.raises(ValueError, match="divisible"):
+        AutoencoderConfig(channels=[32, 64, 64], image_size=130)
+    with pytest.raises(ValueError, match="kind"):
+        VQVAEModel(AutoencoderConfig(kind="kl", **TINY))
+    assert AutoencoderConfig(channels=[32, 64, 64, 64]).downsample_factor == 8
+    with pytest.raises(UnicxrError):
+        load_autoencoder(tmp_path)

@@ -1,0 +1,110 @@
+"""Autoencoder task and recipes: losses, delayed discriminator, scale factor in config.json,
+perceptual term from an evaluation encoder, and bit-identical SIGKILL-resume with the discriminator."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import run_cli
+from unicxr.train.checkpoint import list_checkpoints
+
+TINY = ["model.channels=[8,16,16]", "model.norm_num_groups=8", "model.num_embeddings=32", "data.disc_channels=8",
+        "train.batch_size=4", "train.log_every=1", "train.eval_every=0", "train.tensorboard=false",
+        "data.spectral_weight=0.1", "data.val_items=8", "data.scale_batches=2", "data.media_n=2"]
+
+
+def _args(recipe: str, run: Path, cache: Path, extra: list[str] = ()) -> list[str]:
+    args = ["train", recipe, "--out", str(run), "--no-progress", "--set", f"data.cache={cache}"]
+    for s in [*TINY, *extra]:
+        args += ["--set", s]
+    return args
+
+
+@pytest.mark.parametrize("recipe", ["ae_kl_phantom", "vq_phantom"])
+def test_recipe_trains_with_delayed_discriminator(recipe, tiny_phantom_cache, tmp_path):
+    from unicxr.cli import main
+    from unicxr.models import load_model
+
+    run = tmp_path / "run"
+    assert main(_args(recipe, run, tiny_phantom_cache, ["train.max_steps=12", "train.ckpt_every=12",
+                                                         "train.lr=1e-3"])) == 0
+    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in log)
+    # disc_start_frac 0.5 of max_steps: no discriminator before step 6, both losses after
+    assert all("loss_disc" not in r and "adv" not in r for r in log if r["step"] <= 6)
+    assert all("loss_disc" in r and "adv" in r for r in log if r["step"] > 6)
+    assert sum(r["l1"] for r in log[-3:]) < sum(r["l1"] for r in log[:3])  # decreasing
+    assert ("kl" in log[0]) == (recipe == "ae_kl_phantom") and ("vq" in log[0]) == (recipe == "vq_phantom")
+    cfg = json.loads((run / "model" / "config.json").read_text())
+    assert cfg["config"]["image_size"] == 32  # from the cache
+    assert cfg["config"]["scale_factor"] > 0
+    ae = load_model(run / "model")
+    assert ae.latent_shape() == (4, 8, 8)
+    # the discriminator is checkpointed, not saved with the model
+    assert (run / "checkpoints" / "step_000012" / "disc.safetensors").is_file()
+    assert not any("disc" in k for k in load_file(str(run / "model" / "model.safetensors")))
+    assert (run / "media" / "step_000012" / "reconstructions.png").is_file()
+
+
+def test_perceptual_term_from_evaluation_encoder(tiny_phantom_cache, tmp_path):
+    from unicxr.cli import main
+    from unicxr.models.classifier import CXRClassifier, CXRClassifierConfig
+
+    torch.manual_seed(0)
+    enc = CXRClassifier(CXRClassifierConfig(image_size=32, resnet_widths=[4, 8, 8, 16]))
+    enc.save_pretrained(tmp_path / "enc")
+    run = tmp_path / "run"
+    assert main(_args("ae_kl_phantom", run, tiny_phantom_cache, [
+        "train.max_steps=2", "train.ckpt_every=2", f"data.perceptual.features=own:{tmp_path / 'enc'}",
+        "data.perceptual.weight=0.5"])) == 0
+    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert all(r["perceptual"] > 0 for r in log)
+    # a training-only loss network: not a component of the saved autoencoder
+    assert not (run / "model" / "components.json").exists()
+    assert not any(k.startswith("trunk") for k in load_file(str(run / "model" / "model.safetensors")))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["ae_kl_phantom", "vq_phantom"])
+def test_sigkill_resume_with_discriminator_bit_identical(recipe, tiny_phantom_cache, tmp_path):
+    extra = ["train.max_steps=24", "train.ckpt_every=4", "train.keep_last=10", "data.disc_start=6",
+             "train.grad_accum=2"]
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    run_cli(*_args(recipe, ref, tiny_phantom_cache, extra), check=True)
+    args = _args(recipe, run, tiny_phantom_cache, extra)
+    proc = subprocess.Popen([sys.executable, "-m", "unicxr.cli", *args], env=dict(os.environ),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (run / "checkpoints" / "step_000012").exists():
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (run / "model").exists(), "run finished before it could be killed"
+    assert 8 <= max(s for s, _ in list_checkpoints(run)) < 24  # killed with the discriminator active
+    out = run_cli(*args, check=True)
+    assert "resuming from" in out.stdout + out.stderr
+    for name in ("model.safetensors", "disc.safetensors"):
+        a = load_file(str(run / "checkpoints" / "step_000024" / name))
+        b = load_file(str(ref / "checkpoints" / "step_000024" / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    a = load_file(str(run / "model" / "model.safetensors"))
+    b = load_file(str(ref / "model" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((run / "model" / "config.json").read_text()) == json.loads((ref / "model" / "config.json").read_text())
+    oa = torch.load(run / "checkpoints" / "step_000024" / "optimizer.pt", weights_only=True)["optimizers"]
+    ob = torch.load(ref / "checkpoints" / "step_000024" / "optimizer.pt", weights_only=True)["optimizers"]
+    for name in ("main", "disc"):
+        for k, st in oa[name]["state"].items():
+            for key, t in st.items():
+                assert torch.equal(t, ob[name]["state"][k][key]), (name, k, key)

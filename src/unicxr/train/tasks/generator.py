@@ -102,20 +102,17 @@ class GeneratorTask(Task):
 
     def _latent_cache(self, split: str):
         """The ``data.latents`` cache, checked against ``model.autoencoder`` (same weights, same shape)."""
-        from unicxr.data.latent_cache import LatentCache, autoencoder_fingerprint
+        from unicxr.data.latent_cache import LatentCache
         from unicxr.models.autoencoder import resolve_model_dir
 
         cfg = self.model_cfg
         if cfg.autoencoder is None:
             raise UnicxrError("data.latents needs model.autoencoder (the autoencoder that wrote the latents)")
         lc = LatentCache(self.data_cfg.latents, split=split)
-        mine = autoencoder_fingerprint(resolve_model_dir(cfg.autoencoder))
-        theirs = lc.autoencoder
-        if mine["weights_sha256"] != theirs.get("weights_sha256"):
-            raise UnicxrError(
-                f"data.latents: {self.data_cfg.latents} was encoded by {theirs.get('path')}, not by model.autoencoder "
-                f"{cfg.autoencoder} (weights differ); run `unicxr encode` with this autoencoder"
-            )
+        try:
+            lc.check_autoencoder(resolve_model_dir(cfg.autoencoder))
+        except UnicxrError as exc:
+            raise UnicxrError(f"data.latents: {exc}; run `unicxr encode` with model.autoencoder") from None
         if tuple(lc.latent_shape) != (cfg.latent_channels, cfg.latent_size, cfg.latent_size):
             raise UnicxrError(f"data.latents: latent shape {tuple(lc.latent_shape)} does not match the model's")
         return lc

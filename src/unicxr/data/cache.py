@@ -44,6 +44,9 @@ __all__ = [
     "clean_records",
     "CXRCache",
     "StringColumn",
+    "start_plan",
+    "ShardedIndex",
+    "STRING_KEYS",
     "shard_name",
     "write_npy",
     "write_index_part",
@@ -377,6 +380,35 @@ def clean_stale_temps(out: Path) -> None:
                     pass
 
 
+def start_plan(out: Path, fingerprint: str, *, overwrite: bool, same: str, other: str, files: tuple[str, ...] = ()) -> Path:
+    """Prepare folder ``out`` for a resumable cache write whose settings hash to ``fingerprint``.
+
+    A folder with the same ``plan.json`` fingerprint is resumed as is; a different (``same``
+    describes it) or foreign one (``other``) is an error unless ``overwrite``, which removes the
+    shards, parts, manifest, index, plan and ``files``. Returns the plan path (written by the caller).
+    """
+    plan_path = out / "plan.json"
+    if out.exists() and any(out.iterdir()):
+        old = None
+        if plan_path.is_file():
+            try:
+                old = json.loads(plan_path.read_text())
+            except (OSError, json.JSONDecodeError):
+                old = None
+        if old is None or old.get("fingerprint") != fingerprint:
+            if not overwrite:
+                what = same if old else other
+                raise UnicxrError(f"--out {out}: holds {what}; use --overwrite to replace it or choose another folder")
+            for name in ("shards", "parts"):
+                shutil.rmtree(out / name, ignore_errors=True)
+            for name in ("cache.json", "index.parquet", "plan.json", *files):
+                (out / name).unlink(missing_ok=True)
+    (out / "shards").mkdir(parents=True, exist_ok=True)
+    (out / "parts").mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(out)
+    return plan_path
+
+
 def prepare_cache(cfg: PrepareConfig, *, log: Callable[[str], None] = print, progress: bool = True) -> dict[str, Any]:
     """Read a data set, clean it, decode every image and write the cache (resumable).
 
@@ -422,25 +454,8 @@ def prepare_cache(cfg: PrepareConfig, *, log: Callable[[str], None] = print, pro
     n_shards = math.ceil(len(records) / shard_size)
     fingerprint = _fingerprint(cfg, records, shard_size)
 
-    plan_path = out / "plan.json"
-    if out.exists() and any(out.iterdir()):
-        old = None
-        if plan_path.is_file():
-            try:
-                old = json.loads(plan_path.read_text())
-            except (OSError, json.JSONDecodeError):
-                old = None
-        if old is None or old.get("fingerprint") != fingerprint:
-            if not cfg.overwrite:
-                what = "a cache made with different settings or data" if old else "files that are not a unicxr cache"
-                raise UnicxrError(f"--out {out}: holds {what}; use --overwrite to replace it or choose another folder")
-            for name in ("shards", "parts"):
-                shutil.rmtree(out / name, ignore_errors=True)
-            for name in ("cache.json", "index.parquet", "rejects.csv", "plan.json"):
-                (out / name).unlink(missing_ok=True)
-    (out / "shards").mkdir(parents=True, exist_ok=True)
-    (out / "parts").mkdir(parents=True, exist_ok=True)
-    clean_stale_temps(out)
+    plan_path = start_plan(out, fingerprint, overwrite=cfg.overwrite, same="a cache made with different settings or data",
+                           other="files that are not a unicxr cache", files=("rejects.csv",))
     atomic_write_text(
         plan_path,
         json.dumps({"fingerprint": fingerprint, "records": len(records), "shard_size": shard_size}, indent=2),
@@ -542,38 +557,32 @@ class StringColumn:
         return self._data[a:b].tobytes().decode("utf-8")
 
 
-class CXRCache:
-    """Random access to a cache written by ``unicxr prepare`` (shards are memory-mapped).
+STRING_KEYS = ("report", "path", "split", "view", "patient_id", "study_id")
 
-    ``cache[i]`` returns a dict: ``image`` (torch float32 (1, H, W) in [0, 1]), ``labels`` (torch
-    float32 (14,), NaN = not mentioned), ``report`` (str), ``path`` (source path), ``split`` (str),
-    plus ``view``, ``patient_id``, ``study_id`` and ``index`` (row in the full index).
 
-    Args:
-        root: the cache directory.
-        split: keep only this split (``train``, ``validate``/``val``/``valid``, ``test``), or None.
-    """
+class ShardedIndex:
+    """What a ``unicxr prepare`` image cache and a ``unicxr encode`` latent cache share: the manifest,
+    ``index.parquet`` filtered to a split (labels, compact string columns), bounds checks, and items
+    read from ``shards/NNNNN[.suffix].npy`` with ``pread`` (no memory map: the page cache never counts
+    in the reading process's RSS; file descriptors are reopened in DataLoader workers)."""
 
-    def __init__(self, root: str | os.PathLike[str], split: str | None = None) -> None:
-        import pandas as pd
+    root: Path
+    manifest: dict[str, Any]
 
-        from unicxr.utils.memory import tune_malloc
-
-        tune_malloc()  # every item is a fresh image-sized float buffer; see tune_malloc
+    def _open_manifest(self, root: str | os.PathLike[str], missing: str) -> dict[str, Any]:
         self.root = Path(root).expanduser()
         manifest_path = self.root / "cache.json"
         if not manifest_path.is_file():
-            raise UnicxrError(f"{self.root}: not a finished unicxr cache (no cache.json); run `unicxr prepare`")
+            raise UnicxrError(f"{self.root}: {missing}")
         try:
-            self.manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+            self.manifest = json.loads(manifest_path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise UnicxrError(f"{manifest_path}: unreadable manifest: {exc}") from None
-        if self.manifest.get("kind") == "latent":
-            raise UnicxrError(f"{self.root}: is a latent cache; read it with unicxr.data.LatentCache")
-        if self.manifest.get("version") != CACHE_VERSION:
-            raise UnicxrError(
-                f"{manifest_path}: cache version {self.manifest.get('version')} is not {CACHE_VERSION}; re-run prepare"
-            )
+        return self.manifest
+
+    def _load_index(self, split: str | None) -> None:
+        import pandas as pd
+
         df = pd.read_parquet(self.root / "index.parquet")
         df["row"] = np.arange(len(df))
         if split is not None:
@@ -588,19 +597,9 @@ class CXRCache:
         self._labels = df[list(FINDINGS)].to_numpy(np.float32).reshape(-1, NUM_FINDINGS)
         # Strings live in compact UTF-8 arrays, not Python lists: DataLoader workers share the pages
         # instead of copying (refcount writes) every string of the split.
-        self._strings = {
-            key: StringColumn(df[col].astype(str).tolist())
-            for key, col in (("report", "report"), ("path", "path"), ("split", "split"), ("view", "view"),
-                             ("patient_id", "patient_id"), ("study_id", "study_id"))
-        }
+        self._strings = {key: StringColumn(df[key].astype(str).tolist()) for key in STRING_KEYS}
         self.index = df.drop(columns=["report"])
-        self._scale = 1.0 / (255.0 if self.manifest.get("bit_depth", 8) == 8 else 65535.0)
-        self._maps: dict[int, tuple[int, int, np.dtype, tuple[int, ...]]] = {}
-
-    @property
-    def size(self) -> int:
-        """Image side in pixels."""
-        return int(self.manifest["size"])
+        self._maps: dict[tuple[int, str], tuple[int, int, np.dtype, tuple[int, ...]]] = {}
 
     @property
     def labels(self) -> np.ndarray:
@@ -622,11 +621,17 @@ class CXRCache:
             except OSError:
                 pass
 
-    def _shard_file(self, s: int) -> tuple[int, int, np.dtype, tuple[int, ...]]:
+    def _check(self, i: int) -> int:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} out of range for a cache of {n} items")
+        return i % n
+
+    def _shard_file(self, s: int, suffix: str = "") -> tuple[int, int, np.dtype, tuple[int, ...]]:
         """(file descriptor, byte offset of the data, dtype, item shape) of shard ``s``."""
-        info = self._maps.get(s)
+        info = self._maps.get((s, suffix))
         if info is None:
-            path = self.root / "shards" / f"{shard_name(s)}.npy"
+            path = self.root / "shards" / f"{shard_name(s)}{suffix}.npy"
             with open(path, "rb") as fh:
                 major, _ = np.lib.format.read_magic(fh)
                 read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
@@ -635,39 +640,18 @@ class CXRCache:
             if fortran:
                 raise UnicxrError(f"{path}: unexpected Fortran-ordered shard")
             info = (os.open(path, os.O_RDONLY), data_offset, np.dtype(dtype), tuple(shape[1:]))
-            self._maps[s] = info
+            self._maps[(s, suffix)] = info
         return info
 
-    def _raw(self, i: int) -> np.ndarray:
-        """Stored pixels of (checked) item ``i``, read with ``pread`` into a fresh buffer.
-
-        Reading instead of memory-mapping keeps the page cache out of the process: a long training
-        run that touches every image of a large cache no longer shows the whole cache in its RSS.
-        """
-        fd, start, dtype, shape = self._shard_file(int(self._shard[i]))
+    def _raw(self, i: int, suffix: str = "") -> np.ndarray:
+        """Stored array of (checked) item ``i`` from the shard file with ``suffix``, read with
+        ``pread`` into a fresh buffer."""
+        fd, start, dtype, shape = self._shard_file(int(self._shard[i]), suffix)
         nbytes = int(np.prod(shape)) * dtype.itemsize
         buf = os.pread(fd, nbytes, start + int(self._offset[i]) * nbytes)
         if len(buf) != nbytes:
-            raise UnicxrError(f"{self.root}: shard {int(self._shard[i])} is truncated (item {i})")
+            raise UnicxrError(f"{self.root}: shard {int(self._shard[i])}{suffix} is truncated (item {i})")
         return np.frombuffer(buf, dtype=dtype).reshape(shape)
-
-    def _check(self, i: int) -> int:
-        n = len(self)
-        if not -n <= i < n:
-            raise IndexError(f"index {i} out of range for a cache of {n} images")
-        return i % n
-
-    def array(self, i: int) -> np.ndarray:
-        """The stored image ``i`` as uint8/uint16 (H, W) (a copy, not a view of the memory map)."""
-        return self._raw(self._check(int(i))).copy()
-
-    def image(self, i: int):
-        """Image ``i`` as torch float32 (1, H, W) in [0, 1]."""
-        import torch
-
-        i = self._check(int(i))
-        raw = self._raw(i)
-        return torch.from_numpy(np.multiply(raw, self._scale, dtype=np.float32)).unsqueeze(0)
 
     def report(self, i: int) -> str:
         """Report text of item ``i``."""
@@ -677,15 +661,68 @@ class CXRCache:
         """String field ``key`` (``path``, ``split``, ``view``, ``patient_id``, ``study_id``) of item ``i``."""
         return self._strings[key][self._check(int(i))]
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def _fields(self, idx: list[int], stacked: bool) -> dict[str, Any]:
+        """``labels``, the strings and ``index`` of items ``idx`` (one item, or stacked/listed)."""
         import torch
 
+        if not stacked:
+            i = idx[0]
+            out: dict[str, Any] = {"labels": torch.from_numpy(self._labels[i].copy())}
+            out.update({key: col[i] for key, col in self._strings.items()})
+            out["index"] = int(self._rows[i])
+            return out
+        out = {"labels": torch.from_numpy(self._labels[idx].copy())}
+        out.update({key: [col[i] for i in idx] for key, col in self._strings.items()})
+        out["index"] = torch.from_numpy(self._rows[idx].copy())
+        return out
+
+
+class CXRCache(ShardedIndex):
+    """Random access to a cache written by ``unicxr prepare`` (shards are memory-mapped).
+
+    ``cache[i]`` returns a dict: ``image`` (torch float32 (1, H, W) in [0, 1]), ``labels`` (torch
+    float32 (14,), NaN = not mentioned), ``report`` (str), ``path`` (source path), ``split`` (str),
+    plus ``view``, ``patient_id``, ``study_id`` and ``index`` (row in the full index).
+
+    Args:
+        root: the cache directory.
+        split: keep only this split (``train``, ``validate``/``val``/``valid``, ``test``), or None.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], split: str | None = None) -> None:
+        from unicxr.utils.memory import tune_malloc
+
+        tune_malloc()  # every item is a fresh image-sized float buffer; see tune_malloc
+        self._open_manifest(root, "not a finished unicxr cache (no cache.json); run `unicxr prepare`")
+        manifest_path = self.root / "cache.json"
+        if self.manifest.get("kind") == "latent":
+            raise UnicxrError(f"{self.root}: is a latent cache; read it with unicxr.data.LatentCache")
+        if self.manifest.get("version") != CACHE_VERSION:
+            raise UnicxrError(
+                f"{manifest_path}: cache version {self.manifest.get('version')} is not {CACHE_VERSION}; re-run prepare"
+            )
+        self._load_index(split)
+        self._scale = 1.0 / (255.0 if self.manifest.get("bit_depth", 8) == 8 else 65535.0)
+
+    @property
+    def size(self) -> int:
+        """Image side in pixels."""
+        return int(self.manifest["size"])
+
+    def array(self, i: int) -> np.ndarray:
+        """The stored image ``i`` as uint8/uint16 (H, W) (a copy)."""
+        return self._raw(self._check(int(i))).copy()
+
+    def image(self, i: int):
+        """Image ``i`` as torch float32 (1, H, W) in [0, 1]."""
+        import torch
+
+        raw = self._raw(self._check(int(i)))
+        return torch.from_numpy(np.multiply(raw, self._scale, dtype=np.float32)).unsqueeze(0)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
         i = self._check(int(i))
-        item: dict[str, Any] = {"image": self.image(i), "labels": torch.from_numpy(self._labels[i].copy())}
-        for key, col in self._strings.items():
-            item[key] = col[i]
-        item["index"] = int(self._rows[i])
-        return item
+        return {"image": self.image(i), **self._fields([i], stacked=False)}
 
     def batch(self, indices: Sequence[int]) -> dict[str, Any]:
         """Several items at once, with the same keys as ``cache[i]``: ``image`` (B, 1, H, W), ``labels``
@@ -693,15 +730,8 @@ class CXRCache:
         import torch
 
         idx = [self._check(int(i)) for i in indices]
-        images = np.stack([self.array(i) for i in idx]).astype(np.float32) * self._scale
-        out: dict[str, Any] = {
-            "image": torch.from_numpy(images).unsqueeze(1),
-            "labels": torch.from_numpy(self._labels[idx].copy()),
-        }
-        for key, col in self._strings.items():
-            out[key] = [col[i] for i in idx]
-        out["index"] = torch.from_numpy(self._rows[idx].copy())
-        return out
+        images = np.stack([self._raw(i) for i in idx]).astype(np.float32) * self._scale
+        return {"image": torch.from_numpy(images).unsqueeze(1), **self._fields(idx, stacked=True)}
 
     def __repr__(self) -> str:
         return f"CXRCache({str(self.root)!r}, split={self.split!r}, n={len(self)}, size={self.size})"

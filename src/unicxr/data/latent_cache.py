@@ -26,7 +26,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,23 +35,22 @@ import numpy as np
 
 from unicxr.data.cache import (
     CACHE_VERSION,
-    StringColumn,
-    clean_stale_temps,
+    ShardedIndex,
     index_columns,
     shard_done,
     shard_name,
+    start_plan,
     write_index_part,
     write_npy,
 )
 from unicxr.data.splits import normalize_split
-from unicxr.labels import FINDINGS, NUM_FINDINGS
+from unicxr.labels import FINDINGS
 from unicxr.utils import UnicxrError, atomic_write, atomic_write_text
 
 __all__ = ["LatentCache", "write_latent_cache", "autoencoder_fingerprint", "LATENT_KIND"]
 
 LATENT_KIND = "latent"
 _SHARD_TARGET_BYTES = 128 * 1024 * 1024
-_STRING_KEYS = ("report", "path", "split", "view", "patient_id", "study_id")
 
 
 def _sha256_file(path: Path) -> str:
@@ -158,25 +156,9 @@ def write_latent_cache(
     }
     fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
-    plan_path = out / "plan.json"
-    if out.exists() and any(out.iterdir()):
-        old = None
-        if plan_path.is_file():
-            try:
-                old = json.loads(plan_path.read_text())
-            except (OSError, json.JSONDecodeError):
-                old = None
-        if old is None or old.get("fingerprint") != fingerprint:
-            if not overwrite:
-                what = "a latent cache made with other settings, data or autoencoder" if old else "files that are not a latent cache"
-                raise UnicxrError(f"--out {out}: holds {what}; use --overwrite to replace it or choose another folder")
-            for name in ("shards", "parts"):
-                shutil.rmtree(out / name, ignore_errors=True)
-            for name in ("cache.json", "index.parquet", "plan.json", "codebook.npy"):
-                (out / name).unlink(missing_ok=True)
-    (out / "shards").mkdir(parents=True, exist_ok=True)
-    (out / "parts").mkdir(parents=True, exist_ok=True)
-    clean_stale_temps(out)
+    plan_path = start_plan(out, fingerprint, overwrite=overwrite,
+                           same="a latent cache made with other settings, data or autoencoder",
+                           other="files that are not a latent cache", files=("codebook.npy",))
     atomic_write_text(plan_path, json.dumps({"fingerprint": fingerprint, "settings": settings}, indent=2))
     if kind == "vq":
         codebook = model.net.quantizer.quantizer.embedding.weight.detach().float().cpu().numpy()
@@ -254,8 +236,8 @@ def write_latent_cache(
 
 
 # ------------------------------------------------------------------------------------------- reading
-class LatentCache:
-    """Random access to a latent cache written by ``unicxr encode`` (shards are memory-mapped).
+class LatentCache(ShardedIndex):
+    """Random access to a latent cache written by ``unicxr encode`` (items read from the shard files on demand).
 
     ``cache[i]`` returns ``latent`` (torch float32 (C, h, w), scaled), ``mean``/``logvar`` (KL,
     unscaled) or ``indices`` (VQ, int64 (h, w)), ``labels`` (float32 (14,), NaN = not mentioned),
@@ -273,16 +255,8 @@ class LatentCache:
     def __init__(
         self, root: str | os.PathLike[str], split: str | None = None, *, latent: str = "mean", seed: int = 0
     ) -> None:
-        import pandas as pd
-
-        self.root = Path(root).expanduser()
+        self._open_manifest(root, "not a finished latent cache (no cache.json); run `unicxr encode`")
         manifest_path = self.root / "cache.json"
-        if not manifest_path.is_file():
-            raise UnicxrError(f"{self.root}: not a finished latent cache (no cache.json); run `unicxr encode`")
-        try:
-            self.manifest: dict[str, Any] = json.loads(manifest_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UnicxrError(f"{manifest_path}: unreadable manifest: {exc}") from None
         if self.manifest.get("kind") != LATENT_KIND:
             raise UnicxrError(f"{self.root}: not a latent cache (an image cache? read it with CXRCache)")
         if self.manifest.get("version") != CACHE_VERSION:
@@ -294,22 +268,8 @@ class LatentCache:
         self.seed = int(seed)
         self.epoch = 0
         self.scale_factor = float(self.manifest["scale_factor"])
-        df = pd.read_parquet(self.root / "index.parquet")
-        df["row"] = np.arange(len(df))
-        if split is not None:
-            canon = normalize_split(split)
-            if canon is None:
-                raise UnicxrError(f"split: unknown split {split!r}; expected train, validate or test")
-            df = df[df["split"] == canon].reset_index(drop=True)
-        self.split = None if split is None else normalize_split(split)
-        self._shard = df["shard"].to_numpy(np.int64)
-        self._offset = df["offset"].to_numpy(np.int64)
-        self._rows = df["row"].to_numpy(np.int64)
-        self._labels = df[list(FINDINGS)].to_numpy(np.float32).reshape(-1, NUM_FINDINGS)
-        self._strings = {key: StringColumn(df[key].astype(str).tolist()) for key in _STRING_KEYS}
-        self.index = df.drop(columns=["report"])
+        self._load_index(split)
         self._codebook = np.load(self.root / "codebook.npy") if self.kind == "vq" else None
-        self._maps: dict[tuple[int, str], np.ndarray] = {}
 
     # -- properties -------------------------------------------------------------------------------
     @property
@@ -327,11 +287,6 @@ class LatentCache:
         """Path, model type and config/weights hashes of the autoencoder that wrote the latents."""
         return dict(self.manifest["autoencoder"])
 
-    @property
-    def labels(self) -> np.ndarray:
-        """All labels, float32 (N, 14)."""
-        return self._labels
-
     def check_autoencoder(self, model_dir: str | os.PathLike[str]) -> None:
         """Raise :class:`UnicxrError` unless ``model_dir`` holds the autoencoder that wrote this cache."""
         fp = autoencoder_fingerprint(model_dir)
@@ -347,41 +302,17 @@ class LatentCache:
         """Change the posterior draw of ``latent='sample'`` (call once per epoch)."""
         self.epoch = int(epoch)
 
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_maps"] = {}  # re-open memory maps in the receiving process (DataLoader workers)
-        return state
-
-    # -- access -----------------------------------------------------------------------------------
-    def _array(self, s: int, which: str) -> np.ndarray:
-        arr = self._maps.get((s, which))
-        if arr is None:
-            suffix = "" if which == "main" else f".{which}"
-            arr = np.load(self.root / "shards" / f"{shard_name(s)}{suffix}.npy", mmap_mode="r").view(np.ndarray)
-            self._maps[(s, which)] = arr
-        return arr
-
-    def _check(self, i: int) -> int:
-        n = len(self)
-        if not -n <= i < n:
-            raise IndexError(f"index {i} out of range for a latent cache of {n} items")
-        return i % n
-
     def _latents(self, idx: Sequence[int]) -> dict[str, Any]:
         import torch
 
-        main = np.stack([self._array(int(self._shard[i]), "main")[int(self._offset[i])] for i in idx])
+        main = np.stack([self._raw(i) for i in idx])
         if self.kind == "vq":
             indices = main.astype(np.int64)
             z = np.moveaxis(self._codebook[indices], -1, 1)  # (B, h, w, C) -> (B, C, h, w)
             return {"latent": torch.from_numpy(np.ascontiguousarray(z * self.scale_factor, dtype=np.float32)),
                     "indices": torch.from_numpy(indices)}
         mean = torch.from_numpy(np.ascontiguousarray(main, dtype=np.float32))
-        logvar = torch.from_numpy(np.stack(
-            [self._array(int(self._shard[i]), "logvar")[int(self._offset[i])] for i in idx]).astype(np.float32))
+        logvar = torch.from_numpy(np.stack([self._raw(i, ".logvar") for i in idx]).astype(np.float32))
         z = mean
         if self.latent_mode == "sample":
             eps = torch.stack([
@@ -396,37 +327,16 @@ class LatentCache:
         """Latent ``i`` (C, h, w) float32, scaled."""
         return self._latents([self._check(int(i))])["latent"][0]
 
-    def report(self, i: int) -> str:
-        """Report text of item ``i``."""
-        return self._strings["report"][self._check(int(i))]
-
-    def meta(self, i: int, key: str) -> str:
-        """String field ``key`` (``path``, ``split``, ``view``, ``patient_id``, ``study_id``) of item ``i``."""
-        return self._strings[key][self._check(int(i))]
-
     def __getitem__(self, i: int) -> dict[str, Any]:
-        import torch
-
         i = self._check(int(i))
         item = {k: v[0] for k, v in self._latents([i]).items()}
-        item["labels"] = torch.from_numpy(self._labels[i].copy())
-        for key, col in self._strings.items():
-            item[key] = col[i]
-        item["index"] = int(self._rows[i])
-        return item
+        return {**item, **self._fields([i], stacked=False)}
 
     def batch(self, indices: Sequence[int]) -> dict[str, Any]:
         """Several items at once (same keys, stacked: ``latent`` (B, C, h, w), ``labels`` (B, 14),
         ``index`` (B,) int64; lists for the strings)."""
-        import torch
-
         idx = [self._check(int(i)) for i in indices]
-        out: dict[str, Any] = self._latents(idx)
-        out["labels"] = torch.from_numpy(self._labels[idx].copy())
-        for key, col in self._strings.items():
-            out[key] = [col[i] for i in idx]
-        out["index"] = torch.from_numpy(self._rows[idx].copy())
-        return out
+        return {**self._latents(idx), **self._fields(idx, stacked=True)}
 
     def __repr__(self) -> str:
         return (f"LatentCache({str(self.root)!r}, split={self.split!r}, n={len(self)}, kind={self.kind!r}, "

@@ -42,6 +42,14 @@ def train_command(
     final = train(loaded, out, resume=not no_resume, resume_from=resume_from, progress=progress)
     import os
 
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        # Tear the process group down before the interpreter exits: leaving it to process teardown
+        # intermittently aborted a gloo rank ("terminate called without an active exception").
+        dist.barrier()
+        dist.destroy_process_group()
+
     if os.environ.get("RANK", "0") == "0":
         typer.echo(f"model saved to {final}")
 

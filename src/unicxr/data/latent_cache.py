@@ -46,19 +46,12 @@ from unicxr.data.cache import (
 from unicxr.data.splits import normalize_split
 from unicxr.labels import FINDINGS
 from unicxr.utils import UnicxrError, atomic_write, atomic_write_text
+from unicxr.utils.io import sha256_file
 
 __all__ = ["LatentCache", "write_latent_cache", "autoencoder_fingerprint", "LATENT_KIND"]
 
 LATENT_KIND = "latent"
 _SHARD_TARGET_BYTES = 128 * 1024 * 1024
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def autoencoder_fingerprint(model_dir: str | os.PathLike[str]) -> dict[str, str]:
@@ -67,8 +60,8 @@ def autoencoder_fingerprint(model_dir: str | os.PathLike[str]) -> dict[str, str]
     d = Path(model_dir).resolve()
     return {
         "path": str(d),
-        "config_sha256": _sha256_file(d / "config.json"),
-        "weights_sha256": _sha256_file(d / "model.safetensors"),
+        "config_sha256": sha256_file(d / "config.json"),
+        "weights_sha256": sha256_file(d / "model.safetensors"),
     }
 
 

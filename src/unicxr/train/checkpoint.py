@@ -12,7 +12,6 @@ needed. Loading verifies sizes and hashes first and names the damaged file.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -27,7 +26,7 @@ import torch
 from unicxr import __version__
 from unicxr.models.base import load_module_weights, save_module_weights
 from unicxr.utils.errors import UnicxrError
-from unicxr.utils.io import atomic_write_bytes, atomic_write_text, fsync_dir, read_json
+from unicxr.utils.io import atomic_write_bytes, atomic_write_text, fsync_dir, read_json, sha256_file
 
 if TYPE_CHECKING:
     from unicxr.train.ema import EMA
@@ -44,14 +43,6 @@ __all__ = [
 
 CKPT_DIR = "checkpoints"
 _NAME = re.compile(r"^step_(\d{6,})$")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _as_dict(obj: Any, default: str) -> dict[str, Any]:
@@ -104,7 +95,7 @@ def save_checkpoint(
         torch.save({"optimizers": {n: o.state_dict() for n, o in optimizers.items()}}, buf)
         atomic_write_bytes(tmp / "optimizer.pt", buf.getvalue())
         files = {
-            p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir()) if p.is_file()
+            p.name: {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(tmp.iterdir()) if p.is_file()
         }
         state = {"step": step, "unicxr_version": __version__, "files": files, **(extra or {})}
         atomic_write_text(tmp / "state.json", json.dumps(state, indent=2, sort_keys=True) + "\n")
@@ -154,7 +145,7 @@ def verify_checkpoint(path: str | Path) -> dict[str, Any]:
         size = f.stat().st_size
         if size != meta["size"]:
             raise UnicxrError(f"{f}: truncated or altered ({size} bytes, expected {meta['size']})")
-        if _sha256(f) != meta["sha256"]:
+        if sha256_file(f) != meta["sha256"]:
             raise UnicxrError(f"{f}: corrupt (SHA-256 does not match the checkpoint record)")
     return state
 

@@ -20,6 +20,7 @@ __all__ = [
     "default_file_mode",
     "synthetic_image_text",
     "read_json",
+    "sha256_file",
 ]
 
 
@@ -36,6 +37,17 @@ def read_json(path: str | os.PathLike[str], *, missing: str, corrupt: str = "not
         raise UnicxrError(f"{path}: {missing}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UnicxrError(f"{path}: {corrupt} ({exc})") from None
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def synthetic_image_text(source: str) -> dict[str, str]:

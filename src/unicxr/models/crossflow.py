@@ -124,10 +124,10 @@ class CrossFlow(GeneratorBase):
         return loss, logs
 
     @torch.no_grad()
-    def sample_latents(self, cond, *, steps, sampler, guidance, generator, negative=None, progress=False):
+    def sample_latents(self, cond, *, steps, sampler, guidance, generator, seeds, negative=None, progress=False):
         mu, logvar = self.text_latent(cond)
         b = mu.shape[0]
-        x1 = mu + torch.exp(0.5 * logvar) * self.initial_noise(b, generator, tuple(mu.shape[1:]))
+        x1 = mu + torch.exp(0.5 * logvar) * self.initial_noise(seeds, tuple(mu.shape[1:]))
         on = torch.ones(b, dtype=torch.long, device=x1.device)
 
         def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

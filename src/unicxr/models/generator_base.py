@@ -145,10 +145,13 @@ class GeneratorBase(ModelMixin):
         sampler: str,
         guidance: float,
         generator: torch.Generator,
+        seeds: Sequence[int],
         negative: dict[str, Any] | None = None,
         progress: bool = False,
     ) -> tuple[torch.Tensor, int]:
-        """Latents (B, C, h, w) for the condition; returns (latents, network evaluations)."""
+        """Latents (B, C, h, w) for the condition, starting from :meth:`initial_noise` of ``seeds``
+        (one per item); ``generator`` drives stochastic sampler steps. Returns (latents, network
+        evaluations)."""
         raise NotImplementedError
 
     def drop_mask(self, b: int, device: torch.device) -> torch.Tensor:
@@ -188,33 +191,24 @@ class GeneratorBase(ModelMixin):
         seeds = [int(seed) + i for i in range(b)] if isinstance(seed, int) else [int(s) for s in seed]
         if len(seeds) != b:
             raise ValueError(f"{len(seeds)} seeds for {b} conditions")
-        self._noise_seeds = seeds
-        gen = torch.Generator().manual_seed(seeds[0])
-        try:
-            z, nfe = self.sample_latents(
-                cond,
-                steps=steps or self.config.default_steps,
-                sampler=sampler or self.config.default_sampler,
-                guidance=self.config.default_guidance if guidance is None else guidance,
-                generator=gen,
-                negative=negative,
-                progress=progress,
-            )
-        finally:
-            self._noise_seeds = None
+        z, nfe = self.sample_latents(
+            cond,
+            steps=steps or self.config.default_steps,
+            sampler=sampler or self.config.default_sampler,
+            guidance=self.config.default_guidance if guidance is None else guidance,
+            generator=torch.Generator().manual_seed(seeds[0]),
+            seeds=seeds,
+            negative=negative,
+            progress=progress,
+        )
         return self.from_latent(z), nfe
 
-    def initial_noise(self, b: int, generator: torch.Generator, shape: tuple[int, ...] | None = None) -> torch.Tensor:
-        """Gaussian noise (B, C, h, w) on CPU generators (same seed ⇒ same noise on any device): one
-        generator per item seeded by :meth:`generate`'s per-item seeds, else ``generator``."""
+    def initial_noise(self, seeds: Sequence[int], shape: tuple[int, ...] | None = None) -> torch.Tensor:
+        """Gaussian noise (B, *shape) (default shape: the latent's), item ``i`` from a CPU generator
+        seeded with ``seeds[i]``: same seed ⇒ same noise on any device, whatever the batch."""
         device = next(self.parameters()).device
         shape = tuple(shape or self.latent_shape)
-        seeds = getattr(self, "_noise_seeds", None)
-        if seeds is not None and len(seeds) == b:
-            noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
-        else:
-            noise = torch.randn((b, *shape), generator=generator)
-        return noise.to(device)
+        return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds]).to(device)
 
     def guided_fn(self, net, cond: dict[str, Any], negative: dict[str, Any] | None, guidance: float):
         """``f(x, t)`` = guided output of ``net(x, t, tokens, mask, pooled)`` for ``cond`` (the other

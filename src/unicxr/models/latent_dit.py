@@ -112,7 +112,7 @@ class LatentDiT(GeneratorBase):
         return loss, {"mse": float(loss.detach())}
 
     @torch.no_grad()
-    def sample_latents(self, cond, *, steps, sampler, guidance, generator, negative=None, progress=False):
+    def sample_latents(self, cond, *, steps, sampler, guidance, generator, seeds, negative=None, progress=False):
         fn = self.guided_fn(self.net, cond, negative, guidance)
-        x1 = self.initial_noise(self.batch_size_of(cond), generator)
+        x1 = self.initial_noise(seeds)
         return flow_sample(fn, x1, steps=steps, sampler=sampler, shift=self.shift, progress=progress)

@@ -93,10 +93,10 @@ class LDMUNet(GeneratorBase):
         return loss, {"mse": float(loss.detach())}
 
     @torch.no_grad()
-    def sample_latents(self, cond, *, steps, sampler, guidance, generator, negative=None, progress=False):
+    def sample_latents(self, cond, *, steps, sampler, guidance, generator, seeds, negative=None, progress=False):
         if sampler not in DIFFUSION_SAMPLERS:
             raise ValueError(f"ldm_unet samples with {', '.join(DIFFUSION_SAMPLERS)}, not {sampler!r}")
         fn = self.guided_fn(self.net, cond, negative, guidance)
-        x = self.initial_noise(self.batch_size_of(cond), generator)
+        x = self.initial_noise(seeds)
         return diffusion_sample(fn, self.config.schedule, x, steps=steps, sampler=sampler, generator=generator,
                                 progress=progress)

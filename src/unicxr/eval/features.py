@@ -192,12 +192,6 @@ class FeatureExtractor:
 # ------------------------------------------------------------------------------------------------------
 # (a) our evaluation encoder
 # ------------------------------------------------------------------------------------------------------
-def _resolve_model_dir(path: Path) -> Path:
-    from unicxr.models import resolve_model_dir
-
-    return resolve_model_dir(path)
-
-
 class OwnEncoderExtractor(FeatureExtractor):
     """Our :class:`~unicxr.models.classifier.CXRClassifier`: penultimate features and its probabilities."""
 
@@ -210,7 +204,9 @@ class OwnEncoderExtractor(FeatureExtractor):
         path = Path(path)
         if not path.exists():
             raise UnicxrError(f"{path}: evaluation encoder directory not found")
-        model_dir = _resolve_model_dir(path)
+        from unicxr.models import resolve_model_dir
+
+        model_dir = resolve_model_dir(path)
         model = load_model(model_dir, device=str(self.device))
         if not hasattr(model, "features") or not hasattr(model, "probabilities"):
             raise UnicxrError(

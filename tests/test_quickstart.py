@@ -58,3 +58,22 @@ def test_quickstart_script(tmp_path):
     assert fd["0"]["ci_high"] < fd["1.0"]["ci_low"] < fd["1.0"]["ci_high"] < fd["2.0"]["ci_low"]
 
     assert (out / "phantom_preview.png").exists() and (out / "labels.csv").exists()
+
+    # 8/10: one generated report per test image, scored against the phantom's reference reports
+    import pandas as pd
+
+    from unicxr.labels import FINDINGS
+
+    reports = pd.read_csv(out / "reports_test.csv", dtype=str, keep_default_na=False)
+    assert len(reports) == len(test) and set(FINDINGS) <= set(reports.columns)
+    assert all(r.strip() for r in reports["report"])
+    scored = json.loads((out / "eval_reports" / "metrics.json").read_text())
+    assert scored["n"] == len(test) and set(scored["ce"]) == {"uncertain_as_negative", "uncertain_as_positive"}
+    # 9-10/10: one synthetic image per test report, compared with the real test images
+    gen = pd.read_csv(out / "generated" / "metadata.csv", dtype=str, keep_default_na=False)
+    assert len(gen) == len(test)
+    from PIL import Image
+
+    assert Image.open(out / "generated" / gen["image_path"][0]).text["synthetic"] == "true"
+    fake = json.loads((out / "eval_generated" / "metrics.json").read_text())["metrics"]
+    assert fake["n_fake"] == len(test) and fake["fd"]["value"] > fd_vt  # a 60-step generator is far from real

@@ -144,3 +144,28 @@ def test_gpt2_weights_give_the_same_logits(tmp_path):
     ids = torch.randint(0, 320, (2, 10))
     ours, _ = dec(ids)
     assert torch.allclose(ours, hf(ids).logits, atol=1e-4)
+
+
+def test_report_generator_label_tokens_teacher_forced_and_hard(tok, tmp_path):
+    m = _generator(tok, label_input="hard", thresholds=(0.0,) * 7 + (1.01,) * 7)
+    x = torch.rand(2, 1, 32, 32)
+    aux = torch.randn(2, 14)
+    # hard decisions at the stored thresholds: always present for the first 7, never for the last 7
+    v = m.label_values(aux)
+    assert torch.equal(v, torch.tensor([[1.0] * 7 + [0.0] * 7] * 2))
+    # teacher-forced values win where given; NaN falls back to the head's decision
+    lab = torch.full((2, 14), float("nan"))
+    lab[0, 0], lab[1, 13] = 0.0, 1.0
+    v2 = m.label_values(aux, lab)
+    assert v2[0, 0] == 0 and v2[1, 13] == 1 and torch.equal(v2[0, 1:], v[0, 1:]) and torch.equal(v2[1, :13], v[1, :13])
+    # the decoder sees them: flipping every label changes the logits; the same labels give the same logits
+    ids = torch.tensor([[tok.bos_id, 5, 6, 7]] * 2)
+    with torch.no_grad():
+        a = m(x, ids, torch.zeros(2, 14))[0]
+        b = m(x, ids, torch.ones(2, 14))[0]
+        c = m(x, ids, torch.zeros(2, 14))[0]
+    assert not torch.allclose(a, b) and torch.equal(a, c)
+    # soft mode: probabilities; thresholds survive save/load
+    assert torch.allclose(_generator(tok).label_values(aux), torch.sigmoid(aux))
+    m.save_pretrained(tmp_path / "rg")
+    assert load_model(tmp_path / "rg").config.thresholds == m.config.thresholds

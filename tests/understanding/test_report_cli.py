@@ -44,7 +44,8 @@ def report_run(phantom):
     run = phantom / "rep"
     _train("report_phantom", run, phantom / "cache",
            ["model.dim=32", "model.depth=1", "model.num_heads=2", "data.vocab_size=300", "data.eval_reports=4",
-            "data.media_n=2", "data.max_tokens=48", "model.max_len=64"])  # fmt: skip
+            "data.media_n=2", "data.max_tokens=48", "model.max_len=64", "model.label_input=hard",
+            "data.label_teacher_forcing=0.5"])  # fmt: skip
     return run
 
 
@@ -105,6 +106,9 @@ def test_report_cache_split_scored_by_eval_reports(report_run, phantom, tmp_path
     assert main(["eval", "reports", "--pred", str(out), "--ref", str(phantom / "ph" / "metadata.csv"),
                  "--out", str(tmp_path / "m"), "--bootstrap", "10"]) == 0  # fmt: skip
     assert json.loads((tmp_path / "m" / "metrics.json").read_text())["n"] == 6
+    # the final validation chose the aux head's thresholds, saved with the model for hard label tokens
+    cfg = json.loads((report_run / "model" / "config.json").read_text())["config"]
+    assert len(cfg["thresholds"]) == 14 and all(0 <= t <= 1 for t in cfg["thresholds"])
 
 
 def test_classifier_template_report_and_eval_findings(clf_run, phantom, tmp_path, capsys):

@@ -8,22 +8,40 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from unicxr.labels import FINDINGS
 from unicxr.utils.metrics import auprc, auroc, best_f1_threshold, expected_calibration_error, f1_at
 
-__all__ = ["finding_table", "choose_thresholds", "summary_metrics"]
+__all__ = ["finding_table", "choose_thresholds", "summary_metrics", "ThresholdObjective"]
 
 
 def _key(name: str) -> str:
     return name.lower().replace(" ", "_")
 
 
-def choose_thresholds(probs: np.ndarray, targets: np.ndarray, default: float = 0.5, min_pos: int = 10) -> list[float]:
-    """Per-finding F1-maximising thresholds (``default`` where fewer than ``min_pos`` positives)."""
+ThresholdObjective = Literal["f1", "micro_f1"]
+
+
+def choose_thresholds(
+    probs: np.ndarray,
+    targets: np.ndarray,
+    default: float = 0.5,
+    min_pos: int = 10,
+    objective: ThresholdObjective = "f1",
+) -> list[float]:
+    """Decision thresholds for (N, F) probabilities and targets (1/0, NaN = masked).
+
+    ``f1``: each finding's own F1-maximising threshold (``default`` where fewer than ``min_pos``
+    positives). ``micro_f1``: thresholds that together maximise the F1 pooled over all findings (the
+    CE micro-F1 of report generation): a weak finding's own-F1 optimum is a low threshold that floods
+    the pooled count with false positives, so here it is set higher. Coordinate ascent from
+    ``default`` over each finding's probability quantiles, a few sweeps.
+    """
+    if objective == "micro_f1":
+        return _micro_f1_thresholds(probs, targets, default)
     out = []
     for j in range(probs.shape[1]):
         y = targets[:, j]
@@ -33,6 +51,35 @@ def choose_thresholds(probs: np.ndarray, targets: np.ndarray, default: float = 0
         else:
             out.append(best_f1_threshold(y[ok], probs[ok, j], default))
     return out
+
+
+def _micro_f1_thresholds(probs: np.ndarray, targets: np.ndarray, default: float, sweeps: int = 3) -> list[float]:
+    n_f = probs.shape[1]
+    grids, counts = [], []  # per finding: candidate thresholds (K,), (TP, FP, FN) at each (K, 3)
+    for j in range(n_f):
+        y = targets[:, j]
+        ok = np.isfinite(y)
+        yy, pp = y[ok] == 1, probs[ok, j]
+        cand = np.unique(np.concatenate([[default, 1.0 + 1e-6], np.quantile(pp, np.linspace(0, 1, 101))]) if pp.size else [default])
+        pred = pp[None, :] >= cand[:, None]
+        tp = (pred & yy[None]).sum(1)
+        fp = (pred & ~yy[None]).sum(1)
+        fn = yy.sum() - tp
+        grids.append(cand)
+        counts.append(np.stack([tp, fp, fn], 1).astype(np.float64))
+    pick = [int(np.argmin(np.abs(g - default))) for g in grids]
+    for _ in range(sweeps):
+        changed = False
+        for j in range(n_f):
+            others = sum(counts[k][pick[k]] for k in range(n_f) if k != j)
+            tot = others[None, :] + counts[j]
+            f1 = 2 * tot[:, 0] / np.maximum(2 * tot[:, 0] + tot[:, 1] + tot[:, 2], 1e-12)
+            best = int(np.argmax(f1 + 1e-12 * -np.abs(grids[j] - default)))  # ties: nearest the default
+            if f1[best] > f1[pick[j]] + 1e-12:
+                pick[j], changed = best, True
+        if not changed:
+            break
+    return [float(min(grids[j][pick[j]], 1.0)) for j in range(n_f)]
 
 
 def finding_table(

@@ -214,6 +214,12 @@ class ReportGeneratorConfig(StrictModel):
     label_tokens: bool = Field(
         True, description="feed the aux head's (detached) probabilities to the decoder as 14 memory tokens"
     )
+    label_input: Literal["soft", "hard"] = Field(
+        "soft", description="label tokens from the aux probabilities (soft) or from 0/1 decisions at `thresholds` (hard)"
+    )
+    thresholds: tuple[float, ...] | None = Field(
+        None, description="per-finding decision thresholds of the aux head (chosen on validation; default 0.5)"
+    )
     label_names: tuple[str, ...] = FINDINGS
     decoder_init: str | None = Field(None, description="local HF GPT-2 directory the decoder was initialised from")
 
@@ -263,20 +269,42 @@ class CXRReportGenerator(ModelMixin):
         return self.component("tokenizer") if "tokenizer" in self.component_names else None
 
     # -- conditioning -------------------------------------------------------------------------------
-    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """images (B, 1, H, W) → (memory (B, M, dim), aux logits (B, 14) or None)."""
+    def threshold_tensor(self) -> torch.Tensor:
+        """(14,) decision thresholds of the aux head (0.5 where none were chosen)."""
+        n = len(self.config.label_names)
+        return torch.tensor(self.config.thresholds or (0.5,) * n, dtype=torch.float32)
+
+    def label_values(self, aux: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The values the 14 label tokens carry, (B, 14) in [0, 1]: the aux head's (detached)
+        probabilities, or its 0/1 decisions when ``label_input="hard"``; where ``labels`` (B, 14) is
+        not NaN its value is used instead (teacher forcing of the findings during training)."""
+        p = torch.sigmoid(aux.detach().float())
+        if self.config.label_input == "hard":
+            p = (p >= self.threshold_tensor().to(p.device)).float()
+        if labels is not None:
+            p = torch.where(torch.isnan(labels), p, labels.float())
+        return p
+
+    def encode(
+        self, images: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """images (B, 1, H, W) → (memory (B, M, dim), aux logits (B, 14) or None); ``labels``
+        (B, 14) optional teacher-forced finding values for the label tokens (NaN: use the head's)."""
         tokens, pooled = self.encoder(images)
         mem = self.mem_proj(tokens) + self.mem_pos
         aux = self.aux_head(pooled) if self.aux_head is not None else None
         if self.label_emb is not None and aux is not None:
-            p = torch.sigmoid(aux.detach().float()).to(mem.dtype)[..., None]  # (B, 14, 1)
+            p = self.label_values(aux, labels).to(mem.dtype)[..., None]  # (B, 14, 1)
             lab = p * self.label_emb[1] + (1 - p) * self.label_emb[0]
             mem = torch.cat([mem, lab], dim=1)
         return mem, aux
 
-    def forward(self, images: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Teacher forcing: images (B, 1, H, W), input_ids (B, T) → (logits (B, T, V), aux logits)."""
-        mem, aux = self.encode(images)
+    def forward(
+        self, images: torch.Tensor, input_ids: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Teacher forcing: images (B, 1, H, W), input_ids (B, T), optional finding values ``labels``
+        (B, 14) for the label tokens → (logits (B, T, V), aux logits (B, 14) or None)."""
+        mem, aux = self.encode(images, labels)
         if self.config.conditioning == "cross":
             logits, _ = self.decoder(input_ids, memory=mem)
         else:

@@ -17,7 +17,7 @@ from pydantic import Field
 from torch.utils.data import Dataset
 
 from unicxr.models.finding_classifier import CXRFindingClassifier, FindingClassifierConfig
-from unicxr.models.finding_metrics import choose_thresholds, summary_metrics
+from unicxr.models.finding_metrics import ThresholdObjective, choose_thresholds, summary_metrics
 from unicxr.train.tasks import Media, Task, register_task, with_cache_image_size
 from unicxr.train.tasks.classifier import ClassifierDataConfig, ClassifierTask
 
@@ -32,6 +32,9 @@ class FindingClassifierDataConfig(ClassifierDataConfig):
     )
     pos_weight_max: float = Field(10.0, gt=0, description="cap of balanced weights")
     choose_thresholds: bool = Field(True, description="store F1-maximising validation thresholds in the model")
+    threshold_objective: ThresholdObjective = Field(
+        "micro_f1", description="f1: each finding's own F1 optimum; micro_f1: maximise the F1 pooled over findings"
+    )
 
 
 def balanced_pos_weight(targets: np.ndarray, cap: float) -> np.ndarray:
@@ -98,7 +101,7 @@ class FindingClassifierTask(ClassifierTask):
         probs, targets = predict(model, dataset)
         raw = self.unwrap(model)
         if self.data_cfg.choose_thresholds:
-            th = tuple(choose_thresholds(probs, targets))
+            th = tuple(choose_thresholds(probs, targets, objective=self.data_cfg.threshold_objective))
             raw.config = raw.config.model_copy(update={"thresholds": th})
         return summary_metrics(probs, targets, raw.config.thresholds, min_count=self.data_cfg.eval_min_count)
 

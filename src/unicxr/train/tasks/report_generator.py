@@ -23,6 +23,7 @@ from unicxr.config import StrictModel
 from unicxr.data.augment import Augment
 from unicxr.data.dataset import CXRDataset
 from unicxr.labels import UncertainPolicy
+from unicxr.models.finding_metrics import ThresholdObjective
 from unicxr.models.report_generator import (
     CXRReportGenerator,
     ReportGeneratorConfig,
@@ -51,6 +52,14 @@ class ReportDataConfig(StrictModel):
     uncertain_policy: UncertainPolicy = UncertainPolicy.IGNORE
     blank_as_negative: bool = True
     aux_weight: float = Field(0.5, ge=0, description="weight of the auxiliary classification loss")
+    label_teacher_forcing: float = Field(
+        0.0, ge=0, le=1,
+        description="per-item probability that the decoder's label tokens carry the true findings (training only)",
+    )
+    choose_thresholds: bool = Field(True, description="store F1-maximising validation thresholds of the aux head")
+    threshold_objective: ThresholdObjective = Field(
+        "micro_f1", description="f1: each finding's own F1 optimum; micro_f1: maximise the F1 pooled over findings"
+    )
     max_items: int | None = Field(None, gt=0)
     augment: bool = True
     rotate_deg: float = Field(5.0, ge=0)
@@ -196,9 +205,21 @@ class ReportGeneratorTask(Task):
         return {**batch, "image": self.augmenter.batch(batch["image"], generator)}
 
     # -- loss ---------------------------------------------------------------------------------------
-    def _losses(self, model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _teacher_labels(self, target: torch.Tensor) -> torch.Tensor | None:
+        """(B, 14) true findings for a random ``label_teacher_forcing`` share of the items, NaN elsewhere
+        (and where the policy leaves a finding unknown); None when teacher forcing is off."""
+        p = self.data_cfg.label_teacher_forcing
+        if p <= 0:
+            return None
+        keep = torch.rand(target.shape[0], 1, device=target.device) < p
+        return torch.where(keep, target, torch.full_like(target, float("nan")))
+
+    def _losses(
+        self, model: torch.nn.Module, batch: dict[str, Any], train: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         ids, labels = batch["input_ids"], batch["labels"]
-        logits, aux = model(batch["image"], ids[:, :-1])
+        teacher = self._teacher_labels(batch["target"]) if train else None
+        logits, aux = model(batch["image"], ids[:, :-1], teacher)
         tok_loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100)
         aux_loss = weighted_masked_bce(aux, batch["target"], None) if aux is not None else None
         return tok_loss, aux_loss
@@ -235,7 +256,7 @@ class ReportGeneratorTask(Task):
         for s in range(0, len(dataset), 64):
             batch = self.collate([dataset[i] for i in range(s, min(len(dataset), s + 64))])
             batch = {k: (v.to(dev) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-            tok_loss, aux_loss = self._losses(raw, batch)
+            tok_loss, aux_loss = self._losses(raw, batch, train=False)
             tl += float(tok_loss)
             al += float(aux_loss) if aux_loss is not None else 0.0
             nb += 1
@@ -244,9 +265,15 @@ class ReportGeneratorTask(Task):
                 targets.append(batch["target"].cpu().numpy())
         out = {"token_loss": tl / max(nb, 1)}
         if probs:
+            from unicxr.models.finding_metrics import choose_thresholds
+
             out["aux_loss"] = al / max(nb, 1)
-            m = classifier_metrics(np.concatenate(probs), np.concatenate(targets), min_count=self.data_cfg.eval_min_count)
+            pa, ta = np.concatenate(probs), np.concatenate(targets)
+            m = classifier_metrics(pa, ta, min_count=self.data_cfg.eval_min_count)
             out["aux_macro_auroc"] = m["macro_auroc"]
+            if self.data_cfg.choose_thresholds:
+                # chosen before the validation reports below are written, saved with the model
+                raw.config = raw.config.model_copy(update={"thresholds": tuple(choose_thresholds(pa, ta, objective=self.data_cfg.threshold_objective))})
         n = min(self.data_cfg.eval_reports, len(dataset))
         if n:
             from unicxr.text.labeler import label_reports

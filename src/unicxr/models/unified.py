@@ -92,11 +92,12 @@ class UnifiedConfig(GeneratorConfig):
 
 
 def prompt_text(report: str) -> str:
-    """The text the unified model reads/writes for a report: the cleaned FINDINGS/IMPRESSION part (the
-    cleaned whole text when it has no such sections)."""
-    from unicxr.data.reports import clean_report, findings_impression
+    """The text the unified model reads/writes for a report: its cleaned FINDINGS/IMPRESSION part
+    (:func:`unicxr.data.reports.findings_impression`; header-less text is kept whole, a report with
+    only meta sections such as INDICATION gives "")."""
+    from unicxr.data.reports import findings_impression
 
-    return findings_impression(report) or clean_report(report)
+    return findings_impression(report)
 
 
 class _Expert(nn.Module):
@@ -423,23 +424,16 @@ class UnifiedModel(GeneratorBase):
 
         return torch.cat([padded(a["input_ids"]), padded(b["input_ids"])]), torch.cat([a["lengths"], b["lengths"]])
 
-    @torch.no_grad()
-    def sample_latents(
+    def velocity_fn(
         self,
         cond: dict[str, Any],
-        *,
-        steps: int,
-        sampler: str,
         guidance: float,
-        generator: torch.Generator,
-        seeds: Sequence[int],
         negative: dict[str, Any] | None = None,
-        progress: bool = False,
         kv_cache: bool | None = None,
-    ) -> tuple[torch.Tensor, int]:
-        """Latents (B, C, h, w) for prompts ``cond`` (from :meth:`condition_batch`) with CFG against the
-        null prompt (or ``negative``); ``kv_cache`` (default: the config's) reuses the prompts'
-        keys/values at every step."""
+    ) -> Any:
+        """``v(x (B, C, h, w), t (B,))``: the guided velocity for prompts ``cond`` against the null
+        prompt (or ``negative``); guidance 1 runs the conditional branch only. With ``kv_cache`` (default:
+        the config's) the prompts' keys/values are computed here once and reused at every call."""
         use_kv = self.config.kv_cache if kv_cache is None else kv_cache
         ids, lengths = cond["input_ids"], cond["lengths"]
         b = ids.shape[0]
@@ -460,13 +454,32 @@ class UnifiedModel(GeneratorBase):
                 return self.forward_packed(None, ids, lengths, x, t)[1]  # type: ignore[return-value]
 
         if guidance == 1.0:
-            fn = net
-        else:
+            return net
 
-            def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-                c, u = net(torch.cat([x, x]), torch.cat([t, t])).chunk(2)
-                return cfg_combine(c, u, guidance)
+        def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            c, u = net(torch.cat([x, x]), torch.cat([t, t])).chunk(2)
+            return cfg_combine(c, u, guidance)
 
+        return fn
+
+    @torch.no_grad()
+    def sample_latents(
+        self,
+        cond: dict[str, Any],
+        *,
+        steps: int,
+        sampler: str,
+        guidance: float,
+        generator: torch.Generator,
+        seeds: Sequence[int],
+        negative: dict[str, Any] | None = None,
+        progress: bool = False,
+        kv_cache: bool | None = None,
+    ) -> tuple[torch.Tensor, int]:
+        """Latents (B, C, h, w) for prompts ``cond`` (from :meth:`condition_batch`) with CFG against the
+        null prompt (or ``negative``); ``kv_cache`` (default: the config's) reuses the prompts'
+        keys/values at every step."""
+        fn = self.velocity_fn(cond, guidance, negative, kv_cache)
         x1 = self.initial_noise(seeds)
         return flow_sample(fn, x1, steps=steps, sampler=sampler, shift=self.shift, progress=progress)
 

@@ -85,6 +85,22 @@ def test_init_from_shape_mismatch_is_one_clear_error(stages, tiny_phantom_cache,
     assert len(err) == 1 and "train.init_from" in err[0] and "shapes differ" in err[0]
 
 
+def test_init_from_applies_only_to_a_fresh_start(stages, tiny_phantom_cache, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "s2"
+    shutil.copytree(stages / "s2", run)
+    (run / "init_from.json").unlink()
+    capsys.readouterr()
+    args = ["train", "unified_phantom_gen", "--out", str(run), "--no-progress", "--set", f"data.cache={tiny_phantom_cache}",
+            "--set", f"train.init_from={stages / 's1'}", "--set", "model.image_size=16"]
+    for o in [*TINY, "train.max_steps=3"]:
+        args += ["--set", o]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "resuming from" in out and "tensors; missing" not in out and not (run / "init_from.json").exists()
+
+
 def test_generate_and_report_from_the_unified_model(stages, tiny_phantom_cache, tmp_path, capsys):
     run = stages / "s3"
     out = tmp_path / "g"

@@ -60,6 +60,7 @@ def test_stage_chaining(stages):
         assert u.keys() == u1.keys() and all(torch.equal(u[k], v) for k, v in u1.items())
     # the generation side trained on: stage 2 differs from stage 1, stage 3 from stage 2
     g = "layers.0.gen.ada.1.weight"
+    assert not s1.state_dict()[g].any()  # stage 1 left the (zero-initialised) generation side alone
     assert not torch.equal(s1.state_dict()[g], s2.state_dict()[g])
     assert not torch.equal(s2.state_dict()[g], s3.state_dict()[g])
     info = json.loads((stages / "s2" / "init_from.json").read_text())

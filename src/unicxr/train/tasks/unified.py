@@ -126,7 +126,27 @@ class UnifiedTask(GeneratorTask):
         if self.data_cfg.max_tokens > self.model_cfg.max_len:
             raise UnicxrError(f"data.max_tokens ({self.data_cfg.max_tokens}) exceeds model.max_len ({self.model_cfg.max_len})")
         self.model_cfg = self.model_cfg.model_copy(update={"vocab_size": tok.vocab_size})
-        return UnifiedModel(self.model_cfg, components={"tokenizer": tok})
+        model = UnifiedModel(self.model_cfg, components={"tokenizer": tok})
+        self._freeze_unused(model)
+        return model
+
+    def _freeze_unused(self, model: UnifiedModel) -> None:
+        """Parts no loss of this stage reaches get ``requires_grad=False`` (they would get no gradient
+        anyway, so training is unchanged; DDP then does not wait for their gradients): the generation
+        side without flow/REPA loss, the REPA head without REPA loss, and the image encoder, its
+        projection and the final text norm without text loss."""
+        d = self.data_cfg
+        frozen: list[torch.nn.Parameter] = []
+        if d.w_flow == 0 and d.w_repa == 0:
+            und = {id(p) for p in model.und_parameters()}
+            frozen += [p for p in model.parameters() if id(p) not in und]
+        elif d.w_repa == 0 and model.repa is not None:
+            frozen += list(model.repa.parameters())
+        if d.w_text == 0:
+            frozen += [*model.encoder.parameters(), *model.img_proj.parameters(), model.img_type,
+                       *model.und_norm.parameters()]
+        for p in frozen:
+            p.requires_grad_(False)
 
     def _dataset(self, split: str) -> Dataset:
         cfg = self.data_cfg

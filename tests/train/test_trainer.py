@@ -185,3 +185,32 @@ def test_max_minutes_stops_early_with_a_model(tmp_path):
     assert summary["stopped_by_time"] is True and 1 <= summary["steps"] < 100000
     assert (run / "model" / "model.safetensors").exists()
     assert [s for s, _ in list_checkpoints(run)][-1] == summary["steps"]
+
+
+def test_init_from_loads_weights_at_a_fresh_start_and_rejects_other_shapes(tmp_path, capsys):
+    """``train.init_from`` (generic stage chaining): a run folder's model/ weights are the start of a new
+    run (with a negligible learning rate they survive its steps), a new key is reported, a key with
+    another shape is a one-line error."""
+    from unicxr.cli import main
+
+    first = tmp_path / "first"
+    assert main(["train", "toy", "--out", str(first), "--no-progress", "--set", "train.max_steps=3",
+                 "--set", "train.tensorboard=false"]) == 0
+    second = tmp_path / "second"
+    assert main(["train", "toy", "--out", str(second), "--no-progress", "--set", "train.max_steps=1",
+                 "--set", "train.lr=1e-12", "--set", "train.tensorboard=false", "--set", "train.ema_decay=null",
+                 "--set", f"train.init_from={first}"]) == 0
+    a, b = _weights(first), _weights(second)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-8, rtol=0)
+    info = json.loads((second / "init_from.json").read_text())
+    assert info["loaded"] == len(a) and info["missing"] == [] and info["unexpected"] == []
+    capsys.readouterr()
+    rc = main(["train", "toy", "--out", str(tmp_path / "bad"), "--no-progress", "--set", "train.max_steps=1",
+               "--set", "model.hidden=16", "--set", f"train.init_from={first}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "shapes differ" in err[0]
+    rc = main(["train", "toy", "--out", str(tmp_path / "bad2"), "--no-progress", "--set", "train.max_steps=1",
+               "--set", f"train.init_from={tmp_path / 'nowhere'}"])
+    assert rc == 2 and "train.init_from" in capsys.readouterr().err

@@ -22,6 +22,7 @@ MODEL_MODULES: dict[str, str] = {
     "cxr_report_generator": "unicxr.models.report_generator",
     "autoencoder_kl": "unicxr.models.autoencoder",
     "vqvae": "unicxr.models.autoencoder",
+    "unified": "unicxr.models.unified",
 }
 
 

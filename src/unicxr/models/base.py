@@ -229,6 +229,11 @@ class ModelMixin(torch.nn.Module):
             if m["kind"] == "model" and (m["frozen"] or not frozen_only)
         ]
 
+    def own_state(self) -> contextlib.AbstractContextManager[None]:
+        """Context in which the model's modules are exactly what its ``model.safetensors`` holds: its
+        own weights, without any module component."""
+        return self._detached(self._module_components(frozen_only=False))
+
     def trainable_state(self) -> contextlib.AbstractContextManager[None]:
         """Context in which the model's modules are exactly what a training checkpoint stores: its own
         weights and those of trainable components, without frozen components."""
@@ -251,7 +256,7 @@ class ModelMixin(torch.nn.Module):
         folder, a reference to that folder (``reference``), listed in ``components.json``."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        with self._detached(self._module_components(frozen_only=False)):
+        with self.own_state():
             save_module_weights(self, directory / WEIGHTS_NAME)
         index: dict[str, Any] = {}
         for name, meta in self._component_meta.items():

@@ -6,10 +6,12 @@ model's generation expert). Attention and MLP come from :mod:`unicxr.models.laye
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
-from unicxr.models.layers import MLP, Attention
+from unicxr.models.layers import MLP, Attention, sinusoidal_positions_2d
 
 __all__ = ["patchify", "unpatchify", "modulate", "AdaLNBlock", "FinalLayer", "PatchEmbed"]
 
@@ -36,16 +38,25 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 
 
 class PatchEmbed(nn.Module):
-    """Latent (B, C, H, W) → patch tokens (B, N, D) + learned positions."""
+    """Latent (B, C, H, W) → patch tokens (B, N, D) + positions: ``learned`` (a table for the
+    ``size``² grid) or ``sincos`` (2D sinusoidal, computed for whatever grid comes in, so the
+    resolution may change between training stages)."""
 
-    def __init__(self, channels: int, size: int, patch: int, dim: int) -> None:
+    def __init__(
+        self, channels: int, size: int, patch: int, dim: int, positions: Literal["learned", "sincos"] = "learned"
+    ) -> None:
         super().__init__()
         self.patch = patch
+        self.dim = dim
         self.proj = nn.Linear(channels * patch * patch, dim)
-        self.pos = nn.Parameter(torch.randn(1, (size // patch) ** 2, dim) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, (size // patch) ** 2, dim) * 0.02) if positions == "learned" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(patchify(x, self.patch)) + self.pos
+        h = self.proj(patchify(x, self.patch))
+        if self.pos is not None:
+            return h + self.pos
+        grid = sinusoidal_positions_2d(x.shape[-2] // self.patch, x.shape[-1] // self.patch, self.dim)
+        return h + grid.to(device=h.device, dtype=h.dtype)
 
 
 class AdaLNBlock(nn.Module):

@@ -48,6 +48,9 @@ class GeneratorBase(ModelMixin):
     """
 
     default_samplers: tuple[str, ...] = ()
+    #: build ``self.cond`` (a :class:`ConditionEncoder`); a family that reads its prompt with its own
+    #: network (the unified model) sets False and overrides :meth:`condition_batch`.
+    uses_condition_encoder: bool = True
 
     def __init__(self, config: GeneratorConfig, components: dict[str, Any] | None = None) -> None:
         super().__init__(config)
@@ -72,8 +75,9 @@ class GeneratorBase(ModelMixin):
             self.register_component("tokenizer", self.tokenizer)
         if cfg.condition.kind != "findings" and self.tokenizer is None and not cfg.condition.hf_text_dir:
             raise ValueError("a text-conditioned generator needs a tokenizer component")
-        pad = self.tokenizer.pad_id if self.tokenizer is not None else 0
-        self.cond = ConditionEncoder(cfg.condition, pad_id=pad)
+        if self.uses_condition_encoder:
+            pad = self.tokenizer.pad_id if self.tokenizer is not None else 0
+            self.cond = ConditionEncoder(cfg.condition, pad_id=pad)
 
     # -- latent space -------------------------------------------------------------------------------
     @property

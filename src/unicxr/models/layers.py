@@ -33,6 +33,7 @@ __all__ = [
     "causal_mask",
     "prefix_lm_mask",
     "sinusoidal_positions",
+    "sinusoidal_positions_2d",
 ]
 
 NormKind = Literal["layernorm", "rmsnorm"]
@@ -132,6 +133,18 @@ def sinusoidal_positions(n: int, dim: int, base: float = 10000.0) -> torch.Tenso
     return out
 
 
+def sinusoidal_positions_2d(h: int, w: int, dim: int, base: float = 10000.0) -> torch.Tensor:
+    """Fixed 2D sin/cos table (h·w, dim) for a row-major h×w grid: the first half of the channels
+    encodes the row, the second half the column. Computed for any grid, so a model using it can
+    change resolution without a position table to resize."""
+    half = dim // 2
+    rows = sinusoidal_positions(h, half, base)  # (h, half)
+    cols = sinusoidal_positions(w, dim - half, base)  # (w, dim - half)
+    return torch.cat([rows[:, None, :].expand(h, w, half), cols[None, :, :].expand(h, w, dim - half)], dim=-1).reshape(
+        h * w, dim
+    )
+
+
 class Attention(nn.Module):
     """Multi-head attention: self-attention (``context=None``) or cross-attention over ``context``.
 
@@ -196,16 +209,18 @@ class Attention(nn.Module):
         Returns:
             (output (B, T, D), cache or None).
         """
-        q = self.q_norm(self._heads(self.q(x)))
-        if cache is not None and cache.static:
-            k, v = cache.k, cache.v
+        if context is None and not (cache is not None and cache.static):
+            q, k, v = self.project(x)
         else:
-            src = x if context is None else context
-            k, v = self.kv(src).chunk(2, dim=-1)
-            k, v = self.k_norm(self._heads(k)), self._heads(v)
-            if cache is not None:
-                k = torch.cat([cache.k, k], dim=2)
-                v = torch.cat([cache.v, v], dim=2)
+            q = self.q_norm(self._heads(self.q(x)))
+            if cache is not None and cache.static:
+                k, v = cache.k, cache.v
+            else:
+                k, v = self.kv(context).chunk(2, dim=-1)
+                k, v = self.k_norm(self._heads(k)), self._heads(v)
+        if cache is not None and not cache.static:
+            k = torch.cat([cache.k, k], dim=2)
+            v = torch.cat([cache.v, v], dim=2)
         new_cache = KVCache(k, v, static=context is not None or (cache is not None and cache.static)) if use_cache else None
         attn_mask = mask
         is_causal = False
@@ -220,8 +235,19 @@ class Attention(nn.Module):
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=self.dropout if self.training else 0.0
         )
+        return self.merge(out), new_cache
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Self-attention projections of x (B, T, D) → q, k, v (B, H, T, Dh) (q/k normalised when
+        ``qk_norm``). With :meth:`merge` this lets several projection sets (the experts of a
+        mixture-of-transformers layer) share one attention op over a packed sequence."""
+        k, v = self.kv(x).chunk(2, dim=-1)
+        return self.q_norm(self._heads(self.q(x))), self.k_norm(self._heads(k)), self._heads(v)
+
+    def merge(self, out: torch.Tensor) -> torch.Tensor:
+        """Attention output heads (B, H, T, Dh) → output projection (B, T, D)."""
         b, h, t, d = out.shape
-        return self.proj(out.transpose(1, 2).reshape(b, t, h * d)), new_cache
+        return self.proj(out.transpose(1, 2).reshape(b, t, h * d))
 
 
 class MLP(nn.Module):

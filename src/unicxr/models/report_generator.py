@@ -354,6 +354,12 @@ class CXRReportGenerator(ModelMixin):
             "probabilities": None if aux is None else torch.sigmoid(aux.float()).cpu(),
         }
 
+    def generate_reports(
+        self, images: torch.Tensor, decode_cfg: Any = None, generator: torch.Generator | None = None
+    ) -> dict[str, Any]:
+        """The report-writer interface of ``unicxr report`` (shared with the unified model): :meth:`generate`."""
+        return self.generate(images, decode_cfg, generator)
+
     @torch.no_grad()
     def sequence_log_likelihood(self, images: torch.Tensor, ids: list[list[int]]) -> torch.Tensor:
         """Sum log p of each generated sequence (+ eos) under teacher forcing: (B,). For tests/scoring."""

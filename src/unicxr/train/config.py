@@ -50,6 +50,10 @@ class TrainConfig(StrictModel):
     num_threads: int | None = Field(
         None, gt=0, description="torch intra-op threads per rank (null: torch default); 1 is often fastest on a busy CPU"
     )
+    init_from: str | None = Field(
+        None,
+        description="saved model dir or run folder (its model/): a fresh run starts from its weights (stage chaining)",
+    )
     tensorboard: bool = True
     record_indices: bool = Field(False, description="write the sample indices each rank sees (debugging)")
 

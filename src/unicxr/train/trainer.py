@@ -192,8 +192,27 @@ def train(
 
     if cfg.num_threads is not None:
         torch.set_num_threads(cfg.num_threads)
+    ckpt: Path | None = Path(resume_from) if resume_from else (latest_checkpoint(out) if resume else None)
+    init_dir = None
+    if cfg.init_from:
+        from unicxr.train.init_from import resolve_init_dir
+
+        init_dir = resolve_init_dir(cfg.init_from)
+        task.init_from = init_dir  # components (tokenizer, autoencoder) may come from there
     torch.manual_seed(cfg.seed)
     model = task.build_model()
+    if init_dir is not None and ckpt is None:
+        from unicxr.train.init_from import load_init_weights
+
+        info = load_init_weights(model, init_dir)
+        accelerator.print(
+            f"init_from {init_dir}: loaded {info['loaded']} tensors; missing {len(info['missing'])}"
+            + (f" (e.g. {', '.join(info['missing'][:4])})" if info["missing"] else "")
+            + f"; unexpected {len(info['unexpected'])}"
+            + (f" (e.g. {', '.join(info['unexpected'][:4])})" if info["unexpected"] else "")
+        )
+        if main:
+            atomic_write_text(out / "init_from.json", json.dumps(info, indent=2) + "\n")
     aux = task.build_modules(model)
     if "model" in aux:
         raise UnicxrError(f"task {task.name}: build_modules may not use the name 'model'")
@@ -205,7 +224,6 @@ def train(
         raise UnicxrError(f"task {task.name}: configure_optimizers must return optimizers with distinct names")
     optimizers = [_build_optimizer(sp, cfg) for sp in specs]
 
-    ckpt: Path | None = Path(resume_from) if resume_from else (latest_checkpoint(out) if resume else None)
     start_step = 0
     if ckpt is not None:
         try:

@@ -1,9 +1,10 @@
 """Read radiographs: a saved understanding model → reports, labels and finding probabilities.
 
-:class:`ReportPipeline` wraps either model type:
+:class:`ReportPipeline` wraps either kind of model:
 
-* ``cxr_report_generator`` — decoded report text (greedy / beam / nucleus) and, when it has the
-  auxiliary head, per-finding probabilities;
+* a report writer (``cxr_report_generator``, ``unified``: any model with ``generate_reports``) —
+  decoded report text (greedy / beam / nucleus) and, when it has a finding head (the report
+  generator's auxiliary head), per-finding probabilities;
 * ``cxr_finding_classifier`` — probabilities, thresholded labels and the template report written
   from them (:mod:`unicxr.text.templates`; the template baseline).
 
@@ -58,10 +59,13 @@ class ReportPipeline:
         self.model_dir = resolve_model_dir(model)
         self.model = load_model(self.model_dir, device=device).eval()
         self.kind = self.model.model_type
-        if self.kind not in ("cxr_report_generator", "cxr_finding_classifier"):
+        # a report writer has generate_reports(images, decode, generator) (report generator, unified
+        # model); a finding classifier has probabilities() (template reports)
+        self.writes_reports = callable(getattr(self.model, "generate_reports", None))
+        if not self.writes_reports and self.kind != "cxr_finding_classifier":
             raise UnicxrError(
                 f"--model {self.model_dir}: model type {self.kind!r} cannot write reports "
-                "(expected cxr_report_generator or cxr_finding_classifier)"
+                "(expected a report generator, a unified model or a finding classifier)"
             )
         self.image_size = int(self.model.config.image_size)
         self.decode = decode
@@ -74,8 +78,8 @@ class ReportPipeline:
         from unicxr.text.labeler import label_reports
 
         x = images.to(self.device)
-        if self.kind == "cxr_report_generator":
-            out = self.model.generate(x, self.decode, self.generator)
+        if self.writes_reports:
+            out = self.model.generate_reports(x, self.decode, self.generator)
             reports = out["reports"]
             probs = out["probabilities"]
         else:

@@ -19,6 +19,8 @@ from unicxr.models.base import ModelMixin
 from unicxr.utils.errors import UnicxrError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from accelerate import Accelerator
 
     from unicxr.train.config import TrainConfig
@@ -48,6 +50,7 @@ TASK_MODULES: dict[str, str] = {
     "finding_classifier": "unicxr.train.tasks.finding_classifier",
     "report_generator": "unicxr.train.tasks.report_generator",
     "autoencoder": "unicxr.train.tasks.autoencoder",
+    "unified": "unicxr.train.tasks.unified",
 }
 
 
@@ -154,6 +157,7 @@ class Task:
         self.model_cfg = model_cfg
         self.data_cfg = data_cfg
         self.accelerator: Accelerator | None = None  # set by the trainer
+        self.init_from: Path | None = None  # set by the trainer from train.init_from (a saved model dir)
 
     # -- building ---------------------------------------------------------------------------------
     def build_model(self) -> ModelMixin:

@@ -78,7 +78,21 @@ class GeneratorTask(Task):
             raise UnicxrError(f"data.cache: {self.data_cfg.cache}: no reports to train a tokenizer on")
         return train_tokenizer(texts, vocab_size=self.data_cfg.tokenizer_vocab)
 
+    def _components_from_init(self) -> None:
+        """With ``train.init_from``: the autoencoder and tokenizer the recipe leaves unset (null) come
+        from the init model (so a later stage keeps the same latent space and vocabulary)."""
+        if self.init_from is None:
+            return
+        from unicxr.train.init_from import init_components
+
+        comps = init_components(self.init_from)
+        update = {name: str(comps[name]) for name in ("autoencoder", "tokenizer")
+                  if getattr(self.model_cfg, name) is None and name in comps}
+        if update:
+            self.model_cfg = self.model_cfg.model_copy(update=update)
+
     def build_model(self) -> GeneratorBase:
+        self._components_from_init()
         self._fill_latent()
         comps: dict[str, Any] = {}
         cond = self.model_cfg.condition

@@ -1,0 +1,260 @@
+"""Task ``unified``: train :class:`~unicxr.models.unified.UnifiedModel` (reads and draws CXRs).
+
+Each item is an image and its report. The report is cleaned with :mod:`unicxr.data.reports`
+(:func:`~unicxr.models.unified.prompt_text`: FINDINGS/IMPRESSION, de-identification markers and
+whitespace removed); items whose report is empty after cleaning are dropped, and the counts
+(cleaned, dropped, truncated to ``data.max_tokens``) are printed and reported by ``evaluate``. The
+cleaned report is both the text the understanding branch learns to write and the prompt of the
+generation branch. Loss ``w_text · CE + w_flow · velocity MSE + w_repa · REPA`` (weights in the
+recipe's ``data`` section; a zero weight skips that branch's computation).
+
+Like the generator tasks: image size from the cache unless ``model.image_size`` is set, latent shape
+from the autoencoder (``model.autoencoder: null`` = pixel space), ``data.latents`` (a ``unicxr
+encode`` cache; text and REPA need images, so only with ``w_text = w_repa = 0``), and with
+``train.init_from`` the tokenizer/autoencoder left null come from the init model. Stages: see the
+``unified_phantom_*`` recipes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from pydantic import Field
+from torch.utils.data import Dataset
+
+from unicxr.data.dataset import CXRDataset
+from unicxr.models.unified import UnifiedConfig, UnifiedModel, prompt_text
+from unicxr.train.tasks import Media, collate_items, register_task
+from unicxr.train.tasks.generator import GeneratorDataConfig, GeneratorTask, _LatentItems
+from unicxr.utils.errors import UnicxrError
+
+__all__ = ["UnifiedDataConfig", "UnifiedTask", "UnifiedItems", "clean_reports"]
+
+
+class UnifiedDataConfig(GeneratorDataConfig):
+    """Data section of a unified recipe (loss weights included, as ``aux_weight`` of the report task)."""
+
+    max_tokens: int = Field(160, ge=4, description="report tokens per item (bos/eos included; longer ones are cut)")
+    w_text: float = Field(1.0, ge=0, description="weight of the report cross-entropy")
+    w_flow: float = Field(1.0, ge=0, description="weight of the velocity loss")
+    w_repa: float = Field(0.0, ge=0, description="weight of the REPA alignment (needs model.repa_layer)")
+    eval_reports: int = Field(16, ge=0, description="validation images given greedy reports at each evaluation")
+    media_n: int = Field(4, ge=0)
+
+
+def clean_reports(raw: Sequence[str], tokenizer: Any | None, max_tokens: int) -> tuple[list[str], list[int], dict[str, int]]:
+    """Cleaned texts, the indices kept (non-empty after cleaning) and the counts ``items``, ``cleaned``
+    (text changed by cleaning), ``dropped`` (empty after cleaning), ``truncated`` (longer than
+    ``max_tokens`` tokens; needs ``tokenizer``)."""
+    texts = [prompt_text(r or "") for r in raw]
+    keep = [i for i, t in enumerate(texts) if t]
+    counts = {
+        "items": len(raw),
+        "cleaned": sum(1 for r, t in zip(raw, texts, strict=True) if t != (r or "").strip()),
+        "dropped": len(raw) - len(keep),
+        "truncated": 0,
+    }
+    if tokenizer is not None:
+        counts["truncated"] = sum(1 for i in keep if len(tokenizer.encode(texts[i], max_length=10**9)) > max_tokens)
+    return texts, keep, counts
+
+
+class UnifiedItems(Dataset):
+    """Items (image or latent, labels, index) of kept reports with ``input_ids`` of the cleaned report
+    and ``report`` = the cleaned text."""
+
+    def __init__(self, base: Any, raw_reports: Sequence[str], tokenizer: Any, max_tokens: int) -> None:
+        self.base = base
+        self.tokenizer = tokenizer
+        self.max_tokens = max_tokens
+        self.texts, self.keep, self.counts = clean_reports(raw_reports, tokenizer, max_tokens)
+
+    def __len__(self) -> int:
+        return len(self.keep)
+
+    def __getitem__(self, j: int) -> dict[str, Any]:
+        i = self.keep[j]
+        item = dict(self.base[i])
+        item["report"] = self.texts[i]
+        item["input_ids"] = torch.tensor(self.tokenizer.encode(self.texts[i], max_length=self.max_tokens), dtype=torch.long)
+        return item
+
+
+@register_task("unified")
+class UnifiedTask(GeneratorTask):
+    """Report cross-entropy + rectified-flow velocity (+ REPA) on one mixture-of-transformers model."""
+
+    ModelConfig = UnifiedConfig
+    DataConfig = UnifiedDataConfig
+    model_class = UnifiedModel
+
+    def __init__(self, model_cfg: UnifiedConfig, data_cfg: UnifiedDataConfig) -> None:
+        super().__init__(model_cfg, data_cfg)
+        d = data_cfg
+        if d.latents is not None and (d.w_text > 0 or d.w_repa > 0):
+            raise UnicxrError("data.latents: the text and REPA losses need images; use it with w_text=0 and w_repa=0")
+        if d.w_repa > 0 and model_cfg.repa_layer == 0:
+            raise UnicxrError("data.w_repa > 0 needs model.repa_layer (the layer whose states are aligned)")
+        if d.w_text == d.w_flow == d.w_repa == 0:
+            raise UnicxrError("data.w_text, w_flow and w_repa are all 0: nothing to train")
+        self.cleaning: dict[str, dict[str, int]] = {}
+
+    # -- building -----------------------------------------------------------------------------------
+    def _load_tokenizer(self) -> Any:
+        if self._tokenizer is not None:
+            return self._tokenizer
+        from unicxr.text.tokenizer import ReportTokenizer, train_tokenizer
+
+        if self.model_cfg.tokenizer is not None:
+            self._tokenizer = ReportTokenizer.from_pretrained(self.model_cfg.tokenizer)
+        else:
+            base = CXRDataset(self.data_cfg.cache, self.data_cfg.train_split, max_items=self.data_cfg.max_items,
+                              fields=("report",))
+            texts, keep, _ = clean_reports([base.report(i) for i in range(len(base))], None, 0)
+            if not keep:
+                raise UnicxrError(f"data.cache: {self.data_cfg.cache}: no reports left after cleaning")
+            self._tokenizer = train_tokenizer([texts[i] for i in keep], vocab_size=self.data_cfg.tokenizer_vocab,
+                                              max_length=self.data_cfg.max_tokens)
+        return self._tokenizer
+
+    def build_model(self) -> UnifiedModel:
+        self._components_from_init()
+        self._fill_latent()
+        tok = self._load_tokenizer()
+        if self.data_cfg.max_tokens > self.model_cfg.max_len:
+            raise UnicxrError(f"data.max_tokens ({self.data_cfg.max_tokens}) exceeds model.max_len ({self.model_cfg.max_len})")
+        self.model_cfg = self.model_cfg.model_copy(update={"vocab_size": tok.vocab_size})
+        model = UnifiedModel(self.model_cfg, components={"tokenizer": tok})
+        self._freeze_unused(model)
+        return model
+
+    def _freeze_unused(self, model: UnifiedModel) -> None:
+        """Parts no loss of this stage reaches get ``requires_grad=False`` (they would get no gradient
+        anyway, so training is unchanged; DDP then does not wait for their gradients): the generation
+        side without flow/REPA loss, the REPA head without REPA loss, and the image encoder, its
+        projection and the final text norm without text loss."""
+        d = self.data_cfg
+        frozen: list[torch.nn.Parameter] = []
+        if d.w_flow == 0 and d.w_repa == 0:
+            und = {id(p) for p in model.und_parameters()}
+            frozen += [p for p in model.parameters() if id(p) not in und]
+        elif d.w_repa == 0 and model.repa is not None:
+            frozen += list(model.repa.parameters())
+        if d.w_text == 0:
+            frozen += [*model.encoder.parameters(), *model.img_proj.parameters(), model.img_type,
+                       *model.und_norm.parameters()]
+        for p in frozen:
+            p.requires_grad_(False)
+
+    def _dataset(self, split: str) -> Dataset:
+        cfg = self.data_cfg
+        if cfg.latents is not None and split == cfg.train_split:
+            lc = self._latent_cache(split)
+            base: Any = _LatentItems(lc, cfg.max_items)
+            raw = [lc.report(i) for i in range(len(base))]
+        else:
+            base = CXRDataset(cfg.cache, split, size=self.model_cfg.image_size, max_items=cfg.max_items,
+                              fields=("image", "labels", "report", "index"))
+            raw = [base.report(i) for i in range(len(base))]
+        items = UnifiedItems(base, raw, self._load_tokenizer(), cfg.max_tokens)
+        self.cleaning[split] = items.counts
+        c = items.counts
+        msg = (f"report cleaning ({split}): {c['items']} items, {c['cleaned']} cleaned, {c['dropped']} dropped "
+               f"(empty), {c['truncated']} truncated to {cfg.max_tokens} tokens")
+        if self.accelerator is not None:
+            self.accelerator.print(msg)
+        else:
+            print(msg)
+        return items
+
+    # -- data ---------------------------------------------------------------------------------------
+    def collate(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Stack images/latents; right-pad ``input_ids`` (pad id) and give their ``lengths``."""
+        ids = [it["input_ids"] for it in items]
+        rest = collate_items([{k: v for k, v in it.items() if k != "input_ids"} for it in items])
+        width = max(len(x) for x in ids)
+        batch = torch.full((len(ids), width), max(int(self._load_tokenizer().pad_id), 0), dtype=torch.long)
+        for i, x in enumerate(ids):
+            batch[i, : len(x)] = x
+        rest["input_ids"] = batch
+        rest["lengths"] = torch.tensor([len(x) for x in ids], dtype=torch.long)
+        return rest
+
+    # -- loss ---------------------------------------------------------------------------------------
+    def _parts(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        raw: UnifiedModel = self.unwrap(model)
+        d = self.data_cfg
+        flow = d.w_flow > 0 or d.w_repa > 0
+        z0 = None
+        if flow:
+            z0 = batch["latent"] if "latent" in batch else raw.to_latent(batch["image"])
+        return model(batch.get("image"), batch["input_ids"], batch["lengths"], z0, text=d.w_text > 0, flow=flow,
+                     repa=d.w_repa > 0)
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        d = self.data_cfg
+        parts = self._parts(model, batch)
+        weights = {"text": d.w_text, "flow": d.w_flow, "repa": d.w_repa}
+        total = sum(weights[k] * v for k, v in parts.items() if weights[k] > 0)
+        return total, {f"{k}_loss": float(v.detach()) for k, v in parts.items()}
+
+    # -- validation ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module, dataset: Dataset) -> dict[str, float]:
+        """Validation text CE and velocity MSE on the first ``val_items`` items (fixed noise), CE micro-F1
+        of greedy reports for ``eval_reports`` items, and the report-cleaning counts."""
+        from unicxr.labels import UncertainPolicy
+        from unicxr.text.labeler import label_reports
+        from unicxr.train.tasks.report_generator import ce_micro_f1
+
+        raw: UnifiedModel = self.unwrap(model)
+        dev = next(raw.parameters()).device
+        n = min(self.data_cfg.val_items, len(dataset))
+        out: dict[str, float] = {}
+        state = torch.random.get_rng_state()
+        torch.manual_seed(1234)
+        try:
+            for s in range(0, n, 32):
+                batch = self.collate([dataset[i] for i in range(s, min(n, s + 32))])
+                batch = {k: (v.to(dev) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+                z0 = raw.to_latent(batch["image"])
+                parts = raw(batch["image"], batch["input_ids"], batch["lengths"], z0, text=True, flow=True)
+                w = len(batch["lengths"]) / n
+                for k, v in parts.items():
+                    out[f"val_{k}_loss"] = out.get(f"val_{k}_loss", 0.0) + float(v) * w
+        finally:
+            torch.random.set_rng_state(state)
+        m = min(self.data_cfg.eval_reports, len(dataset))
+        if m:
+            hyps, refs = self._reports(raw, dataset, m)
+            out["ce_micro_f1_14"] = ce_micro_f1(label_reports(hyps), label_reports(refs), UncertainPolicy.AS_NEGATIVE)
+        for split, c in self.cleaning.items():
+            for k in ("cleaned", "dropped", "truncated"):
+                out[f"clean_{split}_{k}"] = float(c[k])
+        return out
+
+    def _reports(self, raw: UnifiedModel, dataset: Dataset, n: int, batch_size: int = 32) -> tuple[list[str], list[str]]:
+        hyps, refs = [], []
+        for s in range(0, n, batch_size):
+            items = [dataset[i] for i in range(s, min(n, s + batch_size))]
+            out = raw.generate_reports(torch.stack([it["image"] for it in items]))
+            hyps += out["reports"]
+            refs += [it["report"] for it in items]
+        return hyps, refs
+
+    @torch.no_grad()
+    def log_media(self, model: torch.nn.Module, dataset: Dataset | None, step: int) -> Media | None:
+        if dataset is None or not self.data_cfg.media_n:
+            return None
+        raw: UnifiedModel = self.unwrap(model)
+        n = min(self.data_cfg.media_n, len(dataset))
+        items = [dataset[i] for i in range(n)]
+        prompts = [it["report"] for it in items]
+        images, nfe = raw.generate(reports=prompts, labels=None, steps=self.data_cfg.media_steps, seed=0)
+        hyps, _ = self._reports(raw, dataset, n)
+        real = torch.stack([it["image"] for it in items])
+        text = "\n\n".join(f"[{i}] prompt/reference: {p}\n[{i}] generated report: {h}"
+                           for i, (p, h) in enumerate(zip(prompts, hyps, strict=True)))
+        return Media(images={"samples": images.cpu(), "real": real}, texts={"reports": text + f"\n(nfe={nfe})"})

@@ -1,7 +1,8 @@
 """Tiny-config tests of the unified model (mixture of transformers): no leakage from generation tokens
 into the text branch, prompt padding invisible to latents, ``freeze_und``, KV-cached sampling equals
 uncached sampling, guidance 1 = conditional, save/load equality, decoding cache = teacher forcing,
-losses finite and decreasing, any latent grid (sin/cos positions)."""
+losses finite and decreasing, any latent grid (sin/cos positions), label tokens (teacher-forced
+findings change the text logits; NaN = the aux head's decisions; soft inputs; none without the head)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Tiny-config tests of the unified model (mixture of transformers): no leakage from generation tokens
 into the text branch, prompt padding invisible to latents, ``freeze_und``, KV-cached sampling equals
 uncached sampling, guidance 1 = conditional, save/load equality, decoding cache = teacher forcing,
-losses finite and decreasing, any latent grid (sin/cos positions)."""
+losses finite and decreasing, any latent grid (sin/cos positions), label tokens (teacher-forced
+findings change the text logits; NaN = the aux head's decisions; soft inputs; none without the head)."""
 
 from __future__ import annotations
 
@@ -86,6 +87,7 @@ def test_latents_see_the_prompt_but_not_its_padding(tok):
 def test_freeze_und_gives_no_gradients_and_unchanged_weights(tok):
     model = _make(tok, perturb=False, freeze_und=True).train()
     und_ids = {id(p) for p in model.und_parameters()}
+    assert id(model.label_emb) in und_ids and all(id(p) in und_ids for p in model.aux_head.parameters())
     before_und = {k: v.clone() for m in model.und_modules() for k, v in m.state_dict().items()}
     before_und_tensors = [p.detach().clone() for p in model.und_parameters()]
     gen = [(n, p) for n, p in model.named_parameters() if id(p) not in und_ids]
@@ -97,8 +99,9 @@ def test_freeze_und_gives_no_gradients_and_unchanged_weights(tok):
     z0 = model.to_latent(images)
     for _ in range(3):
         opt.zero_grad()
-        parts = model(images, cond["input_ids"], cond["lengths"], z0, text=True, flow=True, repa=True)
-        sum(parts.values()).backward()
+        parts = model(images, cond["input_ids"], cond["lengths"], z0, text=True, flow=True, repa=True, aux=True)
+        aux = parts.pop("aux_logits")
+        (sum(parts.values()) + aux.sum()).backward()
         for p in model.und_parameters():
             assert p.grad is None or not p.grad.any()
         opt.step()
@@ -154,12 +157,13 @@ def test_save_load_equal_and_decoding_cache_matches_teacher_forcing(tok, tmp_pat
     from unicxr.sampling.decoding import DecodeConfig
 
     out = loaded.generate_reports(images, DecodeConfig(max_new_tokens=12))
-    assert len(out["reports"]) == 3 and out["probabilities"] is None
+    assert len(out["reports"]) == 3 and out["probabilities"].shape == (3, 14)
     # the incremental KV-cached decoder gives the teacher-forced logits, token by token
     ids = cond["input_ids"][:, :10]
     with torch.no_grad():
         full = loaded.forward_packed(images, ids)[0]
-        prefix, _ = loaded.image_tokens(images)
+        prefix, _ = loaded.und_prefix(images)
+        assert prefix.shape[1] == loaded.image_tokens(images)[0].shape[1] + 14  # image + label tokens
         step, cache = loaded.step_fn(), {"prefix": prefix, "layers": None, "pos": 0}
         logits, cache = step(ids[:, :3], cache)
         torch.testing.assert_close(logits, full[:, 2], atol=1e-5, rtol=0)
@@ -204,3 +208,32 @@ def test_any_latent_grid_and_null_prompt(tok):
     assert ids[0, 0] == tok.bos_id and int(lens[0]) == 1 and (ids[0, 1:] == max(tok.pad_id, 0)).all()
     null = model.condition_batch(labels=[[0.0] * 14])
     assert null["input_ids"].tolist() == [[tok.bos_id]]
+
+
+def test_label_tokens_carry_the_findings(tok):
+    model = _make(tok)
+    cond, images, _, _ = _batch(model)
+    ids = cond["input_ids"]
+    g = torch.Generator().manual_seed(5)
+    labels = (torch.rand(3, 14, generator=g) < 0.5).float()
+    with torch.no_grad():
+        a = model.forward_packed(images, ids, labels=labels)[0]
+        same = model.forward_packed(images, ids, labels=labels.clone())[0]
+        flipped = model.forward_packed(images, ids, labels=1 - labels)[0]
+        # NaN = the head's own decisions: equal to passing those decisions explicitly
+        _, aux = model.und_prefix(images)
+        own = (torch.sigmoid(aux) >= model.threshold_tensor()).float()
+        nan = model.forward_packed(images, ids, labels=torch.full((3, 14), float("nan")))[0]
+        explicit = model.forward_packed(images, ids, labels=own)[0]
+    assert torch.equal(a, same)
+    assert not torch.allclose(a, flipped, atol=1e-4)
+    torch.testing.assert_close(nan, explicit, atol=1e-6, rtol=0)
+    # soft inputs: the probabilities; no label tokens: image tokens only
+    soft = _make(tok, label_input="soft")
+    with torch.no_grad():
+        p = torch.sigmoid(soft.und_prefix(images)[1])
+        torch.testing.assert_close(soft.forward_packed(images, ids)[0], soft.forward_packed(images, ids, labels=p)[0],
+                                   atol=1e-5, rtol=0)
+    plain = _make(tok, aux_classifier=False, label_tokens=False)
+    assert plain.aux_head is None and plain.label_emb is None
+    assert plain.und_prefix(images)[0].shape[1] == plain.image_tokens(images)[0].shape[1]

@@ -74,6 +74,14 @@ def test_stage_chaining(stages):
     ev = [json.loads(x) for x in (stages / "s1" / "eval.jsonl").read_text().splitlines()][-1]
     assert {"clean_train_cleaned", "clean_train_dropped", "clean_train_truncated"} <= set(ev)
     assert "ce_micro_f1_14" in ev and "val_text_loss" in ev
+    # the aux finding head: trained in stage 1 (BCE logged), evaluated, thresholds chosen on validation
+    # and saved; the frozen later stages keep stage 1's thresholds
+    assert "aux_loss" in log1[-1] and "aux_loss" not in log2[-1]
+    assert {"aux_macro_auroc", "val_aux_loss"} <= set(ev)
+    thr = json.loads((stages / "s1" / "model" / "config.json").read_text())["config"]["thresholds"]
+    assert len(thr) == 14 and all(0.0 <= x <= 1.0 for x in thr)
+    assert s1.config.thresholds == s2.config.thresholds == s3.config.thresholds == tuple(thr)
+    assert s1.config.label_input == "hard" and s1.label_emb is not None
 
 
 def test_init_from_shape_mismatch_is_one_clear_error(stages, tiny_phantom_cache, tmp_path, capsys):
@@ -118,6 +126,7 @@ def test_generate_and_report_from_the_unified_model(stages, tiny_phantom_cache, 
                  "--max-items", "3", "--max-tokens", "16", "--out", str(rep)]) == 0
     df = pd.read_csv(rep, dtype=str, keep_default_na=False)
     assert len(df) == 3 and set(FINDINGS) <= set(df.columns) and list(df.columns[:3]) == ["path", "study_id", "report"]
+    assert {f"p_{f}" for f in FINDINGS} <= set(df.columns)  # the aux head's probabilities
     capsys.readouterr()
 
 

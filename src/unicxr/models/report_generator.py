@@ -23,6 +23,7 @@ from torch import nn
 from unicxr.config import StrictModel
 from unicxr.labels import FINDINGS
 from unicxr.models.base import ModelMixin, register_model
+from unicxr.models.finding_tokens import label_token_embeddings, label_token_values, threshold_tensor
 from unicxr.models.image_encoder import ImageEncoder, ImageEncoderConfig
 from unicxr.models.layers import KVCache, TransformerBlock, make_norm, prefix_lm_mask
 from unicxr.utils.errors import UnicxrError
@@ -271,19 +272,15 @@ class CXRReportGenerator(ModelMixin):
     # -- conditioning -------------------------------------------------------------------------------
     def threshold_tensor(self) -> torch.Tensor:
         """(14,) decision thresholds of the aux head (0.5 where none were chosen)."""
-        n = len(self.config.label_names)
-        return torch.tensor(self.config.thresholds or (0.5,) * n, dtype=torch.float32)
+        return threshold_tensor(self.config.thresholds, len(self.config.label_names))
 
     def label_values(self, aux: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """The values the 14 label tokens carry, (B, 14) in [0, 1]: the aux head's (detached)
         probabilities, or its 0/1 decisions when ``label_input="hard"``; where ``labels`` (B, 14) is
-        not NaN its value is used instead (teacher forcing of the findings during training)."""
-        p = torch.sigmoid(aux.detach().float())
-        if self.config.label_input == "hard":
-            p = (p >= self.threshold_tensor().to(p.device)).float()
-        if labels is not None:
-            p = torch.where(torch.isnan(labels), p, labels.float())
-        return p
+        not NaN its value is used instead (teacher forcing of the findings during training). See
+        :func:`unicxr.models.finding_tokens.label_token_values`."""
+        cfg = self.config
+        return label_token_values(aux, labels, hard=cfg.label_input == "hard", thresholds=cfg.thresholds)
 
     def encode(
         self, images: torch.Tensor, labels: torch.Tensor | None = None
@@ -294,9 +291,8 @@ class CXRReportGenerator(ModelMixin):
         mem = self.mem_proj(tokens) + self.mem_pos
         aux = self.aux_head(pooled) if self.aux_head is not None else None
         if self.label_emb is not None and aux is not None:
-            p = self.label_values(aux, labels).to(mem.dtype)[..., None]  # (B, 14, 1)
-            lab = p * self.label_emb[1] + (1 - p) * self.label_emb[0]
-            mem = torch.cat([mem, lab], dim=1)
+            lab = label_token_embeddings(self.label_values(aux, labels), self.label_emb)  # (B, 14, dim)
+            mem = torch.cat([mem, lab.to(mem.dtype)], dim=1)
         return mem, aux
 
     def forward(

@@ -11,8 +11,12 @@ A **mixture of transformers** (UniX-style): every layer has two experts with sep
 
 and both experts feed **one** scaled-dot-product attention over the packed sequence. Two sequences:
 
-* understanding ``[image patch tokens | report text]``: image tokens see each other, text is causal
-  and sees every image token; the LM head gives next-token logits (report writing);
+* understanding ``[image patch tokens | label tokens | report text]``: image and label tokens form a
+  bidirectional prefix, text is causal and sees the whole prefix; the LM head gives next-token
+  logits (report writing). The 14 *label tokens* (:mod:`unicxr.models.finding_tokens`, as in the
+  report generator) carry the findings of an auxiliary 14-way head on the encoder's pooled image
+  features: its probabilities (``label_input: soft``), its 0/1 decisions at validation ``thresholds``
+  (``hard``), or in training the true findings where the task teacher-forces them;
 * generation ``[prompt text | latent tokens]``: text is causal and never sees latents; latents see
   every (non-padding) prompt token and each other. The target image's understanding tokens are never
   part of it. Condition dropout replaces the prompt by the null prompt (BOS only) for CFG.
@@ -25,7 +29,8 @@ Losses (:meth:`UnifiedModel.forward`): next-token cross-entropy on report tokens
 velocity MSE (:mod:`unicxr.sampling.flow`, the generators' code) and an optional REPA term
 (generation hidden states at layer ``repa_layer`` → a small MLP → negative cosine to the ViT's patch
 features of the clean image, pooled to the latent grid). ``freeze_und`` freezes the understanding
-side (its expert in every layer, the image encoder, text embeddings and LM head).
+side (its expert in every layer, the image encoder, aux head and label embeddings, text embeddings
+and LM head).
 
 Latent space, autoencoder/tokenizer components, ``initial_noise`` and ``generate`` come from
 :class:`~unicxr.models.generator_base.GeneratorBase`, so ``unicxr generate --model`` works as for the
@@ -44,8 +49,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from unicxr.labels import FINDINGS
 from unicxr.models.base import register_model
 from unicxr.models.dit import FinalLayer, PatchEmbed, modulate, unpatchify
+from unicxr.models.finding_tokens import label_token_embeddings, label_token_values, threshold_tensor
 from unicxr.models.generator_base import GeneratorBase, GeneratorConfig
 from unicxr.models.image_encoder import ImageEncoder, ImageEncoderConfig
 from unicxr.models.latent_dit import resolution_shift
@@ -89,6 +96,16 @@ class UnifiedConfig(GeneratorConfig):
     t_std: float = Field(1.0, gt=0)
     shift: float | None = Field(None, ge=1.0, description="time shift (null: resolution_shift of the latent)")
     kv_cache: bool = Field(True, description="sampling reuses the prompt's keys/values at every flow step")
+    aux_classifier: bool = Field(True, description="14-way finding head on the pooled understanding image features")
+    label_tokens: bool = Field(
+        True, description="14 label tokens (the aux head's findings) between the image tokens and the text"
+    )
+    label_input: Literal["soft", "hard"] = Field(
+        "hard", description="label tokens from the aux probabilities (soft) or from 0/1 decisions at `thresholds` (hard)"
+    )
+    thresholds: tuple[float, ...] | None = Field(
+        None, description="per-finding decision thresholds of the aux head (chosen on validation; default 0.5)"
+    )
 
 
 def prompt_text(report: str) -> str:
@@ -196,6 +213,11 @@ class UnifiedModel(GeneratorBase):
         self.pos = nn.Embedding(cfg.max_len, d)
         self.und_norm = make_norm(cfg.norm, d)
         self.head = nn.Linear(d, v, bias=False)
+        n_labels = len(FINDINGS)
+        self.aux_head = nn.Linear(self.encoder.dim, n_labels) if cfg.aux_classifier else None
+        self.label_emb = (
+            nn.Parameter(torch.randn(2, n_labels, d) * 0.02) if cfg.label_tokens and cfg.aux_classifier else None
+        )  # [absent, present] per finding
         # generation side
         c = cfg.latent_channels
         self.embed = PatchEmbed(c, cfg.latent_size, cfg.patch, d, positions="sincos")
@@ -216,7 +238,7 @@ class UnifiedModel(GeneratorBase):
                 p.requires_grad_(False)
 
     def _init(self) -> None:
-        for mod in (self.layers, self.img_proj, self.tok, self.pos, self.embed, self.repa):
+        for mod in (self.layers, self.img_proj, self.tok, self.pos, self.embed, self.repa, self.aux_head):
             if mod is None:
                 continue
             for m in mod.modules():
@@ -243,9 +265,10 @@ class UnifiedModel(GeneratorBase):
 
     # -- parameter groups -----------------------------------------------------------------------------
     def und_modules(self) -> list[nn.Module]:
-        """The understanding side: image encoder, its projection, text embeddings, the understanding
-        expert of every layer, final norm and LM head (tied to the token embedding)."""
-        return [self.encoder, self.img_proj, self.tok, self.pos, self.und_norm, self.head,
+        """The understanding side: image encoder, its projection, aux head, text embeddings, the
+        understanding expert of every layer, final norm and LM head (tied to the token embedding)."""
+        aux = [self.aux_head] if self.aux_head is not None else []
+        return [self.encoder, self.img_proj, *aux, self.tok, self.pos, self.und_norm, self.head,
                 *(layer.und for layer in self.layers)]
 
     def und_parameters(self) -> list[nn.Parameter]:
@@ -253,7 +276,9 @@ class UnifiedModel(GeneratorBase):
         for m in self.und_modules():
             for p in m.parameters():
                 seen[id(p)] = p
-        seen[id(self.img_type)] = self.img_type
+        for p in (self.img_type, self.label_emb):
+            if p is not None:
+                seen[id(p)] = p
         return list(seen.values())
 
     @property
@@ -266,6 +291,25 @@ class UnifiedModel(GeneratorBase):
         """images (B, 1, H, W) in [0, 1] → (understanding tokens (B, N, D), encoder features (B, N, Dv))."""
         feats, _ = self.encoder(images)
         return self.img_proj(feats) + self.img_type, feats
+
+    def threshold_tensor(self) -> torch.Tensor:
+        """(14,) decision thresholds of the aux head (0.5 where none were chosen)."""
+        return threshold_tensor(self.config.thresholds, len(FINDINGS))
+
+    def und_prefix(
+        self, images: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The understanding prefix of images (B, 1, H, W) in [0, 1]: (image tokens + label tokens
+        (B, N [+ 14], D), aux logits (B, 14) or None). ``labels`` (B, 14): teacher-forced finding
+        values for the label tokens (NaN: the head's own)."""
+        feats, pooled = self.encoder(images)
+        x = self.img_proj(feats) + self.img_type
+        aux = self.aux_head(pooled) if self.aux_head is not None else None
+        if self.label_emb is not None and aux is not None:
+            cfg = self.config
+            values = label_token_values(aux, labels, hard=cfg.label_input == "hard", thresholds=cfg.thresholds)
+            x = torch.cat([x, label_token_embeddings(values, self.label_emb).to(x.dtype)], dim=1)
+        return x, aux
 
     def text_embed(self, ids: torch.Tensor, offset: int = 0) -> torch.Tensor:
         """ids (B, T) at text positions ``offset ..`` → (B, T, D)."""
@@ -327,11 +371,16 @@ class UnifiedModel(GeneratorBase):
         xt: torch.Tensor | None = None,
         t: torch.Tensor | None = None,
         capture: int = 0,
+        *,
+        labels: torch.Tensor | None = None,
+        prefix: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """One packed sequence ``[image tokens of images | text ids | latent tokens of xt]``.
+        """One packed sequence ``[image + label tokens of images | text ids | latent tokens of xt]``.
 
         Args:
             images: (B, 1, H, W) in [0, 1] or None (generation sequence: no image tokens).
+            labels: (B, 14) teacher-forced values of the label tokens (NaN: the aux head's).
+            prefix: a precomputed :meth:`und_prefix` (B, P, D) used instead of ``images``.
             ids: (B, T) text ids (right-padded; ``lengths`` (B,) real lengths, None = all real).
             xt: noisy latents (B, C, h, w) at flow times t (B,), or None (understanding sequence).
             capture: also return the generation states after this layer (1-based; 0: none).
@@ -341,10 +390,11 @@ class UnifiedModel(GeneratorBase):
         """
         parts = []
         n_img = 0
-        if images is not None:
-            img, _ = self.image_tokens(images)
-            n_img = img.shape[1]
-            parts.append(img)
+        if prefix is None and images is not None:
+            prefix, _ = self.und_prefix(images, labels)
+        if prefix is not None:
+            n_img = prefix.shape[1]
+            parts.append(prefix)
         parts.append(self.text_embed(ids))
         xu = torch.cat(parts, dim=1)
         xg = c = None
@@ -494,6 +544,8 @@ class UnifiedModel(GeneratorBase):
         text: bool = True,
         flow: bool = True,
         repa: bool = False,
+        aux: bool = False,
+        labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Training losses of one batch (global torch RNG for flow times, noise and prompt dropout).
 
@@ -503,13 +555,18 @@ class UnifiedModel(GeneratorBase):
                 they are the report to write (understanding) and the prompt (generation).
             z0: clean latents (B, C, h, w) (needed for ``flow``).
             text / flow / repa: which losses to compute.
+            aux: also return the aux head's logits (B, 14) under ``"aux_logits"`` (the task's BCE).
+            labels: (B, 14) teacher-forced label-token values (NaN: the aux head's).
 
         Returns:
-            ``{"text": CE, "flow": velocity MSE, "repa": −cosine}`` for the requested parts.
+            ``{"text": CE, "flow": velocity MSE, "repa": −cosine}`` for the requested parts
+            (+ ``"aux_logits"``).
         """
         out: dict[str, torch.Tensor] = {}
+        aux_logits = None
         if text:
-            logits, _, _ = self.forward_packed(images, input_ids[:, :-1])
+            prefix, aux_logits = self.und_prefix(images, labels)
+            logits, _, _ = self.forward_packed(None, input_ids[:, :-1], prefix=prefix)
             target = input_ids[:, 1:].clone()
             pos = torch.arange(target.shape[1], device=target.device)[None]
             target[pos >= (lengths[:, None] - 1)] = -100
@@ -531,6 +588,10 @@ class UnifiedModel(GeneratorBase):
                 if self.repa is None or images is None:
                     raise ValueError("the REPA loss needs model.repa_layer > 0 and images")
                 out["repa"] = self.repa_loss(states, images, z0.shape[-2:])
+        if aux:
+            if self.aux_head is None or images is None:
+                raise ValueError("the aux logits need model.aux_classifier and images")
+            out["aux_logits"] = aux_logits if aux_logits is not None else self.aux_head(self.encoder(images)[1])
         return out
 
     def repa_loss(self, states: torch.Tensor, images: torch.Tensor, latent_hw: Sequence[int]) -> torch.Tensor:
@@ -551,7 +612,7 @@ class UnifiedModel(GeneratorBase):
     # -- report writing -------------------------------------------------------------------------------
     def step_fn(self) -> Any:
         """``step(ids, cache) -> (logits (B, V), cache)`` for :mod:`unicxr.sampling.decoding`; the initial
-        cache is ``{"prefix": image tokens (B, N, D), "layers": None, "pos": 0}``."""
+        cache is ``{"prefix": und_prefix(images)[0] (B, P, D), "layers": None, "pos": 0}``."""
 
         def step(ids: torch.Tensor, cache: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
             x = self.text_embed(ids, cache["pos"])
@@ -576,7 +637,8 @@ class UnifiedModel(GeneratorBase):
         """Write reports for images (B, 1, H, W) in [0, 1].
 
         Returns:
-            ``{"reports": [str]*B, "ids": [[int]]*B, "scores": (B,) log-likelihoods, "probabilities": None}``.
+            ``{"reports": [str]*B, "ids": [[int]]*B, "scores": (B,) log-likelihoods,
+            "probabilities": (B, 14) aux head sigmoids or None}``.
         """
         from unicxr.sampling.decoding import DecodeConfig, decode
 
@@ -585,11 +647,11 @@ class UnifiedModel(GeneratorBase):
         max_new = min(cfg.max_new_tokens, self.config.max_len - 1)
         cfg = DecodeConfig(**{**cfg.__dict__, "eos_id": tok.eos_id, "pad_id": max(tok.pad_id, 0), "max_new_tokens": max_new})
         dev = next(self.parameters()).device
-        prefix, _ = self.image_tokens(images.to(dev))
+        prefix, aux = self.und_prefix(images.to(dev))
         start = torch.full((images.shape[0], 1), tok.bos_id, dtype=torch.long, device=dev)
         out = decode(self.step_fn(), start, {"prefix": prefix, "layers": None, "pos": 0}, cfg, generator)
         return {"reports": [tok.decode(s) for s in out.sequences], "ids": out.sequences, "scores": out.scores,
-                "probabilities": None}
+                "probabilities": None if aux is None else torch.sigmoid(aux.float()).cpu()}
 
     @torch.no_grad()
     def sequence_log_likelihood(self, images: torch.Tensor, ids: list[list[int]]) -> torch.Tensor:

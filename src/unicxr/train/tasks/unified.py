@@ -5,8 +5,15 @@ Each item is an image and its report. The report is cleaned with :mod:`unicxr.da
 whitespace removed); items whose report is empty after cleaning are dropped, and the counts
 (cleaned, dropped, truncated to ``data.max_tokens``) are printed and reported by ``evaluate``. The
 cleaned report is both the text the understanding branch learns to write and the prompt of the
-generation branch. Loss ``w_text · CE + w_flow · velocity MSE + w_repa · REPA`` (weights in the
-recipe's ``data`` section; a zero weight skips that branch's computation).
+generation branch. Loss ``w_text · CE + w_flow · velocity MSE + w_repa · REPA + w_aux · BCE`` (weights
+in the recipe's ``data`` section; a zero weight skips that branch's computation). The BCE trains the
+model's auxiliary 14-way finding head on ``target`` (labels under ``uncertain_policy``, NaN masked);
+its findings are the model's label tokens, which carry the true findings instead for a random
+``label_teacher_forcing`` share of the training items. ``evaluate`` chooses the head's decision
+thresholds on the validation split (``threshold_objective``) before it writes the validation
+reports, and stores them in the model config (the trainer's final evaluation saves them). With
+``model.freeze_und`` the understanding side is frozen, and its thresholds are kept: they come from
+``train.init_from`` when the recipe leaves ``model.thresholds`` null.
 
 Like the generator tasks: image size from the cache unless ``model.image_size`` is set, latent shape
 from the autoencoder (``model.autoencoder: null`` = pixel space), ``data.latents`` (a ``unicxr
@@ -25,8 +32,11 @@ from pydantic import Field
 from torch.utils.data import Dataset
 
 from unicxr.data.dataset import CXRDataset
+from unicxr.labels import UncertainPolicy
+from unicxr.models.finding_metrics import ThresholdObjective
 from unicxr.models.unified import UnifiedConfig, UnifiedModel, prompt_text
 from unicxr.train.tasks import Media, collate_items, register_task
+from unicxr.train.tasks.finding_classifier import weighted_masked_bce
 from unicxr.train.tasks.generator import GeneratorDataConfig, GeneratorTask, _LatentItems
 from unicxr.utils.errors import UnicxrError
 
@@ -40,6 +50,18 @@ class UnifiedDataConfig(GeneratorDataConfig):
     w_text: float = Field(1.0, ge=0, description="weight of the report cross-entropy")
     w_flow: float = Field(1.0, ge=0, description="weight of the velocity loss")
     w_repa: float = Field(0.0, ge=0, description="weight of the REPA alignment (needs model.repa_layer)")
+    w_aux: float = Field(1.0, ge=0, description="weight of the aux finding head's masked BCE (needs model.aux_classifier)")
+    label_teacher_forcing: float = Field(
+        0.0, ge=0, le=1,
+        description="per-item probability that the label tokens carry the true findings (training only)",
+    )
+    uncertain_policy: UncertainPolicy = UncertainPolicy.IGNORE
+    blank_as_negative: bool = True
+    choose_thresholds: bool = Field(True, description="store validation thresholds of the aux head (not with freeze_und)")
+    threshold_objective: ThresholdObjective = Field(
+        "micro_f1", description="f1: each finding's own F1 optimum; micro_f1: maximise the F1 pooled over findings"
+    )
+    eval_min_count: int = Field(20, ge=1, description="positives/negatives a finding needs to enter the aux macro AUROC")
     eval_reports: int = Field(16, ge=0, description="validation images given greedy reports at each evaluation")
     media_n: int = Field(4, ge=0)
 
@@ -97,8 +119,12 @@ class UnifiedTask(GeneratorTask):
             raise UnicxrError("data.latents: the text and REPA losses need images; use it with w_text=0 and w_repa=0")
         if d.w_repa > 0 and model_cfg.repa_layer == 0:
             raise UnicxrError("data.w_repa > 0 needs model.repa_layer (the layer whose states are aligned)")
-        if d.w_text == d.w_flow == d.w_repa == 0:
-            raise UnicxrError("data.w_text, w_flow and w_repa are all 0: nothing to train")
+        if d.latents is not None and d.w_aux > 0:
+            raise UnicxrError("data.latents: the aux finding loss needs images; set data.w_aux=0")
+        if d.w_aux > 0 and not model_cfg.aux_classifier:
+            raise UnicxrError("data.w_aux > 0 needs model.aux_classifier: true")
+        if d.w_text == d.w_flow == d.w_repa == d.w_aux == 0:
+            raise UnicxrError("data.w_text, w_flow, w_repa and w_aux are all 0: nothing to train")
         self.cleaning: dict[str, dict[str, int]] = {}
 
     # -- building -----------------------------------------------------------------------------------
@@ -126,15 +152,31 @@ class UnifiedTask(GeneratorTask):
         if self.data_cfg.max_tokens > self.model_cfg.max_len:
             raise UnicxrError(f"data.max_tokens ({self.data_cfg.max_tokens}) exceeds model.max_len ({self.model_cfg.max_len})")
         self.model_cfg = self.model_cfg.model_copy(update={"vocab_size": tok.vocab_size})
+        self._thresholds_from_init()
         model = UnifiedModel(self.model_cfg, components={"tokenizer": tok})
         self._freeze_unused(model)
         return model
 
+    def _thresholds_from_init(self) -> None:
+        """With ``freeze_und`` and ``train.init_from``: the aux head's thresholds (part of the frozen
+        understanding side) come from the init model unless the recipe sets them."""
+        cfg = self.model_cfg
+        if self.init_from is None or not cfg.freeze_und or cfg.thresholds is not None:
+            return
+        from unicxr.models.base import CONFIG_NAME
+        from unicxr.utils.io import read_json
+
+        raw = read_json(self.init_from / CONFIG_NAME, missing="missing", corrupt="unreadable or corrupt")
+        thr = raw.get("config", {}).get("thresholds")
+        if thr is not None:
+            self.model_cfg = cfg.model_copy(update={"thresholds": tuple(thr)})
+
     def _freeze_unused(self, model: UnifiedModel) -> None:
         """Parts no loss of this stage reaches get ``requires_grad=False`` (they would get no gradient
         anyway, so training is unchanged; DDP then does not wait for their gradients): the generation
-        side without flow/REPA loss, the REPA head without REPA loss, and the image encoder, its
-        projection and the final text norm without text loss."""
+        side without flow/REPA loss, the REPA head without REPA loss, the aux head without aux loss (the
+        label tokens read it detached), and the image projection, label embeddings and final text norm
+        without text loss (the image encoder too without text and aux loss)."""
         d = self.data_cfg
         frozen: list[torch.nn.Parameter] = []
         if d.w_flow == 0 and d.w_repa == 0:
@@ -142,9 +184,13 @@ class UnifiedTask(GeneratorTask):
             frozen += [p for p in model.parameters() if id(p) not in und]
         elif d.w_repa == 0 and model.repa is not None:
             frozen += list(model.repa.parameters())
+        if d.w_aux == 0 and model.aux_head is not None:
+            frozen += list(model.aux_head.parameters())
         if d.w_text == 0:
-            frozen += [*model.encoder.parameters(), *model.img_proj.parameters(), model.img_type,
-                       *model.und_norm.parameters()]
+            frozen += [*model.img_proj.parameters(), model.img_type, *model.und_norm.parameters()]
+            frozen += [model.label_emb] if model.label_emb is not None else []
+            if d.w_aux == 0 or model.aux_head is None:
+                frozen += list(model.encoder.parameters())
         for p in frozen:
             p.requires_grad_(False)
 
@@ -156,6 +202,7 @@ class UnifiedTask(GeneratorTask):
             raw = [lc.report(i) for i in range(len(base))]
         else:
             base = CXRDataset(cfg.cache, split, size=self.model_cfg.image_size, max_items=cfg.max_items,
+                              policy=cfg.uncertain_policy, blank_as_negative=cfg.blank_as_negative,
                               fields=("image", "labels", "report", "index"))
             raw = [base.report(i) for i in range(len(base))]
         items = UnifiedItems(base, raw, self._load_tokenizer(), cfg.max_tokens)
@@ -183,6 +230,15 @@ class UnifiedTask(GeneratorTask):
         return rest
 
     # -- loss ---------------------------------------------------------------------------------------
+    def _teacher_labels(self, target: torch.Tensor) -> torch.Tensor | None:
+        """(B, 14) true findings for a random ``label_teacher_forcing`` share of the items, NaN elsewhere
+        (and where the policy leaves a finding unknown); None when teacher forcing is off."""
+        p = self.data_cfg.label_teacher_forcing
+        if p <= 0:
+            return None
+        keep = torch.rand(target.shape[0], 1, device=target.device) < p
+        return torch.where(keep, target, torch.full_like(target, float("nan")))
+
     def _parts(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         raw: UnifiedModel = self.unwrap(model)
         d = self.data_cfg
@@ -190,21 +246,28 @@ class UnifiedTask(GeneratorTask):
         z0 = None
         if flow:
             z0 = batch["latent"] if "latent" in batch else raw.to_latent(batch["image"])
-        return model(batch.get("image"), batch["input_ids"], batch["lengths"], z0, text=d.w_text > 0, flow=flow,
-                     repa=d.w_repa > 0)
+        aux = d.w_aux > 0 and raw.aux_head is not None
+        teacher = self._teacher_labels(batch["target"]) if d.w_text > 0 and "target" in batch else None
+        parts = model(batch.get("image"), batch["input_ids"], batch["lengths"], z0, text=d.w_text > 0, flow=flow,
+                      repa=d.w_repa > 0, aux=aux, labels=teacher)
+        if aux:
+            parts["aux"] = weighted_masked_bce(parts.pop("aux_logits"), batch["target"], None)
+        return parts
 
     def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         d = self.data_cfg
         parts = self._parts(model, batch)
-        weights = {"text": d.w_text, "flow": d.w_flow, "repa": d.w_repa}
+        weights = {"text": d.w_text, "flow": d.w_flow, "repa": d.w_repa, "aux": d.w_aux}
         total = sum(weights[k] * v for k, v in parts.items() if weights[k] > 0)
         return total, {f"{k}_loss": float(v.detach()) for k, v in parts.items()}
 
     # -- validation ---------------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, dataset: Dataset) -> dict[str, float]:
-        """Validation text CE and velocity MSE on the first ``val_items`` items (fixed noise), CE micro-F1
-        of greedy reports for ``eval_reports`` items, and the report-cleaning counts."""
+        """Validation text CE and velocity MSE on the first ``val_items`` items (fixed noise); the aux
+        head's BCE and macro AUROC on the whole split, where its thresholds are chosen (unless the
+        understanding side is frozen); CE micro-F1 of greedy reports for ``eval_reports`` items (written
+        after the threshold choice); the report-cleaning counts."""
         from unicxr.labels import UncertainPolicy
         from unicxr.text.labeler import label_reports
         from unicxr.train.tasks.report_generator import ce_micro_f1
@@ -226,13 +289,47 @@ class UnifiedTask(GeneratorTask):
                     out[f"val_{k}_loss"] = out.get(f"val_{k}_loss", 0.0) + float(v) * w
         finally:
             torch.random.set_rng_state(state)
+        if raw.aux_head is not None:
+            out.update(self._aux_eval(raw, dataset))
         m = min(self.data_cfg.eval_reports, len(dataset))
         if m:
             hyps, refs = self._reports(raw, dataset, m)
-            out["ce_micro_f1_14"] = ce_micro_f1(label_reports(hyps), label_reports(refs), UncertainPolicy.AS_NEGATIVE)
+            pl, rl = label_reports(hyps), label_reports(refs)
+            out["ce_micro_f1_14"] = ce_micro_f1(pl, rl, UncertainPolicy.AS_NEGATIVE)
+            out["ce_micro_f1_14_upos"] = ce_micro_f1(pl, rl, UncertainPolicy.AS_POSITIVE)
         for split, c in self.cleaning.items():
             for k in ("cleaned", "dropped", "truncated"):
                 out[f"clean_{split}_{k}"] = float(c[k])
+        return out
+
+    def _aux_eval(self, raw: UnifiedModel, dataset: Dataset, batch_size: int = 64) -> dict[str, float]:
+        """Aux head on every validation item: ``val_aux_loss``, ``aux_macro_auroc``; stores the chosen
+        thresholds in ``raw.config`` (not when ``freeze_und``: the understanding side stays as it is)."""
+        import numpy as np
+
+        from unicxr.models.classifier import classifier_metrics
+        from unicxr.models.finding_metrics import choose_thresholds
+
+        dev = next(raw.parameters()).device
+        probs, targets, loss, n = [], [], 0.0, len(dataset)
+        for s in range(0, n, batch_size):
+            items = [dataset[i] for i in range(s, min(n, s + batch_size))]
+            if "target" not in items[0]:
+                return {}
+            x = torch.stack([it["image"] for it in items]).to(dev)
+            tgt = torch.stack([it["target"] for it in items]).to(dev)
+            logits = raw.aux_head(raw.encoder(x)[1]).float()
+            loss += float(weighted_masked_bce(logits, tgt, None)) * len(items) / n
+            probs.append(torch.sigmoid(logits).cpu().numpy())
+            targets.append(tgt.cpu().numpy())
+        if not probs:
+            return {}
+        pa, ta = np.concatenate(probs), np.concatenate(targets)
+        out = {"val_aux_loss": loss,
+               "aux_macro_auroc": classifier_metrics(pa, ta, min_count=self.data_cfg.eval_min_count)["macro_auroc"]}
+        if self.data_cfg.choose_thresholds and not raw.config.freeze_und:
+            thr = choose_thresholds(pa, ta, objective=self.data_cfg.threshold_objective)
+            raw.config = raw.config.model_copy(update={"thresholds": tuple(float(t) for t in thr)})
         return out
 
     def _reports(self, raw: UnifiedModel, dataset: Dataset, n: int, batch_size: int = 32) -> tuple[list[str], list[str]]:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["threshold_tensor", "label_token_values", "label_token_embeddings"]
+__all__ = ["threshold_tensor", "label_token_values", "label_token_embeddings", "teacher_labels"]
 
 
 def threshold_tensor(thresholds: Sequence[float] | None, n: int) -> torch.Tensor:
@@ -50,3 +50,12 @@ def label_token_embeddings(values: torch.Tensor, label_emb: torch.Tensor) -> tor
     """values (B, F) in [0, 1], label_emb (2, F, D) [absent, present] → tokens (B, F, D)."""
     p = values.to(label_emb.dtype)[..., None]
     return p * label_emb[1] + (1 - p) * label_emb[0]
+
+
+def teacher_labels(target: torch.Tensor, p: float) -> torch.Tensor | None:
+    """Teacher-forcing values for training: (B, F) true findings ``target`` (NaN where unknown) for a
+    random share ``p`` of the items (global torch RNG), NaN for the rest; None when ``p`` is 0."""
+    if p <= 0:
+        return None
+    keep = torch.rand(target.shape[0], 1, device=target.device) < p
+    return torch.where(keep, target, torch.full_like(target, float("nan")))

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
@@ -331,24 +330,14 @@ class CXRReportGenerator(ModelMixin):
             ``{"reports": [str]*B, "ids": [[int]]*B, "scores": (B,) log-likelihoods,
             "probabilities": (B, 14) aux head sigmoids or None}``.
         """
-        from unicxr.sampling.decoding import DecodeConfig, decode
+        from unicxr.sampling.decoding import decode_reports
 
-        tok = self.tokenizer
-        if tok is None:
-            raise UnicxrError("this report generator has no tokenizer component")
-        cfg = decode_cfg or DecodeConfig()
-        max_new = min(cfg.max_new_tokens, self.config.max_len - 1)
-        cfg = DecodeConfig(**{**cfg.__dict__, "eos_id": tok.eos_id, "pad_id": max(tok.pad_id, 0), "max_new_tokens": max_new})
         dev = next(self.parameters()).device
         mem, aux = self.encode(images.to(dev))
-        prompt = torch.full((images.shape[0], 1), tok.bos_id, dtype=torch.long, device=dev)
-        out = decode(self.step_fn(), prompt, {"memory": mem, "layers": None, "pos": 0}, cfg, generator)
-        return {
-            "reports": [tok.decode(s) for s in out.sequences],
-            "ids": out.sequences,
-            "scores": out.scores,
-            "probabilities": None if aux is None else torch.sigmoid(aux.float()).cpu(),
-        }
+        out = decode_reports(self.step_fn(), {"memory": mem, "layers": None, "pos": 0}, self.tokenizer,
+                             images.shape[0], self.config.max_len, dev, decode_cfg, generator)  # fmt: skip
+        out["probabilities"] = None if aux is None else torch.sigmoid(aux.float()).cpu()
+        return out
 
     def generate_reports(
         self, images: torch.Tensor, decode_cfg: Any = None, generator: torch.Generator | None = None
@@ -359,14 +348,8 @@ class CXRReportGenerator(ModelMixin):
     @torch.no_grad()
     def sequence_log_likelihood(self, images: torch.Tensor, ids: list[list[int]]) -> torch.Tensor:
         """Sum log p of each generated sequence (+ eos) under teacher forcing: (B,). For tests/scoring."""
-        tok = self.tokenizer
+        from unicxr.sampling.decoding import sequence_log_likelihood, teacher_forced_rows
+
         dev = next(self.parameters()).device
-        rows = [[tok.bos_id, *s, tok.eos_id] for s in ids]
-        width = max(len(r) for r in rows)
-        x = torch.tensor([r + [0] * (width - len(r)) for r in rows], device=dev)
-        logits, _ = self.forward(images.to(dev), x[:, :-1])
-        logp = F.log_softmax(logits.float(), dim=-1).gather(2, x[:, 1:, None])[..., 0]
-        mask = torch.tensor([[1.0] * (len(r) - 1) + [0.0] * (width - len(r)) for r in rows], device=dev)
-        return (logp * mask).sum(1).cpu()
-
-
+        x, keep = teacher_forced_rows(self.tokenizer, ids, dev)
+        return sequence_log_likelihood(self.forward(images.to(dev), x[:, :-1])[0], x, keep)

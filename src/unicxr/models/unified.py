@@ -640,28 +640,21 @@ class UnifiedModel(GeneratorBase):
             ``{"reports": [str]*B, "ids": [[int]]*B, "scores": (B,) log-likelihoods,
             "probabilities": (B, 14) aux head sigmoids or None}``.
         """
-        from unicxr.sampling.decoding import DecodeConfig, decode
+        from unicxr.sampling.decoding import decode_reports
 
-        tok = self.tokenizer
-        cfg = decode_cfg or DecodeConfig()
-        max_new = min(cfg.max_new_tokens, self.config.max_len - 1)
-        cfg = DecodeConfig(**{**cfg.__dict__, "eos_id": tok.eos_id, "pad_id": max(tok.pad_id, 0), "max_new_tokens": max_new})
         dev = next(self.parameters()).device
         prefix, aux = self.und_prefix(images.to(dev))
-        start = torch.full((images.shape[0], 1), tok.bos_id, dtype=torch.long, device=dev)
-        out = decode(self.step_fn(), start, {"prefix": prefix, "layers": None, "pos": 0}, cfg, generator)
-        return {"reports": [tok.decode(s) for s in out.sequences], "ids": out.sequences, "scores": out.scores,
-                "probabilities": None if aux is None else torch.sigmoid(aux.float()).cpu()}
+        out = decode_reports(self.step_fn(), {"prefix": prefix, "layers": None, "pos": 0}, self.tokenizer,
+                             images.shape[0], self.config.max_len, dev, decode_cfg, generator)  # fmt: skip
+        out["probabilities"] = None if aux is None else torch.sigmoid(aux.float()).cpu()
+        return out
 
     @torch.no_grad()
     def sequence_log_likelihood(self, images: torch.Tensor, ids: list[list[int]]) -> torch.Tensor:
         """Sum log p of each sequence (+ eos) under teacher forcing: (B,)."""
-        tok = self.tokenizer
+        from unicxr.sampling.decoding import sequence_log_likelihood, teacher_forced_rows
+
         dev = next(self.parameters()).device
-        rows = [[tok.bos_id, *s, tok.eos_id] for s in ids]
-        batch = self._pad(rows)
-        x = batch["input_ids"]
-        logits, _, _ = self.forward_packed(images.to(dev), x[:, :-1])
-        logp = F.log_softmax(logits.float(), dim=-1).gather(2, x[:, 1:, None])[..., 0]
-        keep = torch.arange(x.shape[1] - 1, device=dev)[None] < (batch["lengths"][:, None] - 1)
-        return (logp * keep).sum(1).cpu()
+        x, keep = teacher_forced_rows(self.tokenizer, ids, dev)
+        logits, _, _ = self.forward_packed(images.to(dev), x[:, :-1])  # causal: trailing padding is unseen
+        return sequence_log_likelihood(logits, x, keep)

@@ -38,6 +38,9 @@ __all__ = [
     "sample_decode",
     "beam_search",
     "decode",
+    "decode_reports",
+    "teacher_forced_rows",
+    "sequence_log_likelihood",
 ]
 
 StepFn = Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]]
@@ -301,3 +304,47 @@ def decode(
     if cfg.method == "nucleus":
         return sample_decode(step, prompt, cache, cfg, generator)
     return greedy_decode(step, prompt, cache, cfg)
+
+
+def decode_reports(
+    step: StepFn,
+    cache: Any,
+    tokenizer: Any,
+    batch_size: int,
+    max_len: int,
+    device: torch.device,
+    cfg: DecodeConfig | None = None,
+    generator: torch.Generator | None = None,
+) -> dict[str, Any]:
+    """Report text from BOS for a model's ``step`` function (report generator, unified model).
+
+    ``cfg`` gets the tokenizer's eos/pad ids and at most ``max_len - 1`` new tokens (the model's
+    positions, BOS included). Returns ``{"reports": [str]*B, "ids": [[int]]*B, "scores": (B,)}``.
+    """
+    if tokenizer is None:
+        from unicxr.utils.errors import UnicxrError
+
+        raise UnicxrError("this model has no tokenizer component: it cannot write reports")
+    cfg = cfg or DecodeConfig()
+    new = {"eos_id": tokenizer.eos_id, "pad_id": max(tokenizer.pad_id, 0),
+           "max_new_tokens": min(cfg.max_new_tokens, max_len - 1)}  # fmt: skip
+    cfg = DecodeConfig(**{**cfg.__dict__, **new})
+    start = torch.full((batch_size, 1), tokenizer.bos_id, dtype=torch.long, device=device)
+    out = decode(step, start, cache, cfg, generator)
+    return {"reports": [tokenizer.decode(s) for s in out.sequences], "ids": out.sequences, "scores": out.scores}
+
+
+def teacher_forced_rows(tokenizer: Any, ids: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[bos, *ids, eos]`` rows right-padded with 0: (tokens (B, W), keep (B, W-1) 1.0 where the
+    next-token target is real), for summing teacher-forced log-likelihoods of decoded sequences."""
+    rows = [[tokenizer.bos_id, *s, tokenizer.eos_id] for s in ids]
+    width = max(len(r) for r in rows)
+    x = torch.tensor([r + [0] * (width - len(r)) for r in rows], device=device)
+    keep = torch.tensor([[1.0] * (len(r) - 1) + [0.0] * (width - len(r)) for r in rows], device=device)
+    return x, keep
+
+
+def sequence_log_likelihood(logits: torch.Tensor, tokens: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Sum of log p(tokens[:, 1:]) under teacher-forced ``logits`` (B, W-1, V), masked by ``keep``: (B,)."""
+    logp = torch.log_softmax(logits.float(), dim=-1).gather(2, tokens[:, 1:, None])[..., 0]
+    return (logp * keep).sum(1).cpu()

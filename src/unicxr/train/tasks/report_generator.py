@@ -24,6 +24,7 @@ from unicxr.data.augment import Augment
 from unicxr.data.dataset import CXRDataset
 from unicxr.labels import UncertainPolicy
 from unicxr.models.finding_metrics import ThresholdObjective
+from unicxr.models.finding_tokens import teacher_labels
 from unicxr.models.report_generator import (
     CXRReportGenerator,
     ReportGeneratorConfig,
@@ -205,20 +206,11 @@ class ReportGeneratorTask(Task):
         return {**batch, "image": self.augmenter.batch(batch["image"], generator)}
 
     # -- loss ---------------------------------------------------------------------------------------
-    def _teacher_labels(self, target: torch.Tensor) -> torch.Tensor | None:
-        """(B, 14) true findings for a random ``label_teacher_forcing`` share of the items, NaN elsewhere
-        (and where the policy leaves a finding unknown); None when teacher forcing is off."""
-        p = self.data_cfg.label_teacher_forcing
-        if p <= 0:
-            return None
-        keep = torch.rand(target.shape[0], 1, device=target.device) < p
-        return torch.where(keep, target, torch.full_like(target, float("nan")))
-
     def _losses(
         self, model: torch.nn.Module, batch: dict[str, Any], train: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         ids, labels = batch["input_ids"], batch["labels"]
-        teacher = self._teacher_labels(batch["target"]) if train else None
+        teacher = teacher_labels(batch["target"], self.data_cfg.label_teacher_forcing) if train else None
         logits, aux = model(batch["image"], ids[:, :-1], teacher)
         tok_loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100)
         aux_loss = weighted_masked_bce(aux, batch["target"], None) if aux is not None else None

@@ -34,6 +34,7 @@ from torch.utils.data import Dataset
 from unicxr.data.dataset import CXRDataset
 from unicxr.labels import UncertainPolicy
 from unicxr.models.finding_metrics import ThresholdObjective
+from unicxr.models.finding_tokens import teacher_labels
 from unicxr.models.unified import UnifiedConfig, UnifiedModel, prompt_text
 from unicxr.train.tasks import Media, collate_items, register_task
 from unicxr.train.tasks.finding_classifier import weighted_masked_bce
@@ -230,15 +231,6 @@ class UnifiedTask(GeneratorTask):
         return rest
 
     # -- loss ---------------------------------------------------------------------------------------
-    def _teacher_labels(self, target: torch.Tensor) -> torch.Tensor | None:
-        """(B, 14) true findings for a random ``label_teacher_forcing`` share of the items, NaN elsewhere
-        (and where the policy leaves a finding unknown); None when teacher forcing is off."""
-        p = self.data_cfg.label_teacher_forcing
-        if p <= 0:
-            return None
-        keep = torch.rand(target.shape[0], 1, device=target.device) < p
-        return torch.where(keep, target, torch.full_like(target, float("nan")))
-
     def _parts(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         raw: UnifiedModel = self.unwrap(model)
         d = self.data_cfg
@@ -247,7 +239,7 @@ class UnifiedTask(GeneratorTask):
         if flow:
             z0 = batch["latent"] if "latent" in batch else raw.to_latent(batch["image"])
         aux = d.w_aux > 0 and raw.aux_head is not None
-        teacher = self._teacher_labels(batch["target"]) if d.w_text > 0 and "target" in batch else None
+        teacher = teacher_labels(batch["target"], self.data_cfg.label_teacher_forcing) if d.w_text > 0 and "target" in batch else None
         parts = model(batch.get("image"), batch["input_ids"], batch["lengths"], z0, text=d.w_text > 0, flow=flow,
                       repa=d.w_repa > 0, aux=aux, labels=teacher)
         if aux:

@@ -429,29 +429,41 @@ def _lesion_center(
     """Centre (u, v) of a nodule/mass of radius ``r`` in ``lobe`` that projects over aerated lung.
 
     Candidates are drawn in the lobe's region; the first whose centre and rim (8 points at 1.5 r)
-    all lie over lung (not behind the heart, below a dome or outside the chest wall) is taken,
-    otherwise the candidate with the most lung under its rim.
+    all lie over lung (not behind the heart, below a dome or outside the chest wall) is taken.
+    Otherwise the best candidate is moved laterally and up (toward the open lung of its lobe, e.g.
+    the lateral segment of the middle lobe) until it clears the heart and the dome.
     """
     g = scene.g
     n = g.size
+    side = LOBES[lobe]
     cu0, cv0, ru, rv = _lobe_center(scene, lobe)
     ang = np.linspace(0, 2 * np.pi, 8, endpoint=False)
-    best, best_score = (cu0, cv0), -1.0
-    for i in range(12):
-        spread = 0.5 + 0.05 * i
-        cu = cu0 + rng.uniform(-spread, spread) * ru
-        cv = cv0 + rng.uniform(-spread, spread) * rv
+
+    def score(cu: float, cv: float) -> float:
         pu = np.concatenate([[cu], cu + 1.5 * r * np.cos(ang)])
         pv = np.concatenate([[cv], cv + 1.5 * r * np.sin(ang)])
         rr, cc = g.to_pixel(pu, pv)
         rr = np.clip(np.rint(rr).astype(np.int64), 0, n - 1)
         cc = np.clip(np.rint(cc).astype(np.int64), 0, n - 1)
-        score = float(np.min(lung_frac[rr, cc] * (1.0 - scene.heart_prof[rr, cc])))
-        if score > 0.6:
-            return float(cu), float(cv)
-        if score > best_score:
-            best, best_score = (float(cu), float(cv)), score
-    return best
+        return float(np.min(lung_frac[rr, cc] * (1.0 - scene.heart_prof[rr, cc])))
+
+    best, best_score = (cu0, cv0), -1.0
+    for i in range(12):
+        spread = 0.5 + 0.05 * i
+        cu = float(cu0 + rng.uniform(-spread, spread) * ru)
+        cv = float(cv0 + rng.uniform(-spread, spread) * rv)
+        sc = score(cu, cv)
+        if sc > 0.6:
+            return cu, cv
+        if sc > best_score:
+            best, best_score = (cu, cv), sc
+    cu, cv = best
+    for _ in range(10):
+        cu += side * 0.025
+        cv -= 0.02
+        if score(cu, cv) > 0.6:
+            break
+    return cu, cv
 
 
 def render_findings(scene: Scene, findings: dict[str, Finding], masks: dict[str, np.ndarray] | None) -> None:

@@ -430,12 +430,10 @@ def _lesion_center(
 
     Candidates are drawn in the lobe's region; the first whose centre and rim (8 points at 1.5 r)
     all lie over lung (not behind the heart, below a dome or outside the chest wall) is taken.
-    Otherwise the best candidate is moved laterally and up (toward the open lung of its lobe, e.g.
-    the lateral segment of the middle lobe) until it clears the heart and the dome.
+    Otherwise the best of these and of a grid over (and above) the lobe's region is taken.
     """
     g = scene.g
     n = g.size
-    side = LOBES[lobe]
     cu0, cv0, ru, rv = _lobe_center(scene, lobe)
     ang = np.linspace(0, 2 * np.pi, 8, endpoint=False)
 
@@ -457,13 +455,15 @@ def _lesion_center(
             return cu, cv
         if sc > best_score:
             best, best_score = (cu, cv), sc
-    cu, cv = best
-    for _ in range(10):
-        cu += side * 0.025
-        cv -= 0.02
-        if score(cu, cv) > 0.6:
-            break
-    return cu, cv
+    # no random candidate fits (a mass in a small lower lobe next to the heart): take the best place
+    # on a grid over the lobe's region and above it (the lobe extends up behind the upper lung)
+    for du_ in np.linspace(-0.8, 0.8, 7):
+        for dv_ in np.linspace(-2.5, 0.5, 9):
+            cu, cv = float(cu0 + du_ * ru), float(cv0 + dv_ * rv)
+            sc = score(cu, cv)
+            if sc > best_score:
+                best, best_score = (cu, cv), sc
+    return best
 
 
 def render_findings(scene: Scene, findings: dict[str, Finding], masks: dict[str, np.ndarray] | None) -> None:

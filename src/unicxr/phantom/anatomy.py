@@ -166,6 +166,9 @@ class Scene:
         self.ctr = a.ctr
         self.medi_extra = 0.0  # mediastinal widening (Enlarged Cardiomediastinum)
         self._rib_cache: list[dict[str, float]] | None = None
+        # rib fractures drawn by :meth:`_ribs`: (side, rib index, t along the posterior arc,
+        # step in rib half-widths, gap width, angulation, callus 0/1), set by findings.apply_geometry
+        self.fractures: list[tuple[int, int, float, float, float, float, float]] = []
 
     # ---------------------------------------------------------------- geometry (canonical) ----
     @property
@@ -508,10 +511,10 @@ class Scene:
         keys = ("side", "k", "post", "a0", "a1", "v0", "A", "B", "D", "hw")
         P = {k: np.array([r[k] for r in table], dtype=np.float64) for k in keys}
         tf = np.full(len(table), np.nan)
-        disp = np.zeros(len(table))
-        for s_, k_, t_, d_ in getattr(self, "fractures", []):
+        disp, gaps, angs, calls = (np.zeros(len(table)) for _ in range(4))
+        for s_, k_, t_, d_, gap_, ang_, call_ in self.fractures:
             hit = (P["side"] == s_) & (P["k"] == k_) & (P["post"] == 1)
-            tf[hit], disp[hit] = t_, d_
+            tf[hit], disp[hit], gaps[hit], angs[hit], calls[hit] = t_, d_, gap_, ang_, call_
         m = self.a.mid + self.spine_shift * 0.6
         c, sn = math.cos(g.tilt), math.sin(g.tilt)
         vm = P["v0"] + 0.25 * P["A"] - 0.6 * P["B"] + 0.4 * P["D"]
@@ -534,16 +537,22 @@ class Scene:
         w_ant = 0.42 * smoothstep((t - 0.05) / 0.6) * (1.0 - 0.2 * smoothstep((t - 0.85) / 0.15))
         w = amp * np.where(post > 0, w_post, w_ant)
         fr = ~np.isnan(tf[ri])
-        if np.any(fr):
-            # a cortical break: a lucent gap across the rib, the lateral fragment stepped down by
-            # ``disp`` rib half-widths and angulated; bright compressed bone at the fragment ends
-            x = (t[fr] - tf[ri][fr]) * Lr[fr]
-            d_ = disp[ri][fr]
-            vc[fr] += d_ * hw[fr] * smoothstep(x / 0.004) + 0.25 * d_ * np.maximum(x, 0.0)
-            gap = np.maximum(0.007, 0.35 * hw[fr])
-            w[fr] *= (1.0 - 0.92 * np.exp(-((x / gap) ** 2))
-                      + 0.55 * np.minimum(d_, 1.0) * np.exp(-(((np.abs(x) - 1.8 * gap) / gap) ** 2)))
         hwe = hw * np.sqrt(1.0 + slope * slope)
+        if np.any(fr):
+            # a fracture (see findings.apply_geometry): a lucent line across the whole rib, the lateral
+            # fragment stepped down by ``disp`` rib half-widths and angulated (the step and the tilt
+            # fade out laterally so the fragment rejoins the lateral arc), bright sclerotic fragment
+            # ends; a healing fracture is bridged by callus, a bright fusiform thickening of the rib
+            x = (t[fr] - tf[ri][fr]) * Lr[fr]
+            d_, gap, ang, cal = disp[ri][fr], gaps[ri][fr], angs[ri][fr], calls[ri][fr]
+            xl = np.maximum(x, 0.0)
+            fade = np.exp(-xl / 0.25)
+            vc[fr] += (d_ * hw[fr] * smoothstep(x / (0.3 * gap) + 0.5) + ang * xl) * fade * (1.0 - 0.4 * cal)
+            lucent = smoothstep((0.5 * gap - np.abs(x)) / (0.3 * gap) + 0.5)
+            ends = np.exp(-(((np.abs(x) - 0.7 * gap) / (0.3 * gap)) ** 2))
+            bulge = np.exp(-((x / (2.5 * gap)) ** 2))
+            w[fr] *= (1.0 - 0.95 * lucent * (1.0 - 0.6 * cal)) + 0.5 * ends + 0.8 * cal * bulge
+            hwe[fr] *= 1.0 + 1.1 * cal * bulge
         row_c = np.rint(((sn * um + c * vc) * g.zoom + g.shift[1] + 1.0) * 0.5 * n - 0.5).astype(np.int64)
         # half-height of the band of rows per (rib, column); steep parts get a wider band
         Ri = np.ceil(hwe * (g.zoom * 0.5 * n / max(c, 0.5))).astype(np.int64) + 1

@@ -29,6 +29,7 @@ __all__ = [
     "apply_geometry",
     "render_findings",
     "DEVICE_KINDS",
+    "fracture_ribs",
 ]
 
 SEVERITIES = ("mild", "moderate", "severe")
@@ -170,7 +171,12 @@ def _make(name: str, rng: np.random.Generator, cfg: PhantomConfig, **kw) -> Find
         kind = "mass" if (sev == "severe" or (sev == "moderate" and rng.random() < 0.4)) else "nodule"
         lobe = str(rng.choice(list(LOBES)))
         side = "right" if LOBES[lobe] == RIGHT else "left"
-        size = rng.uniform(0.04, 0.065) if kind == "nodule" else rng.uniform(0.08, 0.14)
+        # radius in canonical units (the report gives the diameter as 40 * value cm): mild nodules
+        # 14-22 mm, moderate ones 20-30 mm, masses 32-56 mm
+        if kind == "nodule":
+            size = rng.uniform(0.035, 0.055) if sev == "mild" else rng.uniform(0.05, 0.075)
+        else:
+            size = rng.uniform(0.08, 0.14)
         return Finding(name, label, sev, side=side, kind=f"{kind}|{lobe}", value=float(size), seed=seed)
     if name == "Pleural Other":
         kind = "plaques" if rng.random() < 0.4 else "thickening"
@@ -178,9 +184,14 @@ def _make(name: str, rng: np.random.Generator, cfg: PhantomConfig, **kw) -> Find
         return Finding(name, label, sev, side=side, kind=kind, seed=seed)
     if name == "Fracture":
         side = kw.get("side") or _side(rng)
-        nrib = 1 if sev != "severe" else int(rng.integers(2, 4))
-        rib = int(rng.integers(3, 9))
-        return Finding(name, label, sev, side=side, kind=f"rib{rib}x{nrib}", value=float(rng.uniform(0.45, 0.9)), seed=seed)
+        # one or two ribs when mild, two or three adjacent ribs when moderate, three or four when
+        # severe; the uppermost broken rib is the 4th to the 8th (0-based index 3-7), all over the
+        # lung. Many fractures seen on chest radiographs are old or healing (callus).
+        nrib = {"mild": 1 + int(rng.random() < 0.4), "moderate": int(rng.integers(2, 4))}.get(sev, int(rng.integers(3, 5)))
+        rib = int(rng.integers(3, 10 - nrib))
+        healing = not subtle and rng.random() < 0.4
+        kind = f"rib{rib}x{nrib}" + ("h" if healing else "")
+        return Finding(name, label, sev, side=side, kind=kind, value=float(rng.uniform(0.45, 0.9)), seed=seed)
     if name == "Support Devices":
         devs = _sample_devices(rng, kw.get("ptx_side", ""))
         return Finding(name, 1.0, "", devices=devs, seed=seed)
@@ -266,6 +277,18 @@ def sample_findings(
         if all(d[0] != "chest_tube" for d in sdv.devices):
             out["Support Devices"] = replace(sdv, devices=sdv.devices + (("chest_tube", ptx.side, ""),))
     return out
+
+
+def fracture_ribs(kind: str) -> tuple[int, int, bool]:
+    """Parse a Fracture ``kind`` (``rib{k}x{n}`` with an optional ``h`` suffix).
+
+    Returns:
+        ``(k, n, healing)``: 0-based index of the uppermost broken rib (``k + 1`` is its ordinal in
+        the report), the number of adjacent broken ribs and whether the fractures are healing (callus).
+    """
+    healing = kind.endswith("h")
+    k, n = kind[3:].rstrip("h").split("x")
+    return int(k), int(n), healing
 
 
 def _no_unc(cfg: PhantomConfig) -> PhantomConfig:
@@ -356,14 +379,22 @@ def apply_geometry(scene: Scene, findings: dict[str, Finding]) -> None:
         pass
     f = findings.get("Fracture")
     if f is not None:
-        rib = int(f.kind[3:].split("x")[0])
-        nrib = int(f.kind.split("x")[1])
+        rib, nrib, healing = fracture_ribs(f.kind)
         s = RIGHT if f.side == "right" else LEFT
-        # rib k (0-based) is the (k+1)th rib; the break lies on the lateral half of the posterior arc,
-        # before it turns down along the chest wall (value 0.45-0.9 -> t 0.3-0.62)
-        t0 = 0.3 + 0.32 * (f.value - 0.45) / 0.45
-        disp = 0.0 if f.label == -1.0 else (0.8 if f.severity == "mild" else 1.4)
-        scene.fractures = [(s, rib - 1 + i, t0 - 0.04 * i, disp) for i in range(nrib)]
+        # rib k (0-based) is the (k+1)th rib, as the report names it; the break lies on the lateral
+        # part of the posterior arc over the lung, lateral to the heart border and before the rib turns
+        # down along the chest wall (value 0.45-0.9 -> t 0.52-0.8 of the arc). Sizes are canonical units (the image is ~2 units wide):
+        # the lucent fracture line is 1.6-2.4% of the image wide, the lateral fragment steps down by
+        # 0.9-1.8 rib half-widths (about half to nearly one rib width) and is angulated.
+        t0 = 0.52 + 0.28 * (f.value - 0.45) / 0.45
+        i = SEVERITIES.index(f.severity)
+        if f.label == -1.0:  # subtle: a thin, barely displaced line
+            gap, disp, ang = 0.02, 0.3, 0.0
+        else:
+            gap, disp, ang = (0.032, 0.04, 0.048)[i], (0.9, 1.3, 1.8)[i], (0.15, 0.25, 0.35)[i]
+        callus = 1.0 if healing else 0.0
+        scene.fractures = [(s, rib + j, t0 - 0.02 * j, disp, gap, ang * (1.0 if j % 2 == 0 else 0.6), callus)
+                           for j in range(nrib)]
 
 
 # ------------------------------------------------------------------------------ drawing ------
@@ -390,6 +421,49 @@ def _lobe_center(scene: Scene, lobe: str) -> tuple[float, float, float, float]:
     if lobe == "lingula":
         return m + 0.42 * W, bot - 0.25 * (bot - top), 0.24 * W, 0.15 * (bot - top)
     return m + side * 0.6 * W, bot - 0.12 * (bot - top), 0.3 * W, 0.16 * (bot - top)
+
+
+def _lesion_center(
+    scene: Scene, lobe: str, r: float, lung_frac: np.ndarray, rng: np.random.Generator
+) -> tuple[float, float]:
+    """Centre (u, v) of a nodule/mass of radius ``r`` in ``lobe`` that projects over aerated lung.
+
+    Candidates are drawn in the lobe's region; the first whose centre and rim (8 points at 1.5 r)
+    all lie over lung (not behind the heart, below a dome or outside the chest wall) is taken.
+    Otherwise the best of these and of a grid over (and above) the lobe's region is taken.
+    """
+    g = scene.g
+    n = g.size
+    cu0, cv0, ru, rv = _lobe_center(scene, lobe)
+    ang = np.linspace(0, 2 * np.pi, 8, endpoint=False)
+
+    def score(cu: float, cv: float) -> float:
+        pu = np.concatenate([[cu], cu + 1.5 * r * np.cos(ang)])
+        pv = np.concatenate([[cv], cv + 1.5 * r * np.sin(ang)])
+        rr, cc = g.to_pixel(pu, pv)
+        rr = np.clip(np.rint(rr).astype(np.int64), 0, n - 1)
+        cc = np.clip(np.rint(cc).astype(np.int64), 0, n - 1)
+        return float(np.min(lung_frac[rr, cc] * (1.0 - scene.heart_prof[rr, cc])))
+
+    best, best_score = (cu0, cv0), -1.0
+    for i in range(12):
+        spread = 0.5 + 0.05 * i
+        cu = float(cu0 + rng.uniform(-spread, spread) * ru)
+        cv = float(cv0 + rng.uniform(-spread, spread) * rv)
+        sc = score(cu, cv)
+        if sc > 0.6:
+            return cu, cv
+        if sc > best_score:
+            best, best_score = (cu, cv), sc
+    # no random candidate fits (a mass in a small lower lobe next to the heart): take the best place
+    # on a grid over the lobe's region and above it (the lobe extends up behind the upper lung)
+    for du_ in np.linspace(-0.8, 0.8, 7):
+        for dv_ in np.linspace(-2.5, 0.5, 9):
+            cu, cv = float(cu0 + du_ * ru), float(cv0 + dv_ * rv)
+            sc = score(cu, cv)
+            if sc > best_score:
+                best, best_score = (cu, cv), sc
+    return best
 
 
 def render_findings(scene: Scene, findings: dict[str, Finding], masks: dict[str, np.ndarray] | None) -> None:
@@ -426,8 +500,9 @@ def render_findings(scene: Scene, findings: dict[str, Finding], masks: dict[str,
                     blob = smoothstep((1.0 - r2 + 0.5 * tex) / 1.1) ** 0.8 * np.clip(0.85 + 0.2 * tex, 0.5, 1.0)
                     dens = 0.8 * strength
                 else:
-                    blob = np.exp(-r2 * 1.6) * np.clip(0.7 + 0.6 * tex, 0, 1.3)
-                    dens = (0.35 + 0.1 * sev) * strength
+                    # ill-defined airspace density: a broad soft-edged patch with mottled texture
+                    blob = np.exp(-r2 * 1.3) * np.clip(0.7 + 0.6 * tex, 0, 1.3)
+                    dens = (0.42 + 0.14 * sev) * strength
                 opac += (dens * blob).astype(np.float32)
             if name == "Consolidation" and f.label == 1.0:
                 # air bronchograms: a sparse dark branching pattern inside the consolidation
@@ -500,28 +575,18 @@ def render_findings(scene: Scene, findings: dict[str, Finding], masks: dict[str,
                     opac += (0.9 * strength * wedge).astype(np.float32)
         elif name == "Lung Lesion":
             kind, lobe = f.kind.split("|")
-            cu, cv, ru, rv = _lobe_center(scene, lobe)
-            cu += rng.uniform(-0.5, 0.5) * ru
-            cv += rng.uniform(-0.5, 0.5) * rv
             r = f.value
-            # a nodule seen through the heart or below the dome is easily missed: move it laterally
-            # within its lobe until it projects over aerated lung
-            side = LOBES[lobe]
-            for _ in range(6):
-                rr_, cc_ = (int(round(float(x))) for x in g.to_pixel(np.float64(cu), np.float64(cv)))
-                if not (0 <= rr_ < n and 0 <= cc_ < n):
-                    break
-                if scene.heart_prof[rr_, cc_] < 0.2 and lung_frac[rr_, cc_] > 0.5:
-                    break
-                cu += side * 0.04
-                cv -= 0.02
+            cu, cv = _lesion_center(scene, lobe, r, lung_frac, rng)
             du, dv = (U - cu) / r, (V - cv) / (r * rng.uniform(0.85, 1.15))
-            if kind == "mass":
-                ang = np.arctan2(dv, du)
-                lob = 1.0 + 0.12 * np.sin(3 * ang + rng.uniform(0, 6)) + 0.07 * np.sin(5 * ang + rng.uniform(0, 6))
-                du, dv = du / lob, dv / lob
-            sph = ellipsoid(du, dv)
-            lesion = (2.6 * r * strength * sph).astype(np.float32)
+            # well-defined round soft-tissue density with slightly lobulated margins (masses more so)
+            ang = np.arctan2(dv, du)
+            amp = 0.12 if kind == "mass" else 0.06
+            lob = 1.0 + amp * np.sin(3 * ang + rng.uniform(0, 6)) + 0.6 * amp * np.sin(5 * ang + rng.uniform(0, 6))
+            sph = ellipsoid(du / lob, dv / lob)
+            # chord through a sphere (sqrt profile) flattened toward a plateau: a solid ball seen over
+            # the lung, as dense as its diameter of water
+            dens, expo = (2.4, 0.6) if kind == "mass" else (3.0, 0.5)
+            lesion = (dens * r * strength * sph**expo).astype(np.float32)
             scene.fill += lesion
             if masks is not None:
                 masks["lesion"] = sph > 0
@@ -543,16 +608,27 @@ def render_findings(scene: Scene, findings: dict[str, Finding], masks: dict[str,
             ad = side * (Ub - scene.midline)
             v_cp = float(scene.dome(np.float32(a.W), side))
             H = v_cp - a.v_apex
+            # meniscus: the fluid surface is concave upward, lowest medially and climbing the lateral
+            # chest wall, so the costophrenic angle fills (blunts) first. ``xl`` is the position across
+            # the hemithorax at each height (0 at the mediastinum, 1 at the lateral lung border); the
+            # surface rises ~ xl^2 laterally. Above the surface the fluid thins out gradually (a
+            # layer tapering up the posterior chest wall), so the upper border is hazy, not a line.
+            xl = np.clip(ad / scene.lat(Vb, side), 0.0, 1.1)
             top_lat = v_cp - h * H
-            xl = np.clip(ad / a.W, 0, 1.0)
-            # meniscus: the fluid surface is concave upward, highest along the lateral chest wall;
-            # the costophrenic angle is filled (blunted) and the top edge is hazy (thin fluid layer)
-            rise = 0.06 + 0.4 * h
-            meniscus = top_lat + rise * np.sqrt(np.clip((1.0 - xl) / 0.6, 0.0, 1.0))
-            layer = smoothstep((Vb - meniscus) / (0.025 + 0.1 * h)) ** 0.8
-            fluid = scene.a.lung_depth * 1.1 * layer * (0.6 if f.label == -1.0 else 1.0)
+            rise = 0.06 + 0.45 * h
+            surface = top_lat + rise * (1.0 - np.minimum(xl, 1.0)) ** 1.7
+            fade = 0.04 + 0.2 * h
+            depth_below = (Vb - surface) / fade
+            layer = smoothstep(depth_below * 0.4 + 0.4) ** 1.3
+            # extra fluid seen tangentially along the lateral wall (the meniscus's bright rim)
+            rim = np.exp(-(((1.0 - xl) / 0.12) ** 2)) * smoothstep(depth_below * 0.4 + 0.8)
+            frac_ = np.clip(layer + 0.35 * rim * (1.0 - layer), 0.0, 1.0)
+            # the fluid displaces lung air in proportion to its share of the path (no hard cut-off
+            # where the air runs out); below the dome it only thickens the soft tissue a little
+            air_b = scene.air[box]
+            fluid = (air_b + 0.05 * scene.a.lung_depth) * frac_ * (0.6 if f.label == -1.0 else 1.0)
             scene.fill[box] += fluid.astype(np.float32)
-            eff_mask[box] |= (layer > 0.3) & (scene.air[box] > 0.02)
+            eff_mask[box] |= (frac_ > 0.3) & (scene.air[box] > 0.02)
     if masks is not None:
         masks["effusion"] = eff_mask
 

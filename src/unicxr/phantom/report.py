@@ -21,7 +21,7 @@ import numpy as np
 from unicxr.labels import FINDINGS, NUM_FINDINGS, LabelConvention, no_finding_value
 from unicxr.phantom.config import PhantomConfig
 from unicxr.phantom.devices import ett_tip_cm
-from unicxr.phantom.findings import Finding
+from unicxr.phantom.findings import Finding, fracture_ribs
 
 __all__ = ["Report", "write_report", "INDICATIONS"]
 
@@ -102,8 +102,8 @@ def noun_phrase(f: Finding) -> str:
     if n == "Pleural Other":
         return "calcified pleural plaques" if f.kind == "plaques" else f"{f.side} pleural thickening"
     if n == "Fracture":
-        rib = int(f.kind[3:].split("x")[0]) + 1
-        nrib = int(f.kind.split("x")[1])
+        rib, nrib, _ = fracture_ribs(f.kind)
+        rib += 1
         if nrib > 1:
             return f"{f.side} {_ordinal(rib)} through {_ordinal(rib + nrib - 1)} rib fractures"
         return f"{f.side} {_ordinal(rib)} rib fracture"
@@ -223,12 +223,18 @@ def _positive(f: Finding, rng: np.random.Generator) -> str:
             return _pick(rng, ("Calcified pleural plaques.", "Bilateral calcified pleural plaques are noted."))
         return _pick(rng, (f"{_cap(f.side)} pleural thickening.", f"There is {_DEGREE[sev]} {f.side} pleural thickening."))
     if n == "Fracture":
-        rib = int(f.kind[3:].split("x")[0]) + 1
-        nrib = int(f.kind.split("x")[1])
+        rib, nrib, healing = fracture_ribs(f.kind)
+        rib += 1
+        if healing:
+            if nrib > 1:
+                return _pick(rng, (f"Healing fractures of the {f.side} {_ordinal(rib)} through {_ordinal(rib + nrib - 1)} ribs with callus formation.",
+                                   f"Healing {f.side} {_ordinal(rib)} through {_ordinal(rib + nrib - 1)} rib fractures."))
+            return _pick(rng, (f"Healing fracture of the {f.side} {_ordinal(rib)} rib with callus formation.",
+                               f"There is a healing fracture of the {f.side} {_ordinal(rib)} posterior rib."))
         if nrib > 1:
             return _pick(rng, (f"Displaced fractures of the {f.side} {_ordinal(rib)} through {_ordinal(rib + nrib - 1)} ribs.",
                                f"Multiple {f.side} rib fractures involving the {_ordinal(rib)} through {_ordinal(rib + nrib - 1)} ribs."))
-        adj = "Nondisplaced" if sev == "mild" else "Mildly displaced"
+        adj = "Minimally displaced" if sev == "mild" else "Displaced"
         return _pick(rng, (f"{adj} fracture of the {f.side} {_ordinal(rib)} posterior rib.",
                            f"There is an acute fracture of the {f.side} {_ordinal(rib)} rib."))
     raise ValueError(n)
@@ -270,7 +276,7 @@ def _hedged(f: Finding, rng: np.random.Generator) -> str:
         where = f"{f.side} " if f.side != "bilateral" else ""
         return _pick(rng, (f"Possible {where}pleural thickening.", f"Questionable {where}pleural thickening."))
     if n == "Fracture":
-        rib = int(f.kind[3:].split("x")[0]) + 1
+        rib = fracture_ribs(f.kind)[0] + 1
         return _pick(rng, (f"Possible nondisplaced fracture of the {f.side} {_ordinal(rib)} rib.",
                            f"Cannot exclude a fracture of the {f.side} {_ordinal(rib)} rib."))
     raise ValueError(n)

@@ -208,16 +208,17 @@ class ReportGeneratorTask(Task):
     # -- loss ---------------------------------------------------------------------------------------
     def _losses(
         self, model: torch.nn.Module, batch: dict[str, Any], train: bool = True
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(token CE, aux BCE or None, aux logits (B, 14) or None) of one batch."""
         ids, labels = batch["input_ids"], batch["labels"]
         teacher = teacher_labels(batch["target"], self.data_cfg.label_teacher_forcing) if train else None
         logits, aux = model(batch["image"], ids[:, :-1], teacher)
         tok_loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100)
         aux_loss = weighted_masked_bce(aux, batch["target"], None) if aux is not None else None
-        return tok_loss, aux_loss
+        return tok_loss, aux_loss, aux
 
     def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        tok_loss, aux_loss = self._losses(model, batch)
+        tok_loss, aux_loss, _ = self._losses(model, batch)
         if aux_loss is None or self.data_cfg.aux_weight == 0:
             return tok_loss, {"token_loss": float(tok_loss.detach())}
         return tok_loss + self.data_cfg.aux_weight * aux_loss, {"token_loss": float(tok_loss.detach()), "aux_loss": float(aux_loss.detach())}
@@ -248,12 +249,12 @@ class ReportGeneratorTask(Task):
         for s in range(0, len(dataset), 64):
             batch = self.collate([dataset[i] for i in range(s, min(len(dataset), s + 64))])
             batch = {k: (v.to(dev) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-            tok_loss, aux_loss = self._losses(raw, batch, train=False)
+            tok_loss, aux_loss, aux = self._losses(raw, batch, train=False)
             tl += float(tok_loss)
             al += float(aux_loss) if aux_loss is not None else 0.0
             nb += 1
-            if raw.aux_head is not None:
-                probs.append(torch.sigmoid(raw.aux_head(raw.encoder(batch["image"])[1]).float()).cpu().numpy())
+            if aux is not None:  # the head's logits of the pass above, not a second encoder run
+                probs.append(torch.sigmoid(aux.float()).cpu().numpy())
                 targets.append(batch["target"].cpu().numpy())
         out = {"token_loss": tl / max(nb, 1)}
         if probs:

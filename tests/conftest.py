@@ -43,3 +43,15 @@ def tiny_phantom_cache(tmp_path_factory) -> Path:
     run_cli("prepare", "--format", "phantom", "--root", root / "ph", "--out", root / "cache", "--size", "32",
             "--workers", "0", check=True)
     return root / "cache"
+
+
+def assert_same_optimizer_states(a_path: Path, b_path: Path, names: tuple[str, ...]) -> None:
+    """Every state tensor of the named optimizers in two checkpoint ``optimizer.pt`` files is equal."""
+    import torch
+
+    a = torch.load(a_path, weights_only=True)["optimizers"]
+    b = torch.load(b_path, weights_only=True)["optimizers"]
+    for name in names:
+        for k, st in a[name]["state"].items():
+            for key, t in st.items():
+                assert torch.equal(t, b[name]["state"][k][key]), (name, k, key)

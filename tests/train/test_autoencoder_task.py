@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import run_cli
+from tests.conftest import assert_same_optimizer_states, run_cli
 from unicxr.train.checkpoint import list_checkpoints
 
 TINY = ["model.channels=[8,16,16]", "model.norm_num_groups=8", "model.num_embeddings=32", "data.disc_channels=8",
@@ -104,9 +104,5 @@ def test_sigkill_resume_with_discriminator_bit_identical(recipe, tiny_phantom_ca
     b = load_file(str(ref / "model" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((run / "model" / "config.json").read_text()) == json.loads((ref / "model" / "config.json").read_text())
-    oa = torch.load(run / "checkpoints" / "step_000024" / "optimizer.pt", weights_only=True)["optimizers"]
-    ob = torch.load(ref / "checkpoints" / "step_000024" / "optimizer.pt", weights_only=True)["optimizers"]
-    for name in ("main", "disc"):
-        for k, st in oa[name]["state"].items():
-            for key, t in st.items():
-                assert torch.equal(t, ob[name]["state"][k][key]), (name, k, key)
+    assert_same_optimizer_states(run / "checkpoints" / "step_000024" / "optimizer.pt",
+                                 ref / "checkpoints" / "step_000024" / "optimizer.pt", ("main", "disc"))  # fmt: skip

@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import run_cli
+from tests.conftest import assert_same_optimizer_states, run_cli
 from unicxr.train.checkpoint import list_checkpoints
 
 BASE = [
@@ -97,12 +97,8 @@ def test_two_optimizers_sigkill_resume_bit_identical(reference_run, tmp_path):
         _same(_ckpt(run, 40)[name], _ckpt(reference_run, 40)[name])
     _same(load_file(str(run / "model_ema" / "model.safetensors")),
           load_file(str(reference_run / "model_ema" / "model.safetensors")))
-    a = torch.load(run / "checkpoints" / "step_000040" / "optimizer.pt", weights_only=True)["optimizers"]
-    b = torch.load(reference_run / "checkpoints" / "step_000040" / "optimizer.pt", weights_only=True)["optimizers"]
-    for name in ("main", "disc"):
-        for k, st in a[name]["state"].items():
-            for key, t in st.items():
-                assert torch.equal(t, b[name]["state"][k][key]), (name, k, key)
+    assert_same_optimizer_states(run / "checkpoints" / "step_000040" / "optimizer.pt",
+                                 reference_run / "checkpoints" / "step_000040" / "optimizer.pt", ("main", "disc"))  # fmt: skip
 
 
 def test_two_optimizers_ddp_two_processes(tmp_path):

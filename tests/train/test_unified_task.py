@@ -14,12 +14,12 @@ import torch
 
 from unicxr.cli import main
 from unicxr.labels import FINDINGS
-from unicxr.models import load_model
+from unicxr.models import load_model, resolve_model_dir
 
 TINY = [
     "model.dim=32", "model.depth=2", "model.heads=2", "model.patch=4", "model.max_len=64", "model.repa_hidden=16",
-    "model.encoder.image_size=32", "model.encoder.patch_size=8", "model.encoder.dim=16", "model.encoder.depth=1",
-    "model.encoder.num_heads=2", "data.max_tokens=64", "data.tokenizer_vocab=300", "data.eval_reports=2",
+    "model.encoder.init_features=8", "model.encoder.growth_rate=4", "model.encoder.block_config=[2,2]",
+    "model.encoder.bn_size=2", "data.max_tokens=64", "data.tokenizer_vocab=300", "data.eval_reports=2",
     "data.media_n=1", "data.media_steps=2", "data.val_items=8", "train.max_steps=2", "train.batch_size=8",
     "train.warmup_steps=1", "train.ckpt_every=2", "train.tensorboard=false", "train.num_threads=1",
 ]  # fmt: skip
@@ -47,7 +47,11 @@ def _und_state(model) -> dict[str, torch.Tensor]:
 
 
 def test_stage_chaining(stages):
-    s1, s2, s3 = (load_model(stages / s / "model") for s in ("s1", "s2", "s3"))
+    # each stage starts from the previous stage's evaluated weights: its EMA (stages 1 and 2 keep one)
+    assert all((stages / s / "model_ema").is_dir() for s in ("s1", "s2", "s3"))
+    s1, s2, s3 = (load_model(resolve_model_dir(stages / s)) for s in ("s1", "s2", "s3"))
+    info2 = json.loads((stages / "s2" / "init_from.json").read_text())
+    assert info2["source"] == str(stages / "s1" / "model_ema" / "model.safetensors")
     # stage 1 learned text only: its log has a text loss and no flow loss
     log1 = [json.loads(x) for x in (stages / "s1" / "log.jsonl").read_text().splitlines()]
     assert "text_loss" in log1[-1] and "flow_loss" not in log1[-1]

@@ -52,7 +52,10 @@ class TrainConfig(StrictModel):
     )
     init_from: str | None = Field(
         None,
-        description="saved model dir or run folder (its model/): a fresh run starts from its weights (stage chaining)",
+        description=(
+            "saved model dir or run folder (its model_ema/, else model/): a fresh run starts from its weights "
+            "(stage chaining)"
+        ),
     )
     tensorboard: bool = True
     record_indices: bool = Field(False, description="write the sample indices each rank sees (debugging)")

@@ -1,6 +1,7 @@
 """Stage chaining: start a fresh run from the weights (and components) of a saved model.
 
-``train.init_from: PATH`` (a saved model directory, or a run folder whose ``model/`` is used) makes
+``train.init_from: PATH`` (a saved model directory, or a run folder: its ``model_ema/`` when the run kept
+an EMA — the weights that run evaluated and chose its thresholds with — else its ``model/``) makes
 the trainer load that model's own weights into the newly built model before the first step (not on
 resume, where the checkpoint wins). Keys present in both must have the same shape (a one-line
 :class:`UnicxrError` otherwise); keys only on one side are reported (e.g. a REPA head added in a
@@ -21,11 +22,11 @@ __all__ = ["resolve_init_dir", "init_components", "load_init_weights"]
 
 
 def resolve_init_dir(path: str | Path) -> Path:
-    """The saved model directory of ``train.init_from`` (a run folder → its ``model/``)."""
+    """The saved model directory of ``train.init_from`` (a run folder → its ``model_ema/``, else ``model/``)."""
     from unicxr.models import resolve_model_dir
 
     try:
-        return resolve_model_dir(path, prefer=("model",))
+        return resolve_model_dir(path)
     except UnicxrError as exc:
         raise UnicxrError(f"train.init_from: {exc}") from None
 

@@ -8,7 +8,8 @@
 #          (`null` for pixel space);  OUT  folder for the three runs (OUT/und, OUT/gen, OUT/ft).
 #   Extra --set options go to every stage (e.g. --set train.num_threads=2); a stage already finished
 #   is skipped (its run folder has model/), an interrupted one resumes from its last checkpoint.
-# Default sizes: ~45 min for all three stages with one thread per stage on a shared 2-core CPU
+# Default sizes: ~54 CPU-min for all three stages with one thread per stage (stage 1 32, stage 2 15,
+# stage 3 7.5), i.e. within 60 min on 2 cores
 # (see README, "Unified model").
 set -euo pipefail
 if [ $# -lt 3 ]; then

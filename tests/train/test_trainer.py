@@ -188,9 +188,9 @@ def test_max_minutes_stops_early_with_a_model(tmp_path):
 
 
 def test_init_from_loads_weights_at_a_fresh_start_and_rejects_other_shapes(tmp_path, capsys):
-    """``train.init_from`` (generic stage chaining): a run folder's model/ weights are the start of a new
-    run (with a negligible learning rate they survive its steps), a new key is reported, a key with
-    another shape is a one-line error."""
+    """``train.init_from`` (generic stage chaining): a run folder's evaluated weights (its EMA when it kept
+    one, else model/) are the start of a new run (with a negligible learning rate they survive its
+    steps), a new key is reported, a key with another shape is a one-line error."""
     from unicxr.cli import main
 
     first = tmp_path / "first"
@@ -200,12 +200,20 @@ def test_init_from_loads_weights_at_a_fresh_start_and_rejects_other_shapes(tmp_p
     assert main(["train", "toy", "--out", str(second), "--no-progress", "--set", "train.max_steps=1",
                  "--set", "train.lr=1e-12", "--set", "train.tensorboard=false", "--set", "train.ema_decay=null",
                  "--set", f"train.init_from={first}"]) == 0
-    a, b = _weights(first), _weights(second)
-    assert a.keys() == b.keys()
+    assert (first / "model_ema").is_dir()  # the toy recipe keeps an EMA: that is what the next run starts from
+    a, b = _weights(first, "model_ema"), _weights(second)
+    assert a.keys() == b.keys() and any(not torch.equal(a[k], _weights(first)[k]) for k in a)
     for k in a:
         torch.testing.assert_close(b[k], a[k], atol=1e-8, rtol=0)
     info = json.loads((second / "init_from.json").read_text())
     assert info["loaded"] == len(a) and info["missing"] == [] and info["unexpected"] == []
+    assert info["source"] == str(first / "model_ema" / "model.safetensors")
+    # a run without an EMA: its model/
+    third = tmp_path / "third"
+    assert main(["train", "toy", "--out", str(third), "--no-progress", "--set", "train.max_steps=1",
+                 "--set", "train.lr=1e-12", "--set", "train.tensorboard=false", "--set", "train.ema_decay=null",
+                 "--set", f"train.init_from={second}"]) == 0
+    assert json.loads((third / "init_from.json").read_text())["source"] == str(second / "model" / "model.safetensors")
     capsys.readouterr()
     rc = main(["train", "toy", "--out", str(tmp_path / "bad"), "--no-progress", "--set", "train.max_steps=1",
                "--set", "model.hidden=16", "--set", f"train.init_from={first}"])

@@ -201,8 +201,8 @@ def test_init_from_loads_weights_at_a_fresh_start_and_rejects_other_shapes(tmp_p
                  "--set", "train.lr=1e-12", "--set", "train.tensorboard=false", "--set", "train.ema_decay=null",
                  "--set", f"train.init_from={first}"]) == 0
     assert (first / "model_ema").is_dir()  # the toy recipe keeps an EMA: that is what the next run starts from
-    a, b = _weights(first, "model_ema"), _weights(second)
-    assert a.keys() == b.keys() and any(not torch.equal(a[k], _weights(first)[k]) for k in a)
+    a, b, raw = _weights(first, "model_ema"), _weights(second), _weights(first)
+    assert a.keys() == b.keys() and any(not torch.equal(a[k], raw[k]) for k in a)
     for k in a:
         torch.testing.assert_close(b[k], a[k], atol=1e-8, rtol=0)
     info = json.loads((second / "init_from.json").read_text())

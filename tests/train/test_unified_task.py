@@ -50,8 +50,8 @@ def test_stage_chaining(stages):
     # each stage starts from the previous stage's evaluated weights: its EMA (stages 1 and 2 keep one)
     assert all((stages / s / "model_ema").is_dir() for s in ("s1", "s2", "s3"))
     s1, s2, s3 = (load_model(resolve_model_dir(stages / s)) for s in ("s1", "s2", "s3"))
-    info2 = json.loads((stages / "s2" / "init_from.json").read_text())
-    assert info2["source"] == str(stages / "s1" / "model_ema" / "model.safetensors")
+    info = json.loads((stages / "s2" / "init_from.json").read_text())
+    assert info["source"] == str(stages / "s1" / "model_ema" / "model.safetensors")
     # stage 1 learned text only: its log has a text loss and no flow loss
     log1 = [json.loads(x) for x in (stages / "s1" / "log.jsonl").read_text().splitlines()]
     assert "text_loss" in log1[-1] and "flow_loss" not in log1[-1]
@@ -67,7 +67,6 @@ def test_stage_chaining(stages):
     assert not s1.state_dict()[g].any()  # stage 1 left the (zero-initialised) generation side alone
     assert not torch.equal(s1.state_dict()[g], s2.state_dict()[g])
     assert not torch.equal(s2.state_dict()[g], s3.state_dict()[g])
-    info = json.loads((stages / "s2" / "init_from.json").read_text())
     assert info["loaded"] > 0 and info["missing"] == [] and info["unexpected"] == []
     # components come from the init model; the resolution changes between stages
     assert s2.tokenizer.vocab_size == s1.tokenizer.vocab_size == s3.tokenizer.vocab_size

@@ -16,29 +16,35 @@ from unicxr.cli import main
 from unicxr.labels import FINDINGS
 from unicxr.models import load_model, resolve_model_dir
 
-TINY = [
+TINY_ARCH = [
     "model.dim=32", "model.depth=2", "model.heads=2", "model.patch=4", "model.max_len=64", "model.repa_hidden=16",
     "model.encoder.init_features=8", "model.encoder.growth_rate=4", "model.encoder.block_config=[2,2]",
-    "model.encoder.bn_size=2", "data.max_tokens=64", "data.tokenizer_vocab=300", "data.eval_reports=2",
+    "model.encoder.bn_size=2",
+]  # fmt: skip
+TINY_RUN = [
+    "data.max_tokens=64", "data.tokenizer_vocab=300", "data.eval_reports=2",
     "data.media_n=1", "data.media_steps=2", "data.val_items=8", "train.max_steps=2", "train.batch_size=8",
     "train.warmup_steps=1", "train.ckpt_every=2", "train.tensorboard=false", "train.num_threads=1",
 ]  # fmt: skip
+TINY = TINY_ARCH + TINY_RUN
 
 
-def _train(recipe: str, out: Path, cache: Path, extra: list[str]) -> None:
+def _train(recipe: str, out: Path, cache: Path, extra: list[str], arch: bool = True) -> None:
     args = ["train", recipe, "--out", str(out), "--no-progress", "--set", f"data.cache={cache}"]
-    for o in [*TINY, *extra]:
+    for o in [*(TINY if arch else TINY_RUN), *extra]:
         args += ["--set", o]
     assert main(args) == 0
 
 
 @pytest.fixture(scope="module")
 def stages(tiny_phantom_cache, tmp_path_factory):
+    """Stage 1 sets the tiny architecture; stages 2 and 3 set none and take it from train.init_from."""
     root = tmp_path_factory.mktemp("uni")
     cache = tiny_phantom_cache
     _train("unified_phantom_und", root / "s1", cache, ["model.autoencoder=null"])
-    _train("unified_phantom_gen", root / "s2", cache, [f"train.init_from={root / 's1'}", "model.image_size=16"])
-    _train("unified_phantom_ft", root / "s3", cache, [f"train.init_from={root / 's2'}"])
+    _train("unified_phantom_gen", root / "s2", cache, [f"train.init_from={root / 's1'}", "model.image_size=16"],
+           arch=False)
+    _train("unified_phantom_ft", root / "s3", cache, [f"train.init_from={root / 's2'}"], arch=False)
     return root
 
 
@@ -73,6 +79,10 @@ def test_stage_chaining(stages):
     assert (s1.config.image_size, s2.config.image_size, s3.config.image_size) == (32, 16, 32)
     assert s2.latent_shape == (1, 16, 16) and s3.latent_shape == (1, 32, 32)
     assert s2.config.freeze_und and not s1.config.freeze_und
+    # the architecture the later recipes leave out is stage 1's, not the recipes' defaults
+    for later in (s2, s3):
+        assert (later.config.dim, later.config.depth, later.config.patch, later.config.max_len) == (32, 2, 4, 64)
+        assert later.config.encoder == s1.config.encoder and later.config.repa_hidden == 16
     # report cleaning counts are logged with the validation metrics
     ev = [json.loads(x) for x in (stages / "s1" / "eval.jsonl").read_text().splitlines()][-1]
     assert {"clean_train_cleaned", "clean_train_dropped", "clean_train_truncated"} <= set(ev)

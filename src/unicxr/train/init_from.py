@@ -6,11 +6,13 @@ the trainer load that model's own weights into the newly built model before the 
 resume, where the checkpoint wins). Keys present in both must have the same shape (a one-line
 :class:`UnicxrError` otherwise); keys only on one side are reported (e.g. a REPA head added in a
 later stage), which is what lets a stage add or drop heads. Tasks can take components (tokenizer,
-autoencoder) from the same folder with :func:`init_components`.
+autoencoder) from the same folder with :func:`init_components`, and config values (the architecture a
+later stage's recipe leaves out) with :func:`init_config_values`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ import torch
 
 from unicxr.utils.errors import UnicxrError
 
-__all__ = ["resolve_init_dir", "init_components", "load_init_weights"]
+__all__ = ["resolve_init_dir", "init_components", "init_config_values", "load_init_weights"]
 
 
 def resolve_init_dir(path: str | Path) -> Path:
@@ -46,6 +48,16 @@ def init_components(model_dir: str | Path) -> dict[str, Path]:
         p = Path(entry["path"])
         out[name] = p if p.is_absolute() else model_dir / p
     return out
+
+
+def init_config_values(model_dir: str | Path, keys: Sequence[str]) -> dict[str, Any]:
+    """Values of the config fields ``keys`` that the saved model in ``model_dir`` has (its ``config.json``)."""
+    from unicxr.models.base import CONFIG_NAME
+    from unicxr.utils.io import read_json
+
+    raw = read_json(Path(model_dir) / CONFIG_NAME, missing="missing", corrupt="unreadable or corrupt")
+    cfg = raw.get("config", {}) if isinstance(raw, dict) else {}
+    return {k: cfg[k] for k in keys if k in cfg}
 
 
 def load_init_weights(model: torch.nn.Module, model_dir: str | Path) -> dict[str, Any]:

@@ -9,7 +9,7 @@ validation conditions (``RUN/media/step_N/samples.png`` beside ``real.png`` and 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
@@ -48,6 +48,9 @@ class GeneratorTask(Task):
 
     DataConfig = GeneratorDataConfig
     model_class: type[GeneratorBase] = GeneratorBase
+    #: model config fields that shape the weights: with ``train.init_from``, those a recipe leaves out
+    #: come from the init model's config, so a later stage need not repeat (and keep in step) them
+    ARCH_KEYS: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, model_cfg: GeneratorConfig, data_cfg: GeneratorDataConfig) -> None:
         super().__init__(with_cache_image_size(model_cfg, data_cfg.cache), data_cfg)
@@ -91,7 +94,21 @@ class GeneratorTask(Task):
         if update:
             self.model_cfg = self.model_cfg.model_copy(update=update)
 
+    def _architecture_from_init(self) -> None:
+        """With ``train.init_from``: the :attr:`ARCH_KEYS` the recipe does not set take the init model's
+        values (printed); the ones it sets stay (a shape mismatch is then init_from's one-line error)."""
+        if self.init_from is None or not self.ARCH_KEYS:
+            return
+        from unicxr.train.init_from import init_config_values
+
+        cfg = self.model_cfg
+        vals = init_config_values(self.init_from, [k for k in self.ARCH_KEYS if k not in cfg.model_fields_set])
+        if vals:
+            self.model_cfg = type(cfg).model_validate({**cfg.model_dump(), **vals})
+            print("architecture from train.init_from: " + ", ".join(f"{k}={v}" for k, v in vals.items()))
+
     def build_model(self) -> GeneratorBase:
+        self._architecture_from_init()
         self._components_from_init()
         self._fill_latent()
         comps: dict[str, Any] = {}

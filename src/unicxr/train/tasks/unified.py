@@ -18,8 +18,9 @@ reports, and stores them in the model config (the trainer's final evaluation sav
 Like the generator tasks: image size from the cache unless ``model.image_size`` is set, latent shape
 from the autoencoder (``model.autoencoder: null`` = pixel space), ``data.latents`` (a ``unicxr
 encode`` cache; text and REPA need images, so only with ``w_text = w_repa = 0``), and with
-``train.init_from`` the tokenizer/autoencoder left null come from the init model. Stages: see the
-``unified_phantom_*`` recipes.
+``train.init_from`` the tokenizer/autoencoder left null come from the init model, and so does the
+architecture (:attr:`UnifiedTask.ARCH_KEYS`) the recipe leaves out. Stages: see the ``unified_phantom_*``
+recipes.
 """
 
 from __future__ import annotations
@@ -112,14 +113,14 @@ class UnifiedTask(GeneratorTask):
     ModelConfig = UnifiedConfig
     DataConfig = UnifiedDataConfig
     model_class = UnifiedModel
+    ARCH_KEYS = ("encoder", "dim", "depth", "heads", "mlp_ratio", "max_len", "norm", "qk_norm", "patch",
+                 "repa_layer", "repa_hidden", "aux_classifier", "label_tokens", "label_input")
 
     def __init__(self, model_cfg: UnifiedConfig, data_cfg: UnifiedDataConfig) -> None:
         super().__init__(model_cfg, data_cfg)
         d = data_cfg
         if d.latents is not None and (d.w_text > 0 or d.w_repa > 0):
             raise UnicxrError("data.latents: the text and REPA losses need images; use it with w_text=0 and w_repa=0")
-        if d.w_repa > 0 and model_cfg.repa_layer == 0:
-            raise UnicxrError("data.w_repa > 0 needs model.repa_layer (the layer whose states are aligned)")
         if d.latents is not None and d.w_aux > 0:
             raise UnicxrError("data.latents: the aux finding loss needs images; set data.w_aux=0")
         if d.w_aux > 0 and not model_cfg.aux_classifier:
@@ -147,6 +148,9 @@ class UnifiedTask(GeneratorTask):
         return self._tokenizer
 
     def build_model(self) -> UnifiedModel:
+        self._architecture_from_init()
+        if self.data_cfg.w_repa > 0 and self.model_cfg.repa_layer == 0:
+            raise UnicxrError("data.w_repa > 0 needs model.repa_layer (the layer whose states are aligned)")
         self._components_from_init()
         self._fill_latent()
         tok = self._load_tokenizer()
@@ -164,11 +168,9 @@ class UnifiedTask(GeneratorTask):
         cfg = self.model_cfg
         if self.init_from is None or not cfg.freeze_und or cfg.thresholds is not None:
             return
-        from unicxr.models.base import CONFIG_NAME
-        from unicxr.utils.io import read_json
+        from unicxr.train.init_from import init_config_values
 
-        raw = read_json(self.init_from / CONFIG_NAME, missing="missing", corrupt="unreadable or corrupt")
-        thr = raw.get("config", {}).get("thresholds")
+        thr = init_config_values(self.init_from, ["thresholds"]).get("thresholds")
         if thr is not None:
             self.model_cfg = cfg.model_copy(update={"thresholds": tuple(thr)})
 

@@ -151,3 +151,30 @@ def test_bench_generators_side_by_side(cache, tmp_path):
         assert r["n_images"] == len(pd.read_csv(out / "rf_dit_phantom" / "images" / "metadata.csv"))
     assert fam["rf_dit_phantom"]["fd_ratio_to_baseline"] == 1.0
     assert "| crossflow_phantom |" in (out / "bench.md").read_text() and "FD ratio" in res.stdout
+
+
+def test_low_resolution_phase_in_one_run(cache, tmp_path):
+    """data.lowres_size/lowres_steps: the first steps train on images at half the side, the rest at the
+    cache's size, in one run; the saved model is the full-size one. Misconfigurations are one line."""
+    run = tmp_path / "run"
+    sets = [f"data.cache={cache / 'c'}", "model.autoencoder=null", "train.max_steps=4", "train.batch_size=8",
+            "train.log_every=1", "train.ckpt_every=4", "train.eval_every=0", "data.media_n=0",
+            "data.tokenizer_vocab=300", "train.tensorboard=false", *TINY["rf_dit_phantom"], *COND,
+            "model.positions=sincos", "data.lowres_size=16", "data.lowres_steps=2"]
+    args = ["train", "rf_dit_phantom", "--out", run, "--no-progress"]
+    for s in sets:
+        args += ["--set", s]
+    run_cli(*args, check=True)
+    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["image_side"] for r in log] == [16.0, 16.0, 32.0, 32.0]
+    assert all(r["loss"] == r["loss"] for r in log)
+    cfg = json.loads((run / "model" / "config.json").read_text())["config"]
+    assert cfg["latent_size"] == 32 and cfg["positions"] == "sincos"
+    for bad, msg in [("model.positions=learned", "model.positions=sincos"),
+                     ("data.lowres_size=32", "is not below the image size"),
+                     ("data.lowres_size=18", "not divisible by 4")]:
+        args = ["train", "rf_dit_phantom", "--out", tmp_path / "bad", "--no-progress"]
+        for s in [*sets, bad]:
+            args += ["--set", s]
+        res = run_cli(*args)
+        assert res.returncode != 0 and msg in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr

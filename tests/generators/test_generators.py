@@ -50,8 +50,10 @@ def _perturb(model):
     return model
 
 
-def _make(family, tok, kind="both"):
+def _make(family, tok, kind="both", sincos=False):
     common = dict(image_size=16, latent_channels=1, latent_size=16, condition=_cond(tok, kind))
+    if sincos and family != "ldm_unet":
+        common["positions"] = "sincos"
     comps = {"tokenizer": tok} if kind != "findings" else None
     torch.manual_seed(0)
     if family == "ldm_unet":
@@ -105,6 +107,31 @@ def test_loss_finite_and_decreases(family, tok):
         opt.step()
         losses.append(float(loss.detach()))
     assert np.mean(losses[-3:]) < np.mean(losses[:3])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_low_resolution_phase_at_half_size_then_full_size_sampling(family, tok):
+    """A low-res training phase: the model takes latents at half the side (gradients reach every
+    trained weight of the velocity/denoising net) and still draws full-size images."""
+    model = _make(family, tok, sincos=True)
+    x = torch.rand(4, 1, 16, 16)
+    z_lo = model.to_latent(x, size=8)
+    assert z_lo.shape == (4, 1, 8, 8)
+    from unicxr.utils.tensor_image import resize_square
+
+    assert torch.equal(z_lo, resize_square(x, 8) * 2 - 1)  # pixel space: the downsampled image
+    cond = model.condition_batch(_labels(4), REPORTS)
+    torch.manual_seed(0)
+    loss, _ = model(z_lo, cond)
+    assert torch.isfinite(loss)
+    loss.backward()
+    net = model.unet if family == "ldm_unet" else model.blocks
+    grads = [p.grad for p in net.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
+    if family == "latent_dit":
+        assert model.shift_for(z_lo[0].numel()) <= model.shift
+    images, _ = model.eval().generate(_labels(2), REPORTS[:2], steps=2, seed=0)
+    assert images.shape == (2, 1, 16, 16) and torch.isfinite(images).all()
 
 
 @pytest.mark.parametrize("family", FAMILIES)

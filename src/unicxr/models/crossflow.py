@@ -3,14 +3,15 @@
 A text variational encoder (learned patch queries cross-attending to the condition tokens) gives
 μ, log σ² shaped like the image latent; the source z_text = μ + σ·ε. A plain DiT velocity network
 (no cross-attention: it sees only x_t, the time and a binary *indicator*) learns the straight flow
-x_t = (1 − t)·x0 + t·z_text. Loss: flow matching + λ_nce · InfoNCE(text latent, image latent
+x_t = (1 − t)·x0 + t·z_text (in a low-resolution training phase z_text is average-pooled to the smaller
+image latent). Loss: flow matching + λ_nce · InfoNCE(text latent, image latent
 features) + λ_kl · KL(q(z_text) ‖ N(0, I)). Classifier-free guidance: the indicator is set to 0 (null)
 with probability ``indicator_drop`` in training; sampling combines v(·, 1) and v(·, 0).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +48,9 @@ class CrossFlowConfig(GeneratorConfig):
     nce_temperature: float = Field(0.1, gt=0)
     nce_dim: int = Field(128, ge=8)
     indicator_drop: float = Field(0.1, ge=0, lt=1, description="probability of the null indicator in training")
+    positions: Literal["learned", "sincos"] = Field(
+        "learned", description="patch positions: a learned table, or 2D sin-cos (any latent size: low-res phases)"
+    )
     default_steps: int = 25
     default_sampler: str = "euler"
 
@@ -71,7 +75,7 @@ class CrossFlow(GeneratorBase):
                                        for _ in range(cfg.ve_depth))
         self.ve_out = nn.Linear(cd, 2 * c * p * p)
         # velocity network
-        self.embed = PatchEmbed(c, s, p, d)
+        self.embed = PatchEmbed(c, s, p, d, positions=cfg.positions)
         self.t_embed = TimestepEmbedder(d)
         self.indicator = nn.Embedding(2, d)
         self.blocks = nn.ModuleList(AdaLNBlock(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
@@ -98,13 +102,16 @@ class CrossFlow(GeneratorBase):
         c = self.t_embed(t) + self.indicator(indicator.long())
         for blk in self.blocks:
             h = blk(h, c)
-        return unpatchify(self.final(h, c), cfg.patch, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
+        return unpatchify(self.final(h, c), cfg.patch, cfg.latent_channels, x.shape[-2], x.shape[-1])
 
     def forward(self, z0: torch.Tensor, cond: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.config
         b = z0.shape[0]
         mu, logvar = self.text_latent(cond)
         z_text = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        low = z0.shape[-2:] != mu.shape[-2:]
+        if low:  # a low-resolution phase: the text latent averaged down to the image latent's grid
+            z_text = F.adaptive_avg_pool2d(z_text, z0.shape[-2:])
         t = torch.rand(b, device=z0.device)
         xt = flow_interpolate(z0, z_text, t)
         ind = (torch.rand(b, device=z0.device) >= cfg.indicator_drop).long()
@@ -115,7 +122,8 @@ class CrossFlow(GeneratorBase):
         logs = {"flow": float(fm.detach()), "kl": float(kl.detach())}
         if cfg.lambda_nce > 0 and b > 1:
             a = F.normalize(self.nce_text(mu.flatten(1).float()), dim=-1)
-            i = F.normalize(self.nce_image(z0.flatten(1).float()), dim=-1)
+            zi = F.interpolate(z0, size=mu.shape[-2:], mode="nearest") if low else z0
+            i = F.normalize(self.nce_image(zi.flatten(1).float()), dim=-1)
             logits = a @ i.t() / cfg.nce_temperature
             target = torch.arange(b, device=z0.device)
             nce = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))

@@ -86,14 +86,17 @@ class GeneratorBase(ModelMixin):
         return (self.config.latent_channels, self.config.latent_size, self.config.latent_size)
 
     @torch.no_grad()
-    def to_latent(self, images: torch.Tensor) -> torch.Tensor:
+    def to_latent(self, images: torch.Tensor, size: int | None = None) -> torch.Tensor:
         """Images (B, 1, H, W) in [0, 1] → latents (B, C, h, w) (scaled autoencoder latents, or
-        pixels in [−1, 1])."""
-        if self.has_ae:
-            return self.autoencoder.encode(images)
+        pixels in [−1, 1]). ``size``: resize the images to this side first (a low-resolution
+        training phase); default: as given with an autoencoder, the latent side in pixel space."""
         from unicxr.utils.tensor_image import resize_square
 
-        if images.shape[-1] != self.config.latent_size:
+        if size is not None and images.shape[-1] != size:
+            images = resize_square(images, size)
+        if self.has_ae:
+            return self.autoencoder.encode(images)
+        if size is None and images.shape[-1] != self.config.latent_size:
             images = resize_square(images, self.config.latent_size)
         return images * 2.0 - 1.0
 

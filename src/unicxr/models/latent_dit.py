@@ -50,6 +50,9 @@ class LatentDiTConfig(GeneratorConfig):
     t_mean: float = 0.0
     t_std: float = Field(1.0, gt=0)
     shift: float | None = Field(None, ge=1.0, description="time shift (null: resolution_shift of the latent)")
+    positions: Literal["learned", "sincos"] = Field(
+        "learned", description="patch positions: a learned table, or 2D sin-cos (any latent size: low-res phases)"
+    )
     default_steps: int = 25
     default_sampler: str = "euler"
 
@@ -66,7 +69,7 @@ class LatentDiT(GeneratorBase):
         super().__init__(config, components)
         cfg = self.config
         c, s, d = cfg.latent_channels, cfg.latent_size, cfg.dim
-        self.embed = PatchEmbed(c, s, cfg.patch, d)
+        self.embed = PatchEmbed(c, s, cfg.patch, d, positions=cfg.positions)
         self.t_embed = TimestepEmbedder(d)
         self.pool_proj = nn.Linear(cfg.condition.dim, d)
         self.tok_proj = nn.Linear(cfg.condition.dim, d) if cfg.text_mode == "joint" else None
@@ -76,8 +79,12 @@ class LatentDiT(GeneratorBase):
 
     @property
     def shift(self) -> float:
+        return self.shift_for(math.prod(self.latent_shape))
+
+    def shift_for(self, numel: int) -> float:
+        """Time shift for latents of ``numel`` values (the configured one, else by resolution)."""
         cfg = self.config
-        return cfg.shift if cfg.shift is not None else resolution_shift(math.prod(self.latent_shape))
+        return cfg.shift if cfg.shift is not None else resolution_shift(numel)
 
     def net(self, x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
             pooled: torch.Tensor) -> torch.Tensor:
@@ -98,13 +105,14 @@ class LatentDiT(GeneratorBase):
             for blk in self.blocks:
                 h = blk(h, c, context=tokens, context_mask=cmask)
         out = self.final(h, c)
-        return unpatchify(out, cfg.patch, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
+        return unpatchify(out, cfg.patch, cfg.latent_channels, x.shape[-2], x.shape[-1])
 
     def forward(self, z0: torch.Tensor, cond: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.config
         b = z0.shape[0]
         noise = torch.randn_like(z0)
-        t = sample_flow_t(b, mode=cfg.t_sampling, mean=cfg.t_mean, std=cfg.t_std, shift=self.shift, device=z0.device)
+        t = sample_flow_t(b, mode=cfg.t_sampling, mean=cfg.t_mean, std=cfg.t_std, shift=self.shift_for(z0[0].numel()),
+                          device=z0.device)
         xt = flow_interpolate(z0, noise, t)
         tokens, mask, pooled = self.encode_condition(cond, self.drop_mask(b, z0.device))
         pred = self.net(xt, t, tokens, mask, pooled)

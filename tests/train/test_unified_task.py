@@ -107,6 +107,14 @@ def test_init_from_shape_mismatch_is_one_clear_error(stages, tiny_phantom_cache,
     assert len(err) == 1 and "train.init_from" in err[0] and "shapes differ" in err[0]
 
 
+def test_low_resolution_phase_is_refused_with_one_line(tiny_phantom_cache, tmp_path, capsys):
+    args = ["train", "unified_phantom_und", "--out", str(tmp_path / "x"), "--no-progress",
+            "--set", f"data.cache={tiny_phantom_cache}", "--set", "data.lowres_size=16", "--set", "data.lowres_steps=1"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data.lowres_size" in err[0] and "between stages" in err[0]
+
+
 def test_init_from_applies_only_to_a_fresh_start(stages, tiny_phantom_cache, tmp_path, capsys):
     import shutil
 

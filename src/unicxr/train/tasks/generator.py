@@ -192,7 +192,8 @@ class GeneratorTask(Task):
 
     def training_loss(self, optimizer: str, modules: dict[str, torch.nn.Module], batch: dict[str, Any],
                       ctx: dict[str, Any], step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        return self.loss(modules["model"], batch, size=self.lowres_at(step))
+        size = self.lowres_at(step)
+        return self.loss(modules["model"], batch) if size is None else self.loss(modules["model"], batch, size=size)
 
     def loss(self, model: torch.nn.Module, batch: dict[str, Any], size: int | None = None
              ) -> tuple[torch.Tensor, dict[str, float]]:

@@ -119,6 +119,9 @@ class UnifiedTask(GeneratorTask):
     def __init__(self, model_cfg: UnifiedConfig, data_cfg: UnifiedDataConfig) -> None:
         super().__init__(model_cfg, data_cfg)
         d = data_cfg
+        if d.lowres_size is not None or d.lowres_steps:
+            raise UnicxrError("data.lowres_size: the unified model changes resolution between stages "
+                              "(unified_phantom_gen at 64 px, then unified_phantom_ft), not within a run")
         if d.latents is not None and (d.w_text > 0 or d.w_repa > 0):
             raise UnicxrError("data.latents: the text and REPA losses need images; use it with w_text=0 and w_repa=0")
         if d.latents is not None and d.w_aux > 0:

@@ -116,7 +116,8 @@ class GeneratorTask(Task):
         vals = init_config_values(self.init_from, [k for k in self.ARCH_KEYS if k not in cfg.model_fields_set])
         if vals:
             self.model_cfg = type(cfg).model_validate({**cfg.model_dump(), **vals})
-            print("architecture from train.init_from: " + ", ".join(f"{k}={v}" for k, v in vals.items()))
+            shown = (k if isinstance(v, dict) else f"{k}={v}" for k, v in vals.items())
+            print("architecture from train.init_from: " + ", ".join(shown))
 
     def build_model(self) -> GeneratorBase:
         self._architecture_from_init()

@@ -545,7 +545,8 @@ class Scene:
             # a fracture (see findings.apply_geometry): a lucent line across the whole rib, the lateral
             # fragment stepped down by ``disp`` rib half-widths and angulated (the step and the tilt
             # fade out laterally so the fragment rejoins the lateral arc), bright sclerotic fragment
-            # ends; a healing fracture is bridged by callus, a bright fusiform thickening of the rib
+            # ends; a healing fracture is bridged by callus, a bright fusiform thickening of the rib about
+            # 2-3 cm long and up to twice its width (adjacent healed breaks read as a row of bony knobs)
             x = (t[fr] - tf[ri][fr]) * Lr[fr]
             d_, gap, ang, cal = disp[ri][fr], gaps[ri][fr], angs[ri][fr], calls[ri][fr]
             xl = np.maximum(x, 0.0)
@@ -553,9 +554,9 @@ class Scene:
             vc[fr] += (d_ * hw[fr] * smoothstep(x / (0.3 * gap) + 0.5) + ang * xl) * fade * (1.0 - 0.4 * cal)
             lucent = smoothstep((0.5 * gap - np.abs(x)) / (0.3 * gap) + 0.5)
             ends = np.exp(-(((np.abs(x) - 0.7 * gap) / (0.3 * gap)) ** 2))
-            bulge = np.exp(-((x / (3.0 * gap)) ** 2))
-            w[fr] *= (1.0 - 0.95 * lucent * (1.0 - 0.6 * cal)) + 0.5 * ends + 1.1 * cal * bulge
-            hwe[fr] *= 1.0 + 1.4 * cal * bulge
+            bulge = np.exp(-((x / (1.6 * gap)) ** 2))
+            w[fr] *= (1.0 - 0.95 * lucent * (1.0 - 0.6 * cal)) + 0.5 * ends + 1.6 * cal * bulge
+            hwe[fr] *= 1.0 + 0.9 * cal * bulge
         row_c = np.rint(((sn * um + c * vc) * g.zoom + g.shift[1] + 1.0) * 0.5 * n - 0.5).astype(np.int64)
         # half-height of the band of rows per (rib, column); steep parts get a wider band
         Ri = np.ceil(hwe * (g.zoom * 0.5 * n / max(c, 0.5))).astype(np.int64) + 1
@@ -616,8 +617,8 @@ class Scene:
                 vc = vc - 0.4 * step * (1.0 - lat_frag) * np.exp(-np.maximum(-xl, 0.0) / 0.08)
                 lucent = smoothstep((0.5 * gap - np.abs(xl)) / (0.3 * gap) + 0.5)
                 bulge = np.exp(-((xl / (2.2 * gap + 0.02)) ** 2))
-                amp = amp * ((1.0 - 0.95 * lucent * (1.0 - 0.6 * cal)) + 0.6 * cal * bulge)
-                hw = hw * (1.0 + 0.9 * cal * bulge)
+                amp = amp * ((1.0 - 0.95 * lucent * (1.0 - 0.6 * cal)) + 0.9 * cal * bulge)
+                hw = hw * (1.0 + 1.2 * cal * bulge)
             d = np.abs(V - vc) / hw
             prof = tube(d, inner=0.62, core=0.35) * smoothstep(t / 0.05 + 0.3) * (1.0 - 0.5 * smoothstep((t - 0.93) / 0.07))
             self.bone[box] += np.where(inside, amp * prof, 0.0).astype(np.float32)

@@ -508,7 +508,7 @@ def _extrapleural_haematoma(scene: Scene, f: Finding) -> None:
     i = SEVERITIES.index(f.severity)
     vc = 0.5 * (min(vs) + max(vs)) + 0.02
     hh = 0.5 * (max(vs) - min(vs)) + 0.1 + 0.03 * i
-    thick = (0.06, 0.085, 0.11)[i] * np.random.default_rng([f.seed, 4]).uniform(0.85, 1.15)
+    thick = (0.08, 0.1, 0.12)[i] * np.random.default_rng([f.seed, 4]).uniform(0.85, 1.15)
     box = scene.side_box(side, vc - hh - 0.02, vc + hh + 0.02)
     if box is None:
         return

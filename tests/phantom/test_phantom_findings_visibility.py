@@ -5,32 +5,110 @@ from __future__ import annotations
 import numpy as np
 
 from unicxr.labels import FINDINGS
-from unicxr.phantom.findings import fracture_ribs
+from unicxr.phantom.anatomy import LEFT, Scene, sample_anatomy
+from unicxr.phantom.config import PhantomConfig
+from unicxr.phantom.findings import Finding, apply_geometry, fracture_ribs, render_findings
+from unicxr.phantom.grid import Grid
 from unicxr.phantom.simulate import simulate
 
 
 def test_fracture_kind_parsing() -> None:
     assert fracture_ribs("rib3x1") == (3, 1, False)
     assert fracture_ribs("rib5x3h") == (5, 3, True)
+    assert fracture_ribs("clavicle") == (-1, 0, False)
+    assert fracture_ribs("clavicleh") == (-1, 0, True)
 
 
-def test_fracture_breaks_the_reported_ribs_over_the_lung() -> None:
+def test_fracture_breaks_the_reported_bone_on_the_reported_side() -> None:
     j = FINDINGS.index("Fracture")
-    healing = 0
-    for seed in range(8):
+    healing = ribs = clavicles = 0
+    for seed in range(14):
         base = simulate(seed, 128, findings={}, view="PA", masks=True)
         case = simulate(seed, 128, findings={"Fracture": "severe"}, view="PA", masks=False)
         assert case.labels[j] == 1.0
-        assert "rib" in case.sections["findings"]
-        healing += "healing" in case.sections["findings"].lower()
+        text = case.sections["findings"].lower()
+        clavicle = "clavic" in text
+        assert clavicle != ("rib" in text)
+        clavicles += clavicle
+        ribs += not clavicle
+        healing += "healing" in text
         diff = np.abs(case.image - base.image)
         r, c = np.unravel_index(np.argmax(diff), diff.shape)
-        # a clear local change (lucent line, step or callus) that lies over the lung, not the heart
-        assert diff.max() > 0.08
-        assert base.masks["lungs"][r, c] and not base.masks["heart"][r, c]
+        # a clear local change (lucent line, step, haematoma or callus) on the reported side: over the
+        # lung and not the heart for ribs, in the upper chest for a clavicle
+        assert diff.max() > 0.12
+        if clavicle:
+            assert r < 0.4 * 128
+        else:
+            assert base.masks["lungs"][r, c] and not base.masks["heart"][r, c]
         side = case.params["laterality_fracture"]
         assert (c < 64) == (side == "right")
-    assert 0 < healing < 8
+    assert 0 < healing < 14 and ribs >= 7 and clavicles >= 1
+
+
+def test_clavicle_choice_leaves_every_other_draw_unchanged(monkeypatch) -> None:
+    """Which bone breaks is drawn from the finding's own stream: the same patients, findings and
+    labels come out whether no Fracture or every Fracture is a clavicle fracture."""
+    import unicxr.phantom.findings as fmod
+    from unicxr.phantom.simulate import make_plan
+
+    plans = {}
+    for share in (0.0, 1.0):
+        monkeypatch.setattr(fmod, "CLAVICLE_SHARE", share)
+        plans[share] = make_plan(3, 400, PhantomConfig())
+    n_frac = 0
+    for a, b in zip(plans[0.0], plans[1.0], strict=True):
+        assert a.anatomy == b.anatomy and a.view == b.view and a.seed == b.seed
+        assert a.findings.keys() == b.findings.keys()
+        for name, fa in a.findings.items():
+            fb = b.findings[name]
+            if name == "Fracture":
+                n_frac += 1
+                assert fa.kind.startswith("rib") and fb.kind.startswith("clavicle")
+                assert fa.kind.endswith("h") == fb.kind.endswith("h")
+                assert (fa.label, fa.severity, fa.side, fa.value, fa.seed) == (fb.label, fb.severity, fb.side, fb.value, fb.seed)
+            else:
+                assert fa == fb
+    assert n_frac >= 5
+
+
+def test_acute_rib_fracture_has_an_extrapleural_haematoma_on_its_side() -> None:
+    anat = sample_anatomy(np.random.default_rng(2))
+    fills = {}
+    for kind in ("rib4x3", "rib4x3h"):
+        sc = Scene(Grid(128), anat)
+        f = Finding("Fracture", 1.0, "severe", side="left", kind=kind, value=0.7, seed=5)
+        apply_geometry(sc, {"Fracture": f})
+        sc.render_anatomy(np.random.default_rng(0))
+        render_findings(sc, {"Fracture": f}, None)
+        fills[kind] = sc.fill
+    assert PhantomConfig().prevalence["Fracture"] == 0.04  # learnability is not bought with prevalence
+    acute = fills["rib4x3"]
+    U = sc.g.U
+    # soft tissue along the left lateral chest wall only, none for healing fractures
+    assert acute[U > sc.midline + 0.5 * anat.W].sum() > 1.0
+    assert acute[U < sc.midline].sum() == 0.0
+    assert fills["rib4x3h"].sum() == 0.0
+
+
+def test_clavicle_fracture_steps_the_shaft() -> None:
+    anat = sample_anatomy(np.random.default_rng(4))
+    sc0, sc1 = Scene(Grid(256), anat), Scene(Grid(256), anat)
+    sc1.clavicle_fracture = (LEFT, 0.5, 2.0, 0.045, 0.0)
+    sc0._clavicles()
+    sc1._clavicles()
+    m = anat.mid
+    a0, a1 = 0.07, anat.W + 0.17
+
+    def centre(sc: Scene, t: float) -> float:
+        col = int(round(((m + a0 + t * (a1 - a0)) + 1.0) * 128 - 0.5))
+        prof = sc.bone[:, col]
+        return float((prof * np.arange(256)).sum() / prof.sum())
+
+    # lateral to the break the shaft drops by more than a shaft width (~7 px); medially unchanged
+    assert centre(sc1, 0.62) - centre(sc0, 0.62) > 6.0
+    assert abs(centre(sc1, 0.2) - centre(sc0, 0.2)) < 0.5
+    assert np.abs(sc0.bone[:, :128] - sc1.bone[:, :128]).max() == 0.0  # the right clavicle is intact
 
 
 def test_lesions_project_over_lung_not_heart() -> None:

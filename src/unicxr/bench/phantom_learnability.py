@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from unicxr.utils.metrics import auroc
+from unicxr.utils.metrics import auroc, bootstrap_aurocs
 
 __all__ = ["make_arrays", "SmallCNN", "auroc", "main"]
 
@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples of the test set for the 95%% CIs")
     args = ap.parse_args(argv)
 
     from unicxr.labels import FINDINGS, UncertainPolicy, apply_policy
@@ -127,22 +128,30 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         xe = torch.from_numpy(xte).float().div_(255.0).sub_(0.5).div_(0.25).unsqueeze(1)
         scores = torch.cat([model(xe[i : i + 128]) for i in range(0, len(xe), 128)]).sigmoid().numpy()
     yeval = apply_policy(yte, UncertainPolicy.IGNORE)
+    ybin = np.where(np.isnan(yeval), np.nan, (yeval == 1).astype(np.float64))
+    reps = bootstrap_aurocs(ybin, scores, n_boot=args.n_boot, seed=args.seed)
+
+    def ci(r: np.ndarray) -> str:
+        r = r[np.isfinite(r)]
+        return f"[{np.quantile(r, 0.025):.3f}, {np.quantile(r, 0.975):.3f}]" if r.size else ""
+
     res: dict[str, float] = {}
-    print(f"\n{'finding':28s} {'test pos':>8s} {'AUROC':>7s}")
-    macro = []
+    print(f"\n{'finding':28s} {'test pos':>8s} {'AUROC':>7s}  95% CI (test-set bootstrap)")
+    cols = []
     for j, name in enumerate(FINDINGS):
         ok = ~np.isnan(yeval[:, j])
         npos = int((yeval[ok, j] == 1).sum())
-        a = auroc((yeval[ok, j] == 1).astype(np.float64), scores[ok, j])
+        a = auroc(ybin[ok, j], scores[ok, j])
         res[name] = a
         flag = ""
         if name != "No Finding" and npos >= 20 and not np.isnan(a):
-            macro.append(a)
+            cols.append(j)
             flag = " *"
-        print(f"{name:28s} {npos:8d} {a:7.3f}{flag}")
-    m = float(np.mean(macro)) if macro else float("nan")
+        print(f"{name:28s} {npos:8d} {a:7.3f}{flag}  {ci(reps[:, j]) if args.n_boot else ''}")
+    m = float(np.mean([res[FINDINGS[j]] for j in cols])) if cols else float("nan")
     res["macro"] = m
-    print(f"\nmacro AUROC over findings with >= 20 test positives (*): {m:.3f}")
+    mci = ci(np.nanmean(reps[:, cols], axis=1)) if cols and args.n_boot else ""
+    print(f"\nmacro AUROC over findings with >= 20 test positives (*): {m:.3f} {mci}")
     print(f"data {t_data:.0f} s, training {t_train:.0f} s, total {time.perf_counter() - t0:.0f} s")
     return res
 

@@ -169,6 +169,9 @@ class Scene:
         # rib fractures drawn by :meth:`_ribs`: (side, rib index, t along the posterior arc,
         # step in rib half-widths, gap width, angulation, callus 0/1), set by findings.apply_geometry
         self.fractures: list[tuple[int, int, float, float, float, float, float]] = []
+        # a clavicle fracture drawn by :meth:`_clavicles`: (side, t along the clavicle, step in shaft
+        # half-widths, gap width, callus 0/1) or None
+        self.clavicle_fracture: tuple[int, float, float, float, float] | None = None
 
     # ---------------------------------------------------------------- geometry (canonical) ----
     @property
@@ -542,17 +545,18 @@ class Scene:
             # a fracture (see findings.apply_geometry): a lucent line across the whole rib, the lateral
             # fragment stepped down by ``disp`` rib half-widths and angulated (the step and the tilt
             # fade out laterally so the fragment rejoins the lateral arc), bright sclerotic fragment
-            # ends; a healing fracture is bridged by callus, a bright fusiform thickening of the rib
+            # ends; a healing fracture is bridged by callus, a bright fusiform thickening of the rib about
+            # 2-3 cm long and up to twice its width (adjacent healed breaks read as a row of bony knobs)
             x = (t[fr] - tf[ri][fr]) * Lr[fr]
             d_, gap, ang, cal = disp[ri][fr], gaps[ri][fr], angs[ri][fr], calls[ri][fr]
             xl = np.maximum(x, 0.0)
-            fade = np.exp(-xl / 0.25)
+            fade = np.exp(-xl / 0.35)
             vc[fr] += (d_ * hw[fr] * smoothstep(x / (0.3 * gap) + 0.5) + ang * xl) * fade * (1.0 - 0.4 * cal)
             lucent = smoothstep((0.5 * gap - np.abs(x)) / (0.3 * gap) + 0.5)
             ends = np.exp(-(((np.abs(x) - 0.7 * gap) / (0.3 * gap)) ** 2))
-            bulge = np.exp(-((x / (2.5 * gap)) ** 2))
-            w[fr] *= (1.0 - 0.95 * lucent * (1.0 - 0.6 * cal)) + 0.5 * ends + 0.8 * cal * bulge
-            hwe[fr] *= 1.0 + 1.1 * cal * bulge
+            bulge = np.exp(-((x / (1.6 * gap)) ** 2))
+            w[fr] *= (1.0 - 0.95 * lucent * (1.0 - 0.6 * cal)) + 0.5 * ends + 1.6 * cal * bulge
+            hwe[fr] *= 1.0 + 0.9 * cal * bulge
         row_c = np.rint(((sn * um + c * vc) * g.zoom + g.shift[1] + 1.0) * 0.5 * n - 0.5).astype(np.int64)
         # half-height of the band of rows per (rib, column); steep parts get a wider band
         Ri = np.ceil(hwe * (g.zoom * 0.5 * n / max(c, 0.5))).astype(np.int64) + 1
@@ -597,9 +601,27 @@ class Scene:
             t = np.clip((x - a0) / (a1 - a0), 0, 1)
             inside = (x >= a0) & (x <= a1)
             hw = 0.024 + 0.016 * (1 - t) ** 2 + 0.01 * smoothstep((t - 0.75) / 0.25)
-            d = np.abs(V - f(t)) / hw
+            vc = f(t)
+            amp = 0.17 * np.ones_like(t)
+            cf = self.clavicle_fracture
+            if cf is not None and cf[0] == side:
+                # a midshaft break: a lucent line across the shaft, the lateral fragment displaced down
+                # (the step fades a little toward the acromioclavicular joint), the medial fragment's
+                # broken end pulled up; a healing fracture is bridged by a bright fusiform callus
+                _, tf, disp, gap, cal = cf
+                xl = (t - tf) * (a1 - a0)
+                w0 = 0.028
+                step = disp * w0 * (1.0 - 0.6 * cal)
+                lat_frag = smoothstep(xl / (0.4 * gap) + 0.5)
+                vc = vc + step * lat_frag * (1.0 - 0.35 * smoothstep((t - tf) / (1.0 - tf)))
+                vc = vc - 0.4 * step * (1.0 - lat_frag) * np.exp(-np.maximum(-xl, 0.0) / 0.08)
+                lucent = smoothstep((0.5 * gap - np.abs(xl)) / (0.3 * gap) + 0.5)
+                bulge = np.exp(-((xl / (2.2 * gap + 0.02)) ** 2))
+                amp = amp * ((1.0 - 0.95 * lucent * (1.0 - 0.6 * cal)) + 0.9 * cal * bulge)
+                hw = hw * (1.0 + 1.2 * cal * bulge)
+            d = np.abs(V - vc) / hw
             prof = tube(d, inner=0.62, core=0.35) * smoothstep(t / 0.05 + 0.3) * (1.0 - 0.5 * smoothstep((t - 0.93) / 0.07))
-            self.bone[box] += np.where(inside, 0.17 * prof, 0.0).astype(np.float32)
+            self.bone[box] += np.where(inside, amp * prof, 0.0).astype(np.float32)
 
     def _scapulae_humeri(self) -> None:
         """Scapulae (body, lateral border, acromion), humeral heads and necks at the upper corners."""

@@ -30,6 +30,7 @@ __all__ = [
     "render_findings",
     "DEVICE_KINDS",
     "fracture_ribs",
+    "CLAVICLE_SHARE",
 ]
 
 SEVERITIES = ("mild", "moderate", "severe")
@@ -42,6 +43,7 @@ LOBES = {
     "left lower lobe": LEFT,
 }
 DEVICE_KINDS = ("ett", "enteric", "cvc", "picc", "pacemaker", "sternotomy", "chest_tube")
+CLAVICLE_SHARE = 0.25  # share of Fracture cases that are clavicle (not rib) fractures
 
 
 @dataclass(frozen=True)
@@ -172,9 +174,9 @@ def _make(name: str, rng: np.random.Generator, cfg: PhantomConfig, **kw) -> Find
         lobe = str(rng.choice(list(LOBES)))
         side = "right" if LOBES[lobe] == RIGHT else "left"
         # radius in canonical units (the report gives the diameter as 40 * value cm): mild nodules
-        # 14-22 mm, moderate ones 20-30 mm, masses 32-56 mm
+        # 15-22 mm, moderate ones 20-30 mm, masses 32-56 mm
         if kind == "nodule":
-            size = rng.uniform(0.035, 0.055) if sev == "mild" else rng.uniform(0.05, 0.075)
+            size = rng.uniform(0.038, 0.055) if sev == "mild" else rng.uniform(0.05, 0.075)
         else:
             size = rng.uniform(0.08, 0.14)
         return Finding(name, label, sev, side=side, kind=f"{kind}|{lobe}", value=float(size), seed=seed)
@@ -191,7 +193,12 @@ def _make(name: str, rng: np.random.Generator, cfg: PhantomConfig, **kw) -> Find
         rib = int(rng.integers(3, 10 - nrib))
         healing = not subtle and rng.random() < 0.4
         kind = f"rib{rib}x{nrib}" + ("h" if healing else "")
-        return Finding(name, label, sev, side=side, kind=kind, value=float(rng.uniform(0.45, 0.9)), seed=seed)
+        value = float(rng.uniform(0.45, 0.9))
+        # about a quarter are midshaft clavicle fractures instead (a fall on the shoulder); drawn from
+        # the finding's own stream so the shared one, and with it every other draw, is unchanged
+        if np.random.default_rng([seed, 7]).random() < CLAVICLE_SHARE:
+            kind = "clavicle" + ("h" if healing else "")
+        return Finding(name, label, sev, side=side, kind=kind, value=value, seed=seed)
     if name == "Support Devices":
         devs = _sample_devices(rng, kw.get("ptx_side", ""))
         return Finding(name, 1.0, "", devices=devs, seed=seed)
@@ -280,13 +287,16 @@ def sample_findings(
 
 
 def fracture_ribs(kind: str) -> tuple[int, int, bool]:
-    """Parse a Fracture ``kind`` (``rib{k}x{n}`` with an optional ``h`` suffix).
+    """Parse a Fracture ``kind`` (``rib{k}x{n}`` or ``clavicle``, with an optional ``h`` suffix).
 
     Returns:
         ``(k, n, healing)``: 0-based index of the uppermost broken rib (``k + 1`` is its ordinal in
         the report), the number of adjacent broken ribs and whether the fractures are healing (callus).
+        A clavicle fracture gives ``(-1, 0, healing)``.
     """
     healing = kind.endswith("h")
+    if kind.startswith("clavicle"):
+        return -1, 0, healing
     k, n = kind[3:].rstrip("h").split("x")
     return int(k), int(n), healing
 
@@ -388,13 +398,24 @@ def apply_geometry(scene: Scene, findings: dict[str, Finding]) -> None:
         # 0.9-1.8 rib half-widths (about half to nearly one rib width) and is angulated.
         t0 = 0.52 + 0.28 * (f.value - 0.45) / 0.45
         i = SEVERITIES.index(f.severity)
-        if f.label == -1.0:  # subtle: a thin, barely displaced line
-            gap, disp, ang = 0.02, 0.3, 0.0
-        else:
-            gap, disp, ang = (0.032, 0.04, 0.048)[i], (0.9, 1.3, 1.8)[i], (0.15, 0.25, 0.35)[i]
         callus = 1.0 if healing else 0.0
-        scene.fractures = [(s, rib + j, t0 - 0.02 * j, disp, gap, ang * (1.0 if j % 2 == 0 else 0.6), callus)
-                           for j in range(nrib)]
+        if nrib == 0:
+            # midshaft clavicle fracture: the lateral fragment drops (by clavicle shaft widths), the
+            # medial one is pulled up at its broken end; ``t`` is along the clavicle (0 = sternal end)
+            if f.label == -1.0:
+                gap, disp = 0.015, 0.25
+            else:
+                gap, disp = (0.035, 0.045, 0.055)[i], (1.2, 1.8, 2.5)[i]
+            scene.clavicle_fracture = (s, 0.42 + 0.16 * (f.value - 0.45) / 0.45, disp, gap, callus)
+            return
+        if f.label == -1.0:  # subtle: a thin, barely displaced line
+            gap, disp, ang = 0.02, 0.4, 0.0
+        else:
+            gap, disp, ang = (0.045, 0.055, 0.065)[i], (1.5, 2.0, 2.5)[i], (0.15, 0.25, 0.35)[i]
+        # the breaks of adjacent ribs roughly line up along the chest wall, not exactly
+        jit = np.random.default_rng([f.seed, 3]).uniform(-0.06, 0.06, nrib)
+        scene.fractures = [(s, rib + j, float(np.clip(t0 - 0.02 * j + jit[j], 0.52, 0.82)), disp, gap,
+                            ang * (1.0 if j % 2 == 0 else 0.6), callus) for j in range(nrib)]
 
 
 # ------------------------------------------------------------------------------ drawing ------
@@ -464,6 +485,39 @@ def _lesion_center(
             if sc > best_score:
                 best, best_score = (cu, cv), sc
     return best
+
+
+def _extrapleural_haematoma(scene: Scene, f: Finding) -> None:
+    """Bleeding from acute rib fractures: a lens of soft tissue along the lateral chest wall.
+
+    It spans the heights of the breaks (the fracture points on the posterior arcs, see
+    :meth:`Scene.rib_table`) and bulges into the lung with tapering ends (the extrapleural sign);
+    thicker for more severe fractures. It displaces lung air, as pleural fluid does.
+    """
+    g = scene.g
+    side = scene.fractures[0][0]
+    ribs = {(r["side"], r["k"]): r for r in scene.rib_table() if r["post"]}
+    vs = []
+    for s_, k_, t_, *_ in scene.fractures:
+        r = ribs.get((s_, k_))
+        if r is None:
+            continue
+        vs.append(r["v0"] + r["A"] * t_**3.5 - r["B"] * math.sin(math.pi * t_**0.8) + r["D"] * (1.0 - t_) ** 1.1)
+    if not vs:
+        return
+    i = SEVERITIES.index(f.severity)
+    vc = 0.5 * (min(vs) + max(vs)) + 0.02
+    hh = 0.5 * (max(vs) - min(vs)) + 0.1 + 0.03 * i
+    thick = (0.08, 0.1, 0.12)[i] * np.random.default_rng([f.seed, 4]).uniform(0.85, 1.15)
+    box = scene.side_box(side, vc - hh - 0.02, vc + hh + 0.02)
+    if box is None:
+        return
+    Ub, Vb = g.U[box], g.V[box]
+    d_lat = scene.lat(Vb, side) - side * (Ub - scene.midline)
+    z = np.clip((Vb - vc) / hh, -1.0, 1.0)
+    width = thick * np.sqrt(1.0 - z * z) ** 1.3
+    lens = smoothstep((width - d_lat) / (0.3 * thick) + 0.5) * (d_lat > -0.05) * (width > 0.002)
+    scene.fill[box] += (scene.air[box] * lens).astype(np.float32)
 
 
 def render_findings(scene: Scene, findings: dict[str, Finding], masks: dict[str, np.ndarray] | None) -> None:
@@ -584,8 +638,9 @@ def render_findings(scene: Scene, findings: dict[str, Finding], masks: dict[str,
             lob = 1.0 + amp * np.sin(3 * ang + rng.uniform(0, 6)) + 0.6 * amp * np.sin(5 * ang + rng.uniform(0, 6))
             sph = ellipsoid(du / lob, dv / lob)
             # chord through a sphere (sqrt profile) flattened toward a plateau: a solid ball seen over
-            # the lung, as dense as its diameter of water
-            dens, expo = (2.4, 0.6) if kind == "mass" else (3.0, 0.5)
+            # the lung, denser than its diameter of water (a clearly seen round density, as nodules
+            # reported on radiographs are; the faint ones are the hedged, subtle cases)
+            dens, expo = (3.6, 0.5) if kind == "mass" else (5.4, 0.45)
             lesion = (dens * r * strength * sph**expo).astype(np.float32)
             scene.fill += lesion
             if masks is not None:
@@ -594,6 +649,10 @@ def render_findings(scene: Scene, findings: dict[str, Finding], masks: dict[str,
     if masks is not None:
         masks["opacity"] = (opac > 0.25) & (lung_frac > 0.05)
         masks.setdefault("lesion", np.zeros((n, n), dtype=bool))
+
+    f = findings.get("Fracture")
+    if f is not None and f.label == 1.0 and scene.fractures and scene.fractures[0][6] == 0.0:
+        _extrapleural_haematoma(scene, f)
 
     f = findings.get("Pleural Effusion")
     eff_mask = np.zeros((n, n), dtype=bool)

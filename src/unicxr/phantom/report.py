@@ -104,6 +104,8 @@ def noun_phrase(f: Finding) -> str:
     if n == "Fracture":
         rib, nrib, _ = fracture_ribs(f.kind)
         rib += 1
+        if nrib == 0:
+            return f"{f.side} clavicle fracture"
         if nrib > 1:
             return f"{f.side} {_ordinal(rib)} through {_ordinal(rib + nrib - 1)} rib fractures"
         return f"{f.side} {_ordinal(rib)} rib fracture"
@@ -225,6 +227,13 @@ def _positive(f: Finding, rng: np.random.Generator) -> str:
     if n == "Fracture":
         rib, nrib, healing = fracture_ribs(f.kind)
         rib += 1
+        if nrib == 0:
+            if healing:
+                return _pick(rng, (f"Healing fracture of the {f.side} clavicle with callus formation.",
+                                   f"Healing {f.side} midclavicular fracture."))
+            adj = "Minimally displaced" if sev == "mild" else "Displaced"
+            return _pick(rng, (f"{adj} fracture of the {f.side} clavicle.",
+                               f"There is an acute fracture of the midshaft of the {f.side} clavicle."))
         if healing:
             if nrib > 1:
                 return _pick(rng, (f"Healing fractures of the {f.side} {_ordinal(rib)} through {_ordinal(rib + nrib - 1)} ribs with callus formation.",
@@ -276,7 +285,11 @@ def _hedged(f: Finding, rng: np.random.Generator) -> str:
         where = f"{f.side} " if f.side != "bilateral" else ""
         return _pick(rng, (f"Possible {where}pleural thickening.", f"Questionable {where}pleural thickening."))
     if n == "Fracture":
-        rib = fracture_ribs(f.kind)[0] + 1
+        rib, nrib, _ = fracture_ribs(f.kind)
+        rib += 1
+        if nrib == 0:
+            return _pick(rng, (f"Possible nondisplaced fracture of the {f.side} clavicle.",
+                               f"Cannot exclude a fracture of the {f.side} clavicle."))
         return _pick(rng, (f"Possible nondisplaced fracture of the {f.side} {_ordinal(rib)} rib.",
                            f"Cannot exclude a fracture of the {f.side} {_ordinal(rib)} rib."))
     raise ValueError(n)

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["auroc", "auprc", "f1_at", "best_f1_threshold", "expected_calibration_error"]
+__all__ = ["auroc", "bootstrap_aurocs", "auprc", "f1_at", "best_f1_threshold", "expected_calibration_error"]
 
 
 def auroc(y: Any, score: Any) -> float:
@@ -26,6 +26,27 @@ def auroc(y: Any, score: Any) -> float:
         return float("nan")
     ranks = rankdata(s)
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def bootstrap_aurocs(y: Any, score: Any, n_boot: int = 200, seed: int = 0) -> np.ndarray:
+    """AUROC of every column on ``n_boot`` shared resamples of the rows (paired across columns, so a
+    mean over columns has a valid interval too).
+
+    Args:
+        y: (N, F) binary targets (NaN ignored per column); score: (N, F) scores.
+
+    Returns:
+        (n_boot, F) replicates; NaN where a resample lacks a class.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    s = np.asarray(score, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    out = np.full((n_boot, y.shape[1]), np.nan)
+    for b in range(n_boot):
+        idx = rng.integers(0, y.shape[0], y.shape[0])
+        for j in range(y.shape[1]):
+            out[b, j] = auroc(y[idx, j], s[idx, j])
+    return out
 
 
 def auprc(y: Any, score: Any) -> float:

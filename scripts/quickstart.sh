@@ -21,7 +21,7 @@ unicxr prepare --format phantom --root "$OUT/phantom" --out "$OUT/cache" --size 
 
 step "4/10 train the evaluation encoder (short schedule)"
 unicxr train eval_encoder_phantom --out "$OUT/encoder" --set data.cache="$OUT/cache" \
-  --set model.image_size=128 --set train.max_steps=300 --set train.eval_every=0 --set train.ckpt_every=100
+  --set model.image_size=128 --set train.max_steps=400 --set train.eval_every=0 --set train.ckpt_every=100
 
 step "5/10 per-finding AUROC of the encoder on the test split"
 unicxr eval classifier --model "$OUT/encoder" --cache "$OUT/cache" --split test > "$OUT/encoder_test.json"

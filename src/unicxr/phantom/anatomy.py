@@ -16,7 +16,7 @@ import numpy as np
 
 from unicxr.phantom.grid import Grid, ellipsoid, smoothstep, tube
 
-__all__ = ["Anatomy", "sample_anatomy", "follow_up_anatomy", "Scene", "RIGHT", "LEFT"]
+__all__ = ["Anatomy", "sample_anatomy", "follow_up_anatomy", "Scene", "rib_arc_v", "RIGHT", "LEFT"]
 
 RIGHT = -1  # patient's right = image left on a PA view
 LEFT = 1
@@ -119,6 +119,12 @@ def follow_up_anatomy(anat: Anatomy, rng: np.random.Generator) -> Anatomy:
         body_thick=float(anat.body_thick * rng.uniform(0.96, 1.04)),
         mid=float(anat.mid + rng.normal(0, 0.005)),
     )
+
+
+def rib_arc_v(v0, A, B, D, t):  # noqa: N803 - the arc's coefficients as rib_table names them
+    """Height of a rib's centre line at ``t`` in [0, 1] along its arc (see :meth:`Scene.rib_table`):
+    ``v0 + A t^3.5 - B sin(pi t^0.8) + D (1 - t)^1.1``; floats or broadcastable arrays."""
+    return v0 + A * t**3.5 - B * np.sin(np.pi * np.maximum(t, 1e-6) ** 0.8) + D * (1.0 - t) ** 1.1
 
 
 class Scene:
@@ -531,7 +537,7 @@ class Scene:
         t, um = t[ri, ci], um[ri, ci]
         A, B, D, hw, post, Lr = P["A"][ri], P["B"][ri], P["D"][ri], P["hw"][ri], P["post"][ri], L[ri]
         t8 = np.power(np.maximum(t, 1e-6), 0.8)
-        vc = P["v0"][ri] + A * t**3.5 - B * np.sin(np.pi * t8) + D * (1.0 - t) ** 1.1
+        vc = rib_arc_v(P["v0"][ri], A, B, D, t)
         slope = (3.5 * A * t**2.5 - 0.8 * math.pi * B * np.cos(np.pi * t8) * t8 / np.maximum(t, 1e-6)
                  - 1.1 * D * (1.0 - t) ** 0.1) / Lr
         # posterior arcs fade in at the spine; anterior arcs (thinner cortex, fainter) fade out toward

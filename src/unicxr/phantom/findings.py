@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from unicxr.phantom.anatomy import LEFT, RIGHT, Scene
+from unicxr.phantom.anatomy import LEFT, RIGHT, Scene, rib_arc_v
 from unicxr.phantom.config import PhantomConfig
 from unicxr.phantom.grid import blur, ellipsoid, smoothstep, upsample
 
@@ -502,7 +502,7 @@ def _extrapleural_haematoma(scene: Scene, f: Finding) -> None:
         r = ribs.get((s_, k_))
         if r is None:
             continue
-        vs.append(r["v0"] + r["A"] * t_**3.5 - r["B"] * math.sin(math.pi * t_**0.8) + r["D"] * (1.0 - t_) ** 1.1)
+        vs.append(float(rib_arc_v(r["v0"], r["A"], r["B"], r["D"], t_)))
     if not vs:
         return
     i = SEVERITIES.index(f.severity)

@@ -127,6 +127,19 @@ def rib_arc_v(v0, A, B, D, t):  # noqa: N803 - the arc's coefficients as rib_tab
     return v0 + A * t**3.5 - B * np.sin(np.pi * np.maximum(t, 1e-6) ** 0.8) + D * (1.0 - t) ** 1.1
 
 
+def _break_factors(x, gap, cal, bulge_len, bright, widen, ends=0.0):
+    """Density and width factors along a broken bone at distance ``x`` from the break: a lucent line
+    ``gap`` wide (60% filled in when healing, ``cal`` = 1) plus ``ends`` (sclerotic fragment ends), and
+    a callus bulge over about ``bulge_len`` that brightens by ``bright`` and widens by ``widen``.
+
+    Returns:
+        ``(density factor, width factor)``, arrays shaped like ``x``.
+    """
+    lucent = smoothstep((0.5 * gap - np.abs(x)) / (0.3 * gap) + 0.5)
+    bulge = np.exp(-((x / bulge_len) ** 2))
+    return (1.0 - 0.95 * lucent * (1.0 - 0.6 * cal)) + ends + bright * cal * bulge, 1.0 + widen * cal * bulge
+
+
 class Scene:
     """Thickness maps of one case, with the geometry helpers findings and devices need.
 
@@ -558,11 +571,10 @@ class Scene:
             xl = np.maximum(x, 0.0)
             fade = np.exp(-xl / 0.35)
             vc[fr] += (d_ * hw[fr] * smoothstep(x / (0.3 * gap) + 0.5) + ang * xl) * fade * (1.0 - 0.4 * cal)
-            lucent = smoothstep((0.5 * gap - np.abs(x)) / (0.3 * gap) + 0.5)
             ends = np.exp(-(((np.abs(x) - 0.7 * gap) / (0.3 * gap)) ** 2))
-            bulge = np.exp(-((x / (1.6 * gap)) ** 2))
-            w[fr] *= (1.0 - 0.95 * lucent * (1.0 - 0.6 * cal)) + 0.5 * ends + 1.6 * cal * bulge
-            hwe[fr] *= 1.0 + 0.9 * cal * bulge
+            dens, wide = _break_factors(x, gap, cal, 1.6 * gap, bright=1.6, widen=0.9, ends=0.5 * ends)
+            w[fr] *= dens
+            hwe[fr] *= wide
         row_c = np.rint(((sn * um + c * vc) * g.zoom + g.shift[1] + 1.0) * 0.5 * n - 0.5).astype(np.int64)
         # half-height of the band of rows per (rib, column); steep parts get a wider band
         Ri = np.ceil(hwe * (g.zoom * 0.5 * n / max(c, 0.5))).astype(np.int64) + 1
@@ -621,10 +633,9 @@ class Scene:
                 lat_frag = smoothstep(xl / (0.4 * gap) + 0.5)
                 vc = vc + step * lat_frag * (1.0 - 0.35 * smoothstep((t - tf) / (1.0 - tf)))
                 vc = vc - 0.4 * step * (1.0 - lat_frag) * np.exp(-np.maximum(-xl, 0.0) / 0.08)
-                lucent = smoothstep((0.5 * gap - np.abs(xl)) / (0.3 * gap) + 0.5)
-                bulge = np.exp(-((xl / (2.2 * gap + 0.02)) ** 2))
-                amp = amp * ((1.0 - 0.95 * lucent * (1.0 - 0.6 * cal)) + 0.9 * cal * bulge)
-                hw = hw * (1.0 + 1.2 * cal * bulge)
+                dens, wide = _break_factors(xl, gap, cal, 2.2 * gap + 0.02, bright=0.9, widen=1.2)
+                amp = amp * dens
+                hw = hw * wide
             d = np.abs(V - vc) / hw
             prof = tube(d, inner=0.62, core=0.35) * smoothstep(t / 0.05 + 0.3) * (1.0 - 0.5 * smoothstep((t - 0.93) / 0.07))
             self.bone[box] += np.where(inside, amp * prof, 0.0).astype(np.float32)

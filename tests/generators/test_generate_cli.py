@@ -21,6 +21,11 @@ COND = ["model.condition.dim=16", "model.condition.text_layers=1", "model.condit
         "model.condition.max_tokens=32", "model.condition.max_chunks=2"]
 
 
+def _train_args(recipe: str, out, sets: list[str]) -> list:
+    """`unicxr train RECIPE --out OUT --no-progress` with one --set per override."""
+    return ["train", recipe, "--out", out, "--no-progress", *(a for s in sets for a in ("--set", s))]
+
+
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     root = tmp_path_factory.mktemp("gen")
@@ -35,10 +40,7 @@ def test_train_then_generate(cache, recipe, tmp_path):
     sets = [f"data.cache={cache / 'c'}", "model.autoencoder=null", "train.max_steps=6", "train.batch_size=8",
             "train.ckpt_every=6", "train.eval_every=0", "data.media_n=2", "data.media_steps=2",
             "data.tokenizer_vocab=300", "train.tensorboard=false", *TINY[recipe], *COND]
-    args = ["train", recipe, "--out", run, "--no-progress"]
-    for s in sets:
-        args += ["--set", s]
-    run_cli(*args, check=True)
+    run_cli(*_train_args(recipe, run, sets), check=True)
     log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     assert all(r["loss"] == r["loss"] for r in log)  # finite
     cfg = json.loads((run / "model" / "config.json").read_text())["config"]
@@ -98,10 +100,7 @@ def test_latent_generator_with_autoencoder_and_latent_cache(cache, tmp_path):
             "train.max_steps=3", "train.batch_size=8", "train.ckpt_every=3", "train.eval_every=0", "data.media_n=2",
             "data.media_steps=2", "data.tokenizer_vocab=300", "train.tensorboard=false", *TINY["rf_dit_phantom"],
             "model.patch=2", *COND]
-    args = ["train", "rf_dit_phantom", "--out", run, "--no-progress"]
-    for s in sets:
-        args += ["--set", s]
-    run_cli(*args, check=True)
+    run_cli(*_train_args("rf_dit_phantom", run, sets), check=True)
     cfg = json.loads((run / "model" / "config.json").read_text())["config"]
     assert (cfg["latent_channels"], cfg["latent_size"]) == (2, 8)
     comps = json.loads((run / "model" / "components.json").read_text())
@@ -116,10 +115,9 @@ def test_latent_generator_with_autoencoder_and_latent_cache(cache, tmp_path):
     torch.manual_seed(1)
     build_autoencoder(AutoencoderConfig(kind="kl", image_size=32, channels=[8, 8, 8], latent_channels=2,
                                         norm_num_groups=4)).save_pretrained(tmp_path / "ae2")
-    bad = ["train", "rf_dit_phantom", "--out", tmp_path / "run2", "--no-progress"]
-    for s in sets:
-        bad += ["--set", s.replace(str(tmp_path / "ae"), str(tmp_path / "ae2")) if s.startswith("model.autoencoder") else s]
-    res = run_cli(*bad)
+    other = [s.replace(str(tmp_path / "ae"), str(tmp_path / "ae2")) if s.startswith("model.autoencoder") else s
+             for s in sets]
+    res = run_cli(*_train_args("rf_dit_phantom", tmp_path / "run2", other))
     assert res.returncode != 0 and "not the autoencoder of latent cache" in res.stderr
 
 
@@ -161,10 +159,7 @@ def test_low_resolution_phase_in_one_run(cache, tmp_path):
             "train.log_every=1", "train.ckpt_every=4", "train.eval_every=0", "data.media_n=0",
             "data.tokenizer_vocab=300", "train.tensorboard=false", *TINY["rf_dit_phantom"], *COND,
             "model.positions=sincos", "data.lowres_size=16", "data.lowres_steps=2"]
-    args = ["train", "rf_dit_phantom", "--out", run, "--no-progress"]
-    for s in sets:
-        args += ["--set", s]
-    run_cli(*args, check=True)
+    run_cli(*_train_args("rf_dit_phantom", run, sets), check=True)
     log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     assert [r["image_side"] for r in log] == [16.0, 16.0, 32.0, 32.0]
     assert all(r["loss"] == r["loss"] for r in log)
@@ -173,8 +168,5 @@ def test_low_resolution_phase_in_one_run(cache, tmp_path):
     for bad, msg in [("model.positions=learned", "model.positions=sincos"),
                      ("data.lowres_size=32", "is not below the image size"),
                      ("data.lowres_size=18", "not divisible by 4")]:
-        args = ["train", "rf_dit_phantom", "--out", tmp_path / "bad", "--no-progress"]
-        for s in [*sets, bad]:
-            args += ["--set", s]
-        res = run_cli(*args)
+        res = run_cli(*_train_args("rf_dit_phantom", tmp_path / "bad", [*sets, bad]))
         assert res.returncode != 0 and msg in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr

@@ -9,7 +9,12 @@ import torch
 
 from unicxr.labels import FINDINGS
 from unicxr.models import load_model
-from unicxr.models.conditioning import ConditionConfig, parse_findings_prompt, tokenize_reports
+from unicxr.models.conditioning import (
+    ConditionConfig,
+    parse_findings_prompt,
+    tokenize_reports,
+    trim_token_ids,
+)
 from unicxr.models.crossflow import CrossFlow, CrossFlowConfig
 from unicxr.models.latent_dit import LatentDiT, LatentDiTConfig
 from unicxr.models.ldm_unet import LDMUNet, LDMUNetConfig
@@ -76,6 +81,23 @@ def test_tokenize_long_reports_in_windows(tok):
     assert ids.shape == (2, 2, 16) and overflow == 1
     assert (ids[0, 1] != tok.pad_id).sum() > 2  # the second window carries the continuation
     assert ids[1, 0, 0] == tok.bos_id
+
+
+def test_padding_shared_by_the_batch_is_trimmed_only_where_attention_masks_it(tok):
+    ids, _ = tokenize_reports(tok, ["No effusion.", "Clear lungs."], max_tokens=16, max_chunks=2)
+    short = trim_token_ids(ids, tok.pad_id)
+    longest = int((ids != tok.pad_id).sum(-1).max())
+    assert short.shape == (2, 1, longest)  # the empty second window and the shared padding go
+    assert torch.equal(short, ids[:, :1, :longest])
+    full = torch.full((1, 2, 4), 5)
+    assert trim_token_ids(full, tok.pad_id) is full
+    lab = _labels(2)
+    reports = ["No effusion.", "Clear lungs."]
+    for family, n_text in (("latent_dit", longest), ("crossflow", longest), ("ldm_unet", 2 * 16)):
+        model = _make(family, tok)
+        tokens, mask, _ = model.encode_condition(model.condition_batch(lab, reports), None)
+        assert tokens.shape[1] == 14 + n_text and mask.shape[1] == 14 + n_text, family
+        # the MONAI UNet cannot mask keys: its zeroed padding keeps the full width
 
 
 def test_parse_findings_prompt():

@@ -32,6 +32,7 @@ __all__ = [
     "ConditionEncoder",
     "finding_states",
     "tokenize_reports",
+    "trim_token_ids",
     "parse_findings_prompt",
     "LATERALITY",
 ]
@@ -88,6 +89,20 @@ def tokenize_reports(
             seq = [bos, *piece, eos]
             out[i, c, : len(seq)] = torch.tensor(seq)
     return out, overflow
+
+
+def trim_token_ids(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Drop the trailing windows and positions of ids (B, C, L) that are padding in every row.
+
+    Only for consumers that mask padding out of attention: their output is then unchanged, at a
+    cost that follows the batch's longest report instead of ``max_chunks × max_tokens``.
+    """
+    keep = ids != pad_id
+    if keep.all():
+        return ids
+    chunks = int(keep.any(2).any(0).nonzero().max()) + 1 if keep.any() else 1
+    length = int(keep.any(1).any(0).nonzero().max()) + 1 if keep.any() else 1
+    return ids[:, :chunks, :length]
 
 
 class _TextTransformer(nn.Module):
@@ -153,7 +168,9 @@ class ConditionEncoder(nn.Module):
     (B, C, L) from :func:`tokenize_reports`.
 
     ``forward(cond, drop)`` returns ``tokens`` (B, N, D), ``mask`` (B, N) bool (True = real token) and
-    ``pooled`` (B, D); items with ``drop`` True get the learned null condition instead.
+    ``pooled`` (B, D); items with ``drop`` True get the learned null condition instead. With
+    ``trim`` the report windows and positions that are padding in every row are left out
+    (:func:`trim_token_ids`), so N follows the batch's longest report.
     """
 
     def __init__(self, cfg: ConditionConfig, pad_id: int = 0) -> None:
@@ -194,7 +211,7 @@ class ConditionEncoder(nn.Module):
         return h
 
     def forward(
-        self, cond: dict[str, Any], drop: torch.Tensor | None = None
+        self, cond: dict[str, Any], drop: torch.Tensor | None = None, trim: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         ref = cond.get("labels") if cond.get("labels") is not None else cond.get("input_ids")
         if ref is None:
@@ -214,6 +231,8 @@ class ConditionEncoder(nn.Module):
                 t = self.null_text.expand(b, 1, -1)
                 m = torch.ones(b, 1, dtype=torch.bool, device=device)
             else:
+                if trim:
+                    ids = trim_token_ids(ids, self.pad_id)
                 t, m = (self.text(ids, self.pad_id) if isinstance(self.text, _HFText) else self.text(ids))
                 null = self.null_text.expand(b, t.shape[1], -1)
                 t = t * keep + null * (1 - keep)

@@ -51,6 +51,10 @@ class GeneratorBase(ModelMixin):
     #: build ``self.cond`` (a :class:`ConditionEncoder`); a family that reads its prompt with its own
     #: network (the unified model) sets False and overrides :meth:`condition_batch`.
     uses_condition_encoder: bool = True
+    #: leave out report padding that every row of a batch has (see :func:`trim_token_ids`). Only for
+    #: networks that mask padding out of attention, so that an item's output does not depend on the
+    #: rest of its batch.
+    trims_padding: bool = True
 
     def __init__(self, config: GeneratorConfig, components: dict[str, Any] | None = None) -> None:
         super().__init__(config)
@@ -168,7 +172,7 @@ class GeneratorBase(ModelMixin):
         return drop_condition(b, self.config.condition.cond_drop, device)
 
     def encode_condition(self, cond: dict[str, Any], drop: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
-        return self.cond(cond, drop)
+        return self.cond(cond, drop, trim=self.trims_padding)
 
     @torch.no_grad()
     def generate(

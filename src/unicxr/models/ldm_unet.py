@@ -48,6 +48,9 @@ class LDMUNet(GeneratorBase):
     model_type = "ldm_unet"
     config_class = LDMUNetConfig
     default_samplers = DIFFUSION_SAMPLERS
+    #: MONAI's cross-attention has no key mask: zeroed padding tokens still take attention weight, so
+    #: their number must stay fixed (max_chunks × max_tokens) whatever else is in the batch.
+    trims_padding = False
 
     def __init__(self, config: LDMUNetConfig, components: dict[str, Any] | None = None) -> None:
         super().__init__(config, components)

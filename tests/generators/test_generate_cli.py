@@ -165,8 +165,13 @@ def test_low_resolution_phase_in_one_run(cache, tmp_path):
     assert all(r["loss"] == r["loss"] for r in log)
     cfg = json.loads((run / "model" / "config.json").read_text())["config"]
     assert cfg["latent_size"] == 32 and cfg["positions"] == "sincos"
+    # a recipe's low-res side at or above a small cache's size: no low-res phase, said once
+    res = run_cli(*_train_args("rf_dit_phantom", tmp_path / "full", [*sets, "data.lowres_size=32"]), check=True)
+    assert "no low-resolution phase" in res.stdout
+    log = [json.loads(x) for x in (tmp_path / "full" / "log.jsonl").read_text().splitlines()]
+    assert [r["image_side"] for r in log] == [32.0] * 4
     for bad, msg in [("model.positions=learned", "model.positions=sincos"),
-                     ("data.lowres_size=32", "is not below the image size"),
+                     ("data.lowres_size=null", "data.lowres_steps needs data.lowres_size"),
                      ("data.lowres_size=18", "not divisible by 4")]:
         res = run_cli(*_train_args("rf_dit_phantom", tmp_path / "bad", [*sets, bad]))
         assert res.returncode != 0 and msg in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr

@@ -51,7 +51,10 @@ class GeneratorDataConfig(StrictModel):
         "data.lowres_steps steps train on the images downsampled to it, at about a quarter of the cost per step "
         "for half the side; the model must accept both latent sizes (UNet; DiT/CrossFlow with model.positions=sincos)",
     )
-    lowres_steps: int = Field(0, ge=0, description="steps of the low-resolution phase (with data.lowres_size)")
+    lowres_steps: int = Field(
+        0, ge=0, description="steps of the low-resolution phase (0: none). A lowres_size at or above the cache's "
+        "image size skips the phase (a recipe run on a small cache), with a note",
+    )
 
 
 class GeneratorTask(Task):
@@ -66,6 +69,7 @@ class GeneratorTask(Task):
     def __init__(self, model_cfg: GeneratorConfig, data_cfg: GeneratorDataConfig) -> None:
         super().__init__(with_cache_image_size(model_cfg, data_cfg.cache), data_cfg)
         self._tokenizer = None
+        self._lowres = False  # set by _check_lowres: the low-resolution phase runs
 
     def _fill_latent(self) -> None:
         cfg = self.model_cfg
@@ -140,17 +144,21 @@ class GeneratorTask(Task):
         return model
 
     def _check_lowres(self, model: GeneratorBase) -> None:
-        """One-line errors for a low-resolution phase the model or data cannot run."""
+        """Decide whether the low-resolution phase runs; one-line errors for one the model or data
+        cannot run."""
         d, cfg = self.data_cfg, self.model_cfg
-        if not d.lowres_steps and d.lowres_size is None:
+        self._lowres = False
+        if not d.lowres_steps:
             return
-        if d.lowres_size is None or not d.lowres_steps:
-            raise UnicxrError("data.lowres_size and data.lowres_steps go together (a size and a number of steps > 0)")
+        if d.lowres_size is None:
+            raise UnicxrError("data.lowres_steps needs data.lowres_size (the image side of the low-resolution phase)")
         if d.lowres_size >= cfg.image_size:
-            raise UnicxrError(f"data.lowres_size: {d.lowres_size} is not below the image size {cfg.image_size}")
+            print(f"note: no low-resolution phase: data.lowres_size {d.lowres_size} is not below the image size "
+                  f"{cfg.image_size}; the whole run trains at full size")
+            return
         if d.latents is not None:
             raise UnicxrError("data.lowres_steps: the low-resolution phase encodes images; data.latents holds "
-                              "full-size latents only (unset one of them)")
+                              "full-size latents only (add --set data.lowres_steps=0 to train from them)")
         if getattr(cfg, "positions", "sincos") != "sincos":
             raise UnicxrError("data.lowres_size: set model.positions=sincos (a learned position table has one size)")
         side = model.autoencoder.latent_shape(d.lowres_size)[1] if model.has_ae else d.lowres_size
@@ -158,11 +166,12 @@ class GeneratorTask(Task):
         if side % div:
             raise UnicxrError(f"data.lowres_size: {d.lowres_size} px gives a {side}-wide latent, not divisible by {div} "
                               "(patch size / UNet levels)")
+        self._lowres = True
 
     def lowres_at(self, step: int) -> int | None:
         """Image side of training step ``step`` when it is in the low-resolution phase, else None."""
         d = self.data_cfg
-        return d.lowres_size if d.lowres_size is not None and step < d.lowres_steps else None
+        return d.lowres_size if self._lowres and step < d.lowres_steps else None
 
     def _dataset(self, split: str) -> Dataset:
         if self.data_cfg.latents is not None and split == self.data_cfg.train_split:

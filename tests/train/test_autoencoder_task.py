@@ -37,7 +37,8 @@ def test_recipe_trains_with_delayed_discriminator(recipe, tiny_phantom_cache, tm
 
     run = tmp_path / "run"
     assert main(_args(recipe, run, tiny_phantom_cache, ["train.max_steps=12", "train.ckpt_every=12",
-                                                         "train.lr=1e-3", "train.warmup_steps=0"])) == 0
+                                                         "train.lr=1e-3", "train.warmup_steps=0",
+                                                         "data.disc_start_frac=0.5"])) == 0
     log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in log)
     # disc_start_frac 0.5 of max_steps: no discriminator before step 6, both losses after

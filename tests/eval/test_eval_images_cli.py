@@ -185,3 +185,43 @@ def test_image_folder_set_findings_column_sizes_and_subset(tmp_path):
     )
     with pytest.raises(UnicxrError, match="Unicorn"):
         open_image_set(tmp_path / "f")
+
+
+class _Set:
+    """In-memory image set: images (N, 1, H, W), labels (N, 14), optional prompts."""
+
+    def __init__(self, images, labels, prompts=None):
+        self.images, self.labels, self.prompts = images, labels, prompts
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return {"image": self.images[i], "labels": torch.from_numpy(self.labels[i])}
+
+
+def test_diversity_has_a_real_baseline_with_the_same_positive_findings():
+    from unicxr.eval.image_eval import diversity_by_prompt
+
+    g = torch.Generator().manual_seed(0)
+    lab = np.full((8, 14), np.nan, np.float32)
+    lab[:4, FINDINGS.index("Cardiomegaly")] = 1
+    lab[4:, FINDINGS.index("Pneumothorax")] = 1
+    fake = _Set(torch.rand(8, 1, 48, 48, generator=g), lab, ["cardio"] * 4 + ["ptx"] * 4)
+    # real: 5 identical images with Cardiomegaly (and a negative, which does not change the positive set),
+    # 3 random ones with Pneumothorax, 2 normals at another size (resized to the fakes')
+    rl = np.zeros((10, 14), np.float32)
+    rl[:5, FINDINGS.index("Cardiomegaly")] = 1
+    rl[5:8, FINDINGS.index("Pneumothorax")] = 1
+    one = torch.rand(1, 1, 64, 64, generator=g)
+    rimg = torch.cat([one.expand(5, -1, -1, -1), torch.rand(5, 1, 64, 64, generator=g)])
+    res = diversity_by_prompt(fake, real=_Set(rimg, rl), progress=False)
+    per = {p["group"]: p for p in res["groups"]}
+    assert per["cardio"]["n_real_same_labels"] == 5 and per["cardio"]["real_ms_ssim"] == pytest.approx(1.0, abs=1e-5)
+    assert per["ptx"]["n_real_same_labels"] == 3 and per["ptx"]["real_ms_ssim"] < 0.5
+    assert res["n_groups_real"] == 2
+    assert res["real_ms_ssim"] == pytest.approx((per["cardio"]["real_ms_ssim"] + per["ptx"]["real_ms_ssim"]) / 2)
+    assert res["fake_ms_ssim_same_groups"] == pytest.approx(res["ms_ssim"])
+    # no real set: the fake-only figures are unchanged
+    alone = diversity_by_prompt(fake, progress=False)
+    assert alone["ms_ssim"] == res["ms_ssim"] and "real_ms_ssim" not in alone

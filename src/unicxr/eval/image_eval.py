@@ -39,12 +39,27 @@ def _groups(ds: Any) -> dict[str, list[int]]:
     return {k: v for k, v in out.items() if len(v) >= 2}
 
 
+def _positive_sets(labels: np.ndarray) -> list[frozenset[int]]:
+    """The set of positive findings (value 1) of each label row (B, 14)."""
+    return [frozenset(np.flatnonzero(np.asarray(row) == 1).tolist()) for row in labels]
+
+
 def diversity_by_prompt(
-    ds: Any, *, max_groups: int = 20, max_per_group: int = 16, seed: int = 0, progress: bool = True
+    ds: Any,
+    *,
+    real: Any | None = None,
+    max_groups: int = 20,
+    max_per_group: int = 16,
+    seed: int = 0,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Mean pairwise MS-SSIM within same-prompt groups of a fake set, averaged over groups.
 
     At most ``max_groups`` groups (seeded choice) and ``max_per_group`` images per group are used.
+    With ``real`` (an image set with labels) and prompted labels on the fakes, each group also gets the
+    same number of real images with the same positive findings (seeded choice) and their MS-SSIM: the
+    diversity the prompt's labels allow in real data (``real_ms_ssim``, over the groups with ≥ 2 such
+    real images).
     """
     from tqdm.auto import tqdm
 
@@ -55,21 +70,40 @@ def diversity_by_prompt(
     keys = sorted(groups)
     if len(keys) > max_groups:
         keys = [keys[i] for i in sorted(rng.choice(len(keys), max_groups, replace=False))]
+    use_real = real is not None and getattr(real, "labels", None) is not None and getattr(ds, "labels", None) is not None
+    real_sets = _positive_sets(real.labels) if use_real else []
     per: list[dict[str, Any]] = []
     for k in tqdm(keys, desc="MS-SSIM diversity", disable=not progress, leave=False):
         idx = groups[k]
         if len(idx) > max_per_group:
             idx = sorted(rng.choice(idx, max_per_group, replace=False).tolist())
         imgs = torch.stack([ds[i]["image"] for i in idx])
-        res = ms_ssim_diversity(imgs, max_pairs=None, seed=seed)
-        per.append({"group": k, **res})
-    return {
+        row = {"group": k, **ms_ssim_diversity(imgs, max_pairs=None, seed=seed)}
+        if use_real:
+            want = _positive_sets(ds.labels[idx[:1]])[0]
+            match = [j for j, sset in enumerate(real_sets) if sset == want]
+            row["n_real_same_labels"] = len(match)
+            if len(match) >= 2:
+                pick = sorted(rng.choice(match, min(len(idx), len(match)), replace=False).tolist())
+                rimgs = torch.stack([real[j]["image"] for j in pick])
+                if rimgs.shape[-2:] != imgs.shape[-2:]:
+                    rimgs = torch.nn.functional.interpolate(rimgs, size=imgs.shape[-2:], mode="bicubic",
+                                                            antialias=True, align_corners=False).clamp(0, 1)
+                row["real_ms_ssim"] = ms_ssim_diversity(rimgs, max_pairs=None, seed=seed)["ms_ssim"]
+        per.append(row)
+    out = {
         "ms_ssim": float(np.mean([p["ms_ssim"] for p in per])),
         "n_groups": len(per),
         "kernel_size": per[0]["kernel_size"],
         "levels": per[0]["levels"],
         "groups": per,
     }
+    if use_real:
+        both = [p for p in per if "real_ms_ssim" in p]
+        out["real_ms_ssim"] = float(np.mean([p["real_ms_ssim"] for p in both])) if both else None
+        out["fake_ms_ssim_same_groups"] = float(np.mean([p["ms_ssim"] for p in both])) if both else None
+        out["n_groups_real"] = len(both)
+    return out
 
 
 def evaluate_images(
@@ -137,7 +171,7 @@ def evaluate_images(
         )
         result["alignment"]["encoder"] = ext.name
     if diversity:
-        result["diversity"] = diversity_by_prompt(fake_ds, seed=seed, progress=progress)
+        result["diversity"] = diversity_by_prompt(fake_ds, real=real_ds, seed=seed, progress=progress)
     n_img = len(real_ds) + len(fake_ds)
     result["timing"] = {
         "features_s": (t_feat2 - t0),

@@ -144,6 +144,15 @@ def _rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
                 "–",
             )
         )
+        if div.get("real_ms_ssim") is not None:
+            rows.append(
+                (
+                    f"MS-SSIM among real images with the same positive findings ({div['n_groups_real']} groups; "
+                    "fakes of those groups)",
+                    f"{_fmt(div['real_ms_ssim'])} (fakes {_fmt(div['fake_ms_ssim_same_groups'])})",
+                    "–",
+                )
+            )
     al = result.get("alignment")
     if al and al["findings_scored"]:
         ma = al["macro"]

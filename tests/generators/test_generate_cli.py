@@ -150,6 +150,27 @@ def test_bench_generators_side_by_side(cache, tmp_path):
     assert fam["rf_dit_phantom"]["fd_ratio_to_baseline"] == 1.0
     assert "| crossflow_phantom |" in (out / "bench.md").read_text() and "FD ratio" in res.stdout
 
+    # guidance sweep on the two trained runs: same prompts and seeds per point, one curve per model
+    sweep = tmp_path / "sweep"
+    res = run_cli("bench", "guidance", "--model", out / "rf_dit_phantom" / "run", "--model",
+                  out / "crossflow_phantom" / "run", "--cache", cache / "c", "--features", f"own:{enc}",
+                  "--out", sweep, "--guidance", "1,3", "--max-prompts", "6", "--n-boot", "5", "--no-progress",
+                  check=True)
+    sw = json.loads((sweep / "sweep.json").read_text())
+    assert sw["n_prompts"] == 6 and sw["guidance"] == [1.0, 3.0]
+    for c in sw["models"].values():
+        assert [p["guidance"] for p in c["points"]] == [1.0, 3.0]
+        assert all(p["fd"] is not None and p["fd"] >= 0 and p["n_images"] == 6 for p in c["points"])
+        assert "alignment_macro_auroc" in c["points"][0]
+    g1 = sorted((sweep / "run" / "g1" / "images").glob("*.png"))
+    g3 = sorted((sweep / "run" / "g3" / "images").glob("*.png"))
+    assert len(g1) == len(g3) == 6 and any(a.read_bytes() != b.read_bytes() for a, b in zip(g1, g3, strict=True))
+    assert set(sw["models"]) == {"run", "run_2"}  # two run folders of the same name stay apart
+    assert (sweep / "pareto.png").stat().st_size > 1000 and "| run_2 | 3 |" in res.stdout
+    bad = run_cli("bench", "guidance", "--model", out / "rf_dit_phantom" / "run", "--cache", cache / "c",
+                  "--features", f"own:{enc}", "--out", tmp_path / "bad", "--guidance", "1,x")
+    assert bad.returncode != 0 and "--guidance" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
 
 def test_low_resolution_phase_in_one_run(cache, tmp_path):
     """data.lowres_size/lowres_steps: the first steps train on images at half the side, the rest at the

@@ -37,6 +37,35 @@ def generators_command(
     typer.echo(render_table(res))
 
 
+@bench_app.command("guidance")
+def guidance_command(
+    model: list[Path] = typer.Option(..., "--model", help="Trained generator run or model dir (repeatable: one curve each)."),
+    cache: Path = typer.Option(..., "--cache", help="Image cache: prompts and real images come from its split."),
+    features: str = typer.Option(..., "--features", help="Feature space for FD/alignment, e.g. own:RUN."),
+    out: Path = typer.Option(..., "--out", "-o", help="Sweep folder (images, sweep.json, sweep.md, pareto.png)."),
+    guidance: str = typer.Option("1,1.5,2,3,4,6,8", "--guidance", help="Comma-separated guidance scales."),
+    split: str = typer.Option("test", "--split", help="Prompts and real images: this split of the cache."),
+    max_prompts: int = typer.Option(128, "--max-prompts", min=1, help="The first N reports of the split."),
+    steps: int = typer.Option(None, "--steps", min=1, help="Sampling steps (default: each model's own)."),
+    sampler: str = typer.Option(None, "--sampler", help="Sampler (default: each model's own)."),
+    n_boot: int = typer.Option(200, "--n-boot", min=0),
+    seed: int = typer.Option(0, "--seed", min=0),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Sweep the classifier-free guidance scale of trained generators on the same prompts and seeds:
+    FD (with CIs) against alignment AUROC per scale, as a table and a Pareto plot per model."""
+    from unicxr.bench.guidance import render_sweep, run_sweep
+    from unicxr.utils.errors import UnicxrError
+
+    try:
+        scales = tuple(float(g) for g in guidance.split(",") if g.strip())
+    except ValueError:
+        raise UnicxrError(f"--guidance {guidance!r}: expected comma-separated numbers, e.g. 1,2,4") from None
+    res = run_sweep(list(model), cache, features, out, guidances=scales, split=split, max_prompts=max_prompts,
+                    steps=steps, sampler=sampler, n_boot=n_boot, seed=seed, progress=progress)
+    typer.echo(render_sweep(res))
+
+
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> list[str]:
     app.add_typer(bench_app, name="bench")
     return []

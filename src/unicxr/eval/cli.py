@@ -395,6 +395,36 @@ def recon_command(
     typer.echo(f"wrote {out / 'metrics.json'}, {out / 'report.md'}, {out / 'report.html'}", err=True)
 
 
+def laterality_command(
+    real: Path = typer.Option(..., "--real", help="Real images with reports (cache or folder) with the two splits."),
+    encoder: str = typer.Option(..., "--encoder", help="Evaluation encoder: a cxr_classifier run (own:RUN also accepted)."),
+    fake: Path = typer.Option(None, "--fake", help="Generated images (folder with metadata.csv: prompt or report)."),
+    out: Path = typer.Option(Path("eval_laterality"), "--out", "-o", help="Output folder (laterality.json, laterality.md)."),
+    findings: str = typer.Option("Pleural Effusion,Pneumothorax", "--findings", help="Comma-separated findings."),
+    fit_split: str = typer.Option("train", "--fit-split", help="Real split the side probe is fitted on."),
+    split: str = typer.Option("test", "--split", help="Real split the probe is measured on (its ceiling)."),
+    max_fit: int = typer.Option(4000, "--max-fit", min=10, help="At most this many one-sided real images to fit on."),
+    n_boot: int = typer.Option(200, "--n-boot", min=0, help="Bootstrap replicates for the CIs."),
+    seed: int = typer.Option(0, "--seed", min=0),
+    num_threads: int = typer.Option(None, "--num-threads", min=1, help="torch intra-op threads."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Left/right: does each image show the finding on the side its report or prompt says? A side
+    probe on the evaluation encoder's feature map, fitted on real training images, is measured on the
+    real test split (its ceiling) and applied to the fakes."""
+    import torch
+
+    from unicxr.eval.laterality import evaluate_laterality, render_laterality
+
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    names = tuple(f.strip() for f in findings.split(",") if f.strip())
+    res = evaluate_laterality(real, fake, encoder, findings=names, fit_split=fit_split, split=split,
+                              max_fit=max_fit, n_boot=n_boot, seed=seed, out=out, progress=progress)
+    typer.echo(render_laterality(res))
+    typer.echo(f"wrote {out / 'laterality.json'}, {out / 'laterality.md'}", err=True)
+
+
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> set[str]:
     """Add ``eval images``, ``eval reports``, ``eval classifier`` and ``eval sanity`` to the ``eval`` group."""
     groups["eval"].command("images")(images_command)
@@ -402,6 +432,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> set[str]:
     groups["eval"].command("classifier")(classifier_command)
     groups["eval"].command("sanity")(sanity_command)
     groups["eval"].command("recon")(recon_command)
+    groups["eval"].command("laterality")(laterality_command)
     from unicxr.eval.realism_cli import realism_command
 
     groups["eval"].command("realism")(realism_command)

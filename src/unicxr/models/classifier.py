@@ -121,6 +121,20 @@ class CXRClassifier(ModelMixin):
         """Penultimate features (B, D) of images (B, 1, H, W) in [0, 1]."""
         return self.trunk(self.prepare(x))
 
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The trunk's last feature map (B, D, h, w) before global pooling, for images (B, 1, H, W)
+        in [0, 1]: where in the image a feature fires (e.g. which hemithorax)."""
+        h = self.prepare(x)
+        t = self.trunk
+        if self.config.arch == "densenet":
+            return t.class_layers.relu(t.features(h))
+        h = t.act(t.bn1(t.conv1(h)))
+        if not t.no_max_pool:
+            h = t.maxpool(h)
+        for layer in (t.layer1, t.layer2, t.layer3, t.layer4):
+            h = layer(h)
+        return h
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, num_classes) of images (B, 1, H, W) in [0, 1]."""
         return self.head(self.drop(self.features(x)))

@@ -121,19 +121,27 @@ class CXRClassifier(ModelMixin):
         """Penultimate features (B, D) of images (B, 1, H, W) in [0, 1]."""
         return self.trunk(self.prepare(x))
 
-    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        """The trunk's last feature map (B, D, h, w) before global pooling, for images (B, 1, H, W)
-        in [0, 1]: where in the image a feature fires (e.g. which hemithorax)."""
+    def stage_maps(self, x: torch.Tensor, stages: int | None = None) -> list[torch.Tensor]:
+        """Feature maps (B, D_i, h_i, w_i) of images (B, 1, H, W) in [0, 1]: a ResNet trunk's
+        ``layer1``.. outputs (the first ``stages`` of them; all four by default), a DenseNet's final
+        map only. The last map of a full pass, averaged over space, is :meth:`features`."""
         h = self.prepare(x)
         t = self.trunk
         if self.config.arch == "densenet":
-            return t.class_layers.relu(t.features(h))
+            return [t.class_layers.relu(t.features(h))]
         h = t.act(t.bn1(t.conv1(h)))
         if not t.no_max_pool:
             h = t.maxpool(h)
-        for layer in (t.layer1, t.layer2, t.layer3, t.layer4):
+        out = []
+        for layer in (t.layer1, t.layer2, t.layer3, t.layer4)[: stages or 4]:
             h = layer(h)
-        return h
+            out.append(h)
+        return out
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The trunk's last feature map (B, D, h, w) before global pooling: where in the image a
+        feature fires (e.g. which hemithorax)."""
+        return self.stage_maps(x)[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, num_classes) of images (B, 1, H, W) in [0, 1]."""

@@ -107,18 +107,9 @@ class FeaturePerceptualLoss(torch.nn.Module):
         return self
 
     def _maps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        trunk = self.net.trunk
-        if not hasattr(trunk, "layer1"):
+        if not hasattr(self.net.trunk, "layer1"):
             return [self.net.features(x)[:, :, None, None]]
-        h = self.net.prepare(x)
-        h = trunk.act(trunk.bn1(trunk.conv1(h)))
-        if not getattr(trunk, "no_max_pool", False):
-            h = trunk.maxpool(h)
-        out = []
-        for name in ("layer1", "layer2", "layer3"):
-            h = getattr(trunk, name)(h)
-            out.append(h)
-        return out
+        return self.net.stage_maps(x, stages=3)
 
     def forward(self, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         a = self._maps(recon.float())

@@ -3,7 +3,7 @@
 Generator loss (optimizer ``main``)::
 
     l1 · |x - x̂|  +  kl · KL(q(z|x) || N(0, I))  (or the VQ commitment loss)
-    + spectral · JukeboxLoss(x̂, x)  +  perceptual · d_feat(x̂, x)  +  adv · LSGAN(D(x̂), real)
+    + spectral · JukeboxLoss(x̂, x)  +  ssim · (1 - SSIM(x̂, x))  +  perceptual · d_feat(x̂, x)  +  adv · LSGAN(D(x̂), real)
 
 The discriminator (optimizer ``disc``, a MONAI ``PatchDiscriminator`` built by :meth:`build_modules`,
 checkpointed but not saved with the model) starts at ``data.disc_start`` (default: ``disc_start_frac``
@@ -61,6 +61,10 @@ class AutoencoderDataConfig(StrictModel):
     kl_weight: float = Field(1e-6, ge=0.0, description="KL only: weight of the KL term")
     vq_weight: float = Field(1.0, ge=0.0, description="VQ only: weight of the commitment loss")
     spectral_weight: float = Field(0.0, ge=0.0, description="weight of MONAI JukeboxLoss (FFT amplitudes)")
+    ssim_weight: float = Field(
+        0.0, ge=0.0, description="weight of MONAI SSIMLoss (1 - SSIM, 11 px Gaussian window): local structure such as thin "
+        "lines, which L1 alone trades for mean brightness"
+    )
     perceptual: PerceptualConfig = Field(default_factory=PerceptualConfig)
     adv_weight: float = Field(0.01, ge=0.0, description="weight of the generator's adversarial term")
     disc_start: int | None = Field(
@@ -137,6 +141,7 @@ class AutoencoderTask(Task):
         self._train_ds: Dataset | None = None
         self._perceptual: FeaturePerceptualLoss | None = None
         self._spectral: torch.nn.Module | None = None
+        self._ssim: torch.nn.Module | None = None
         self._adv: torch.nn.Module | None = None
         d = data_cfg
         self._disc_start = d.disc_start if d.disc_start is not None else 0  # set from max_steps below
@@ -190,6 +195,10 @@ class AutoencoderTask(Task):
 
             self._adv = PatchAdversarialLoss(criterion="least_squares")
             self._spectral = JukeboxLoss(spatial_dims=self.model_cfg.spatial_dims)
+        if self.data_cfg.ssim_weight > 0 and self._ssim is None:
+            from monai.losses import SSIMLoss
+
+            self._ssim = SSIMLoss(spatial_dims=self.model_cfg.spatial_dims, data_range=1.0)
         spec = self.data_cfg.perceptual.features
         if spec and self.data_cfg.perceptual.weight > 0 and self._perceptual is None:
             self._perceptual = FeaturePerceptualLoss(load_perceptual_network(spec)).to(device)
@@ -219,6 +228,10 @@ class AutoencoderTask(Task):
                 spec = self._spectral(recon.float(), x.float())
                 loss = loss + cfg.spectral_weight * spec
                 extras["spectral"] = float(spec.detach())
+            if self._ssim is not None:
+                ssim = self._ssim(recon.float(), x.float())
+                loss = loss + cfg.ssim_weight * ssim
+                extras["ssim_loss"] = float(ssim.detach())
             if self._perceptual is not None:
                 per = self._perceptual(recon, x)
                 loss = loss + cfg.perceptual.weight * per

@@ -40,7 +40,8 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 class PatchEmbed(nn.Module):
     """Latent (B, C, H, W) → patch tokens (B, N, D) + positions: ``learned`` (a table for the
     ``size``² grid) or ``sincos`` (2D sinusoidal, computed for whatever grid comes in, so the
-    resolution may change between training stages)."""
+    resolution may change between training stages). A ``sincos`` grid other than the ``size`` one
+    (a low-resolution phase) gets the positions of the same places on the ``size`` grid."""
 
     def __init__(
         self, channels: int, size: int, patch: int, dim: int, positions: Literal["learned", "sincos"] = "learned"
@@ -48,6 +49,7 @@ class PatchEmbed(nn.Module):
         super().__init__()
         self.patch = patch
         self.dim = dim
+        self.grid = size // patch
         self.proj = nn.Linear(channels * patch * patch, dim)
         self.pos = nn.Parameter(torch.randn(1, (size // patch) ** 2, dim) * 0.02) if positions == "learned" else None
 
@@ -55,7 +57,8 @@ class PatchEmbed(nn.Module):
         h = self.proj(patchify(x, self.patch))
         if self.pos is not None:
             return h + self.pos
-        grid = sinusoidal_positions_2d(x.shape[-2] // self.patch, x.shape[-1] // self.patch, self.dim)
+        grid = sinusoidal_positions_2d(x.shape[-2] // self.patch, x.shape[-1] // self.patch, self.dim,
+                                       ref=(self.grid, self.grid))
         return h + grid.to(device=h.device, dtype=h.dtype)
 
 

@@ -121,9 +121,13 @@ def prefix_lm_mask(prefix: int, total: int, device: torch.device | None = None) 
     return m
 
 
-def sinusoidal_positions(n: int, dim: int, base: float = 10000.0) -> torch.Tensor:
-    """Fixed sin/cos position table (n, dim)."""
+def sinusoidal_positions(n: int, dim: int, base: float = 10000.0, scale: float = 1.0) -> torch.Tensor:
+    """Fixed sin/cos position table (n, dim). With ``scale`` ≠ 1 position ``i`` is the centre of cell
+    ``i`` on a grid ``scale`` times finer, ``(i + 0.5) · scale − 0.5`` (a coarser grid over the same
+    extent keeps its positions)."""
     pos = torch.arange(n, dtype=torch.float32)[:, None]
+    if scale != 1.0:
+        pos = (pos + 0.5) * scale - 0.5
     half = dim // 2
     freq = torch.exp(-math.log(base) * torch.arange(half, dtype=torch.float32) / max(half, 1))
     ang = pos * freq[None]
@@ -133,13 +137,18 @@ def sinusoidal_positions(n: int, dim: int, base: float = 10000.0) -> torch.Tenso
     return out
 
 
-def sinusoidal_positions_2d(h: int, w: int, dim: int, base: float = 10000.0) -> torch.Tensor:
+def sinusoidal_positions_2d(
+    h: int, w: int, dim: int, base: float = 10000.0, ref: tuple[int, int] | None = None
+) -> torch.Tensor:
     """Fixed 2D sin/cos table (h·w, dim) for a row-major h×w grid: the first half of the channels
     encodes the row, the second half the column. Computed for any grid, so a model using it can
-    change resolution without a position table to resize."""
+    change resolution without a position table to resize. With ``ref`` (the grid the model is built
+    for) an h×w grid of another size gets the positions of the same places on the ``ref`` grid, so a
+    patch keeps its position code when the image is trained or sampled at another resolution."""
     half = dim // 2
-    rows = sinusoidal_positions(h, half, base)  # (h, half)
-    cols = sinusoidal_positions(w, dim - half, base)  # (w, dim - half)
+    sh, sw = (1.0, 1.0) if ref is None else (ref[0] / h, ref[1] / w)
+    rows = sinusoidal_positions(h, half, base, sh)  # (h, half)
+    cols = sinusoidal_positions(w, dim - half, base, sw)  # (w, dim - half)
     return torch.cat([rows[:, None, :].expand(h, w, half), cols[None, :, :].expand(h, w, dim - half)], dim=-1).reshape(
         h * w, dim
     )

@@ -186,6 +186,11 @@ def test_low_resolution_phase_in_one_run(cache, tmp_path):
     assert all(r["loss"] == r["loss"] for r in log)
     cfg = json.loads((run / "model" / "config.json").read_text())["config"]
     assert cfg["latent_size"] == 32 and cfg["positions"] == "sincos"
+    # a run shortened below the low-res phase (a recipe with --set train.max_steps=N) keeps a full-size half
+    res = run_cli(*_train_args("rf_dit_phantom", tmp_path / "short", [*sets, "data.lowres_steps=10"]), check=True)
+    assert "the low-resolution phase takes the first 2 steps" in res.stdout
+    log = [json.loads(x) for x in (tmp_path / "short" / "log.jsonl").read_text().splitlines()]
+    assert [r["image_side"] for r in log] == [16.0, 16.0, 32.0, 32.0]
     # a recipe's low-res side at or above a small cache's size: no low-res phase, said once
     res = run_cli(*_train_args("rf_dit_phantom", tmp_path / "full", [*sets, "data.lowres_size=32"]), check=True)
     assert "no low-resolution phase" in res.stdout

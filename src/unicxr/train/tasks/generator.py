@@ -26,7 +26,7 @@ from unicxr.models.crossflow import CrossFlow, CrossFlowConfig
 from unicxr.models.generator_base import GeneratorBase, GeneratorConfig
 from unicxr.models.latent_dit import LatentDiT, LatentDiTConfig
 from unicxr.models.ldm_unet import LDMUNet, LDMUNetConfig
-from unicxr.train.tasks import Media, Task, register_task, with_cache_image_size
+from unicxr.train.tasks import Media, OptimizerSpec, Task, register_task, with_cache_image_size
 from unicxr.utils.errors import UnicxrError
 
 __all__ = ["GeneratorDataConfig", "GeneratorTask", "LDMUNetTask", "LatentDiTTask", "CrossFlowTask"]
@@ -70,6 +70,7 @@ class GeneratorTask(Task):
         super().__init__(with_cache_image_size(model_cfg, data_cfg.cache), data_cfg)
         self._tokenizer = None
         self._lowres = False  # set by _check_lowres: the low-resolution phase runs
+        self._lowres_end = 0  # its last step + 1 (a shortened run keeps a full-size half)
 
     def _fill_latent(self) -> None:
         cfg = self.model_cfg
@@ -167,11 +168,20 @@ class GeneratorTask(Task):
             raise UnicxrError(f"data.lowres_size: {d.lowres_size} px gives a {side}-wide latent, not divisible by {div} "
                               "(patch size / UNet levels)")
         self._lowres = True
+        self._lowres_end = d.lowres_steps
+
+    def configure_optimizers(self, modules: dict[str, torch.nn.Module], cfg: Any) -> list[OptimizerSpec]:
+        d = self.data_cfg
+        if self._lowres and d.lowres_steps >= cfg.max_steps:
+            self._lowres_end = cfg.max_steps // 2
+            print(f"note: data.lowres_steps {d.lowres_steps} >= train.max_steps {cfg.max_steps}: the low-resolution "
+                  f"phase takes the first {self._lowres_end} steps, so the run still ends at full size")
+        return super().configure_optimizers(modules, cfg)
 
     def lowres_at(self, step: int) -> int | None:
         """Image side of training step ``step`` when it is in the low-resolution phase, else None."""
         d = self.data_cfg
-        return d.lowres_size if self._lowres and step < d.lowres_steps else None
+        return d.lowres_size if self._lowres and step < self._lowres_end else None
 
     def _dataset(self, split: str) -> Dataset:
         if self.data_cfg.latents is not None and split == self.data_cfg.train_split:

@@ -12,7 +12,6 @@ better alignment; the curve shows where a model trades one for the other.
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -121,14 +120,10 @@ def render_sweep(result: dict[str, Any]) -> str:
 
 def plot_sweep(result: dict[str, Any], path: str | Path) -> Path:
     """FD (x) against alignment macro AUROC (y), one line per model, points labelled by guidance."""
-    import matplotlib
+    from unicxr.eval.image_report import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from unicxr.utils.io import atomic_write_bytes
-
-    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=110)
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
     for name, c in result["models"].items():
         pts = [p for p in c["points"] if p["fd"] is not None and p["alignment_macro_auroc"] is not None]
         if not pts:
@@ -144,10 +139,4 @@ def plot_sweep(result: dict[str, Any], path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     if result["models"]:
         ax.legend(fontsize=8)
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    path = Path(path)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return save_figure(fig, Path(path))

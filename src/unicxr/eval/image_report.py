@@ -10,10 +10,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["plot_pca", "plot_per_finding_fd", "plot_alignment", "render_markdown", "render_html"]
+__all__ = ["pyplot", "save_figure", "plot_pca", "plot_per_finding_fd", "plot_alignment", "render_markdown",
+           "render_html"]
 
 
-def _plt():
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -22,15 +24,16 @@ def _plt():
     return plt
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save_figure(fig: Any, path: Path, dpi: int = 110) -> Path:
+    """Write ``fig`` to ``path`` as PNG (tight bounding box) atomically and close it."""
     import io
 
     from unicxr.utils.io import atomic_write_bytes
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     atomic_write_bytes(path, buf.getvalue())
-    _plt().close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -38,7 +41,7 @@ def plot_pca(
     real: np.ndarray, fake: np.ndarray, path: Path, *, title: str = "", seed: int = 0, max_points: int = 2000
 ) -> Path:
     """Scatter of real (N, D) and fake (M, D) features on the first two principal components of both."""
-    plt = _plt()
+    plt = pyplot()
     rng = np.random.default_rng(seed)
     r = real[rng.choice(len(real), min(len(real), max_points), replace=False)].astype(np.float64)
     f = fake[rng.choice(len(fake), min(len(fake), max_points), replace=False)].astype(np.float64)
@@ -54,7 +57,7 @@ def plot_pca(
     ax.set_ylabel(f"PC2 ({100 * var[1]:.1f}%)" if len(var) > 1 else "PC2")
     ax.set_title(title or "features: PCA of real vs fake", fontsize=9)
     ax.legend(fontsize=8, markerscale=2)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_per_finding_fd(
@@ -64,7 +67,7 @@ def plot_per_finding_fd(
     rows = [(k, v) for k, v in per_finding.items() if "fd" in v]
     if not rows:
         return None
-    plt = _plt()
+    plt = pyplot()
     vals = np.array([v["fd"] for _, v in rows])
     lo = np.array([v.get("ci_low", v["fd"]) for _, v in rows])
     hi = np.array([v.get("ci_high", v["fd"]) for _, v in rows])
@@ -75,7 +78,7 @@ def plot_per_finding_fd(
     ax.invert_yaxis()
     ax.set_xlabel("FD among images positive for the finding (real n / fake n)")
     ax.set_title(title or "per-finding FD", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_alignment(alignment: dict[str, Any], path: Path) -> Path | None:
@@ -83,7 +86,7 @@ def plot_alignment(alignment: dict[str, Any], path: Path) -> Path | None:
     rows = [(k, v) for k, v in alignment["per_finding"].items() if "skipped" not in v]
     if not rows:
         return None
-    plt = _plt()
+    plt = pyplot()
     y = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(6.0, 0.35 * len(rows) + 1.2))
     ax.barh(
@@ -97,7 +100,7 @@ def plot_alignment(alignment: dict[str, Any], path: Path) -> Path | None:
     ax.set_xlabel("AUROC of the evaluation encoder")
     ax.legend(fontsize=8, loc="lower left")
     ax.set_title("prompt alignment", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _fmt(x: Any, digits: int = 4) -> str:

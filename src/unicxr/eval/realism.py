@@ -210,21 +210,12 @@ def compare(real: dict[str, np.ndarray], fake: dict[str, np.ndarray], tolerance:
 
 def _plots(real: dict[str, np.ndarray], fake: dict[str, np.ndarray], cmp: dict[str, Any], hist_r: np.ndarray,
            hist_f: np.ndarray, out: Path) -> dict[str, Path]:
-    import io
+    from unicxr.eval.image_report import pyplot, save_figure
 
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    from unicxr.utils.io import atomic_write_bytes
+    plt = pyplot()
 
     def save(fig: Any, name: str) -> Path:
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-        plt.close(fig)
-        atomic_write_bytes(out / name, buf.getvalue())
-        return out / name
+        return save_figure(fig, out / name, dpi=90)
 
     paths: dict[str, Path] = {}
     fig, ax = plt.subplots(figsize=(6, 3))

@@ -29,12 +29,12 @@ def report_side(text: str, finding: str) -> str:
 
 def report_sides(texts: list[str], finding: str) -> list[str]:
     """:func:`report_side` of many reports (one labeler for all)."""
-    from unicxr.text.labeler import RuleLabeler
+    from unicxr.text.labeler import _default
     from unicxr.text.negation import find_cues, normalize
 
     if finding not in FINDINGS:
         raise ValueError(f"unknown finding {finding!r}")
-    labeler = RuleLabeler()
+    labeler = _default()  # the shared default labeler (its patterns compiled once per process)
     out = []
     for text in texts:
         t = normalize((text or "")[: labeler.max_chars])

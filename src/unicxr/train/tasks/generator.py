@@ -69,8 +69,7 @@ class GeneratorTask(Task):
     def __init__(self, model_cfg: GeneratorConfig, data_cfg: GeneratorDataConfig) -> None:
         super().__init__(with_cache_image_size(model_cfg, data_cfg.cache), data_cfg)
         self._tokenizer = None
-        self._lowres = False  # set by _check_lowres: the low-resolution phase runs
-        self._lowres_end = 0  # its last step + 1 (a shortened run keeps a full-size half)
+        self._lowres_end = 0  # set by _check_lowres: last low-resolution step + 1 (0: no such phase)
 
     def _fill_latent(self) -> None:
         cfg = self.model_cfg
@@ -148,7 +147,7 @@ class GeneratorTask(Task):
         """Decide whether the low-resolution phase runs; one-line errors for one the model or data
         cannot run."""
         d, cfg = self.data_cfg, self.model_cfg
-        self._lowres = False
+        self._lowres_end = 0
         if not d.lowres_steps:
             return
         if d.lowres_size is None:
@@ -167,12 +166,11 @@ class GeneratorTask(Task):
         if side % div:
             raise UnicxrError(f"data.lowres_size: {d.lowres_size} px gives a {side}-wide latent, not divisible by {div} "
                               "(patch size / UNet levels)")
-        self._lowres = True
         self._lowres_end = d.lowres_steps
 
     def configure_optimizers(self, modules: dict[str, torch.nn.Module], cfg: Any) -> list[OptimizerSpec]:
         d = self.data_cfg
-        if self._lowres and d.lowres_steps >= cfg.max_steps:
+        if self._lowres_end and d.lowres_steps >= cfg.max_steps:
             self._lowres_end = cfg.max_steps // 2
             print(f"note: data.lowres_steps {d.lowres_steps} >= train.max_steps {cfg.max_steps}: the low-resolution "
                   f"phase takes the first {self._lowres_end} steps, so the run still ends at full size")
@@ -180,8 +178,7 @@ class GeneratorTask(Task):
 
     def lowres_at(self, step: int) -> int | None:
         """Image side of training step ``step`` when it is in the low-resolution phase, else None."""
-        d = self.data_cfg
-        return d.lowres_size if self._lowres and step < self._lowres_end else None
+        return self.data_cfg.lowres_size if step < self._lowres_end else None
 
     def _dataset(self, split: str) -> Dataset:
         if self.data_cfg.latents is not None and split == self.data_cfg.train_split:

@@ -100,6 +100,47 @@ def test_padding_shared_by_the_batch_is_trimmed_only_where_attention_masks_it(to
         # the MONAI UNet cannot mask keys: its zeroed padding keeps the full width
 
 
+def test_text_resampler_gives_the_unet_a_fixed_width_condition_free_of_padding(tok):
+    """With ``condition.text_queries`` the LDM-UNet's report tokens are N learned queries that read the
+    report through masked attention: no padding reaches MONAI's unmasked cross-attention, the width
+    does not follow the batch, and an item's condition does not depend on the rest of its batch."""
+    cond = _cond(tok).model_copy(update={"text_queries": 4})
+    torch.manual_seed(0)
+    cfg = LDMUNetConfig(image_size=16, latent_channels=1, latent_size=16, condition=cond, channels=(8, 16),
+                        attention_levels=(False, True), num_head_channels=8, norm_num_groups=4,
+                        schedule={"num_train_timesteps": 100})
+    model = _perturb(LDMUNet(cfg, components={"tokenizer": tok})).eval()
+    assert model.trims_padding
+    lab = _labels(2)
+    alone = model.encode_condition(model.condition_batch(lab[:1], REPORTS[:1]), None)
+    pair = model.encode_condition(model.condition_batch(lab, [REPORTS[0], " ".join(REPORTS * 2)]), None)
+    assert alone[0].shape == (1, 14 + 4, 16) and pair[0].shape == (2, 14 + 4, 16)
+    assert bool(pair[1].all())
+    torch.testing.assert_close(pair[0][:1], alone[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(pair[2][:1], alone[2], atol=1e-5, rtol=1e-5)
+    # a dropped (null) report is the null token at every query, and the report no longer matters
+    drop = torch.tensor([True, True])
+    nulls = model.encode_condition(model.condition_batch(lab, REPORTS[:2]), drop)[0]
+    torch.testing.assert_close(nulls[0], nulls[1])
+
+
+def test_ldm_unet_global_condition_reaches_every_resblock(tok):
+    """The pooled condition enters the UNet through MONAI's class-embedding slot (added to the timestep
+    embedding); zero-initialised, it starts neutral, and once trained it changes the output."""
+    model = _make("ldm_unet", tok).eval()
+    assert isinstance(model.unet.class_embedding, torch.nn.Linear)
+    x, t = torch.randn(2, 1, 16, 16), torch.tensor([10, 50])
+    tokens, mask, pooled = model.encode_condition(model.condition_batch(_labels(2), REPORTS[:2]), None)
+    with torch.no_grad():
+        a = model.net(x, t, tokens, mask, pooled)
+        b = model.net(x, t, tokens, mask, pooled + 1.0)
+    assert not torch.allclose(a, b)
+    fresh = LDMUNet(model.config, components={"tokenizer": tok})
+    assert not fresh.unet.class_embedding.weight.detach().any()
+    off = LDMUNet(model.config.model_copy(update={"global_condition": False}), components={"tokenizer": tok})
+    assert off.unet.num_class_embeds is None
+
+
 def test_parse_findings_prompt():
     lab, lat = parse_findings_prompt("Cardiomegaly, left Pleural Effusion, no Pneumothorax, possible Edema")
     assert lab[FINDINGS.index("Cardiomegaly")] == 1 and lab[FINDINGS.index("Pneumothorax")] == 0

@@ -77,20 +77,24 @@ def test_perceptual_term_from_evaluation_encoder(tiny_phantom_cache, tmp_path):
     assert not any(k.startswith("trunk") for k in load_file(str(run / "model" / "model.safetensors")))
 
 
-def test_ssim_term(tiny_phantom_cache, tmp_path):
-    """data.ssim_weight adds MONAI's 1 - SSIM to the loss: logged, in (0, 1], and part of the total."""
+@pytest.mark.parametrize("term", ["ssim", "ms_ssim"])
+def test_structural_similarity_terms(term, tiny_phantom_cache, tmp_path):
+    """data.ssim_weight (MONAI's SSIMLoss) and data.ms_ssim_weight (1 - the MS-SSIM `eval recon`
+    scores) add their term to the loss: logged, in (0, 1], and exactly part of the total."""
     from unicxr.cli import main
 
     runs = {}
     for w in (0.0, 0.5):
         run = tmp_path / f"run{w}"
         assert main(_args("ae_kl_phantom", run, tiny_phantom_cache, [
-            "train.max_steps=1", "train.ckpt_every=1", f"data.ssim_weight={w}"])) == 0
+            "train.max_steps=1", "train.ckpt_every=1", "data.ssim_weight=0", "data.ms_ssim_weight=0",
+            f"data.{term}_weight={w}"])) == 0
         runs[w] = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()][0]
-    assert "ssim_loss" not in runs[0.0] and 0 < runs[0.5]["ssim_loss"] <= 1
+    key = f"{term}_loss"
+    assert key not in runs[0.0] and 0 < runs[0.5][key] <= 1
     # same seed, same first batch and weights: the totals differ by exactly the weighted term
     assert runs[0.5]["l1"] == runs[0.0]["l1"]
-    assert runs[0.5]["loss"] == pytest.approx(runs[0.0]["loss"] + 0.5 * runs[0.5]["ssim_loss"], rel=1e-5)
+    assert runs[0.5]["loss"] == pytest.approx(runs[0.0]["loss"] + 0.5 * runs[0.5][key], rel=1e-5)
 
 
 @pytest.mark.slow

@@ -57,6 +57,7 @@ __all__ = [
     "KIDResult",
     "mmd",
     "prdc",
+    "ms_ssim",
     "ms_ssim_params",
     "ms_ssim_diversity",
     "percentile_ci",
@@ -439,6 +440,17 @@ def ms_ssim_params(size: int) -> dict[str, Any]:
     raise AssertionError("unreachable")
 
 
+def ms_ssim(a: Any, b: Any) -> Any:
+    """Per-image MS-SSIM (B,) of two image batches (B, C, H, W) in [0, 1], through MONAI's
+    ``compute_ms_ssim`` with the kernel and levels of :func:`ms_ssim_params`; differentiable, so it also
+    serves as a training loss (1 − MS-SSIM)."""
+    from monai.metrics.regression import compute_ms_ssim
+
+    p = ms_ssim_params(min(a.shape[-2:]))
+    return compute_ms_ssim(a.float(), b.float(), spatial_dims=2, data_range=1.0, kernel_size=p["kernel_size"],
+                           kernel_sigma=p["kernel_sigma"], weights=p["weights"]).reshape(-1)
+
+
 def ms_ssim_diversity(
     images: Any, *, max_pairs: int | None = 200, seed: int = 0, batch_size: int = 32
 ) -> dict[str, Any]:
@@ -448,7 +460,6 @@ def ms_ssim_diversity(
     ``max_pairs`` (then a seeded random subset of pairs). Uses MONAI's ``compute_ms_ssim``.
     """
     import torch
-    from monai.metrics.regression import compute_ms_ssim
 
     x = torch.as_tensor(images, dtype=torch.float32)
     if x.ndim != 4:
@@ -465,16 +476,7 @@ def ms_ssim_diversity(
     with torch.no_grad():
         for s in range(0, len(pairs), batch_size):
             p = torch.from_numpy(pairs[s : s + batch_size])
-            v = compute_ms_ssim(
-                x[p[:, 0]],
-                x[p[:, 1]],
-                spatial_dims=2,
-                data_range=1.0,
-                kernel_size=params["kernel_size"],
-                kernel_sigma=params["kernel_sigma"],
-                weights=params["weights"],
-            )
-            vals.append(v.reshape(-1).double().numpy())
+            vals.append(ms_ssim(x[p[:, 0]], x[p[:, 1]]).double().numpy())
     allv = np.concatenate(vals)
     return {
         "ms_ssim": float(allv.mean()),

@@ -34,19 +34,17 @@ def bicubic_baseline(x: torch.Tensor, side: int) -> torch.Tensor:
 
 def image_scores(recon: torch.Tensor, x: torch.Tensor) -> dict[str, np.ndarray]:
     """Per-image PSNR (dB), SSIM and MS-SSIM of reconstructions vs originals, both (B, 1, H, W) in [0, 1]."""
-    from monai.metrics.regression import compute_ms_ssim, compute_ssim_and_cs
+    from monai.metrics.regression import compute_ssim_and_cs
 
-    from unicxr.eval.image_metrics import ms_ssim_params
+    from unicxr.eval.image_metrics import ms_ssim
 
     recon, x = recon.float(), x.float()
     mse = (recon - x).pow(2).flatten(1).mean(1)
     psnr = 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
     ssim, _ = compute_ssim_and_cs(recon, x, spatial_dims=2, kernel_size=(11, 11), kernel_sigma=(1.5, 1.5),
                                   data_range=1.0, kernel_type="gaussian", k1=0.01, k2=0.03)
-    p = ms_ssim_params(min(x.shape[-2:]))
-    ms = compute_ms_ssim(recon, x, spatial_dims=2, data_range=1.0, kernel_size=p["kernel_size"],
-                         kernel_sigma=p["kernel_sigma"], weights=p["weights"])
-    return {"psnr": psnr.numpy(), "ssim": ssim.flatten(1).mean(1).numpy(), "ms_ssim": ms.reshape(-1).numpy()}
+    ms = ms_ssim(recon, x)
+    return {"psnr": psnr.numpy(), "ssim": ssim.flatten(1).mean(1).numpy(), "ms_ssim": ms.numpy()}
 
 
 def _summary(scores: dict[str, list[np.ndarray]]) -> dict[str, dict[str, float]]:

@@ -56,6 +56,10 @@ class ConditionConfig(StrictModel):
     laterality: bool = Field(True, description="findings carry laterality tokens")
     severity: bool = Field(True, description="findings carry severity")
     cond_drop: float = Field(0.1, ge=0.0, lt=1.0, description="training probability of the null condition")
+    text_queries: int = Field(
+        0, ge=0, description="0: every report token is a condition token; N > 0: N learned queries read the "
+        "report through masked cross-attention, a fixed-width summary for networks whose attention has no key "
+        "mask (MONAI's UNet), where hundreds of zeroed padding tokens would take most of the attention")
 
 
 def finding_states(labels: torch.Tensor) -> torch.Tensor:
@@ -160,6 +164,27 @@ class _HFText(nn.Module):
         return self.proj(h).reshape(b, c * length, -1), keep.view(b, c * length)
 
 
+class _TextResampler(nn.Module):
+    """N learned queries read the report tokens through one transformer block with masked
+    cross-attention: tokens (B, S, D) with mask (B, S) → (B, N, D) and an all-True mask (B, N). The
+    width no longer depends on the report length or padding, so a network without a key mask sees no
+    padding at all."""
+
+    def __init__(self, cfg: ConditionConfig) -> None:
+        super().__init__()
+        from unicxr.models.layers import TransformerBlock
+
+        self.queries = nn.Parameter(torch.randn(1, cfg.text_queries, cfg.dim) * 0.02)
+        self.block = TransformerBlock(cfg.dim, cfg.text_heads, cross_dim=cfg.dim)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = tokens.shape[0]
+        # an item without any real token (empty report) reads its padding rather than nothing
+        allowed = (mask | ~mask.any(1, keepdim=True))[:, None, None, :]  # (B, 1, 1, S)
+        h, _ = self.block(self.queries.expand(b, -1, -1), tokens, context_mask=allowed)
+        return h, torch.ones(b, h.shape[1], dtype=torch.bool, device=tokens.device)
+
+
 class ConditionEncoder(nn.Module):
     """Condition dict → tokens for attention.
 
@@ -189,6 +214,7 @@ class ConditionEncoder(nn.Module):
         if self.use_text:
             self.text = _HFText(cfg) if cfg.hf_text_dir else _TextTransformer(cfg, pad_id)
             self.null_text = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+            self.resampler = _TextResampler(cfg) if cfg.text_queries else None
         self.out_norm = nn.LayerNorm(d)
 
     @property
@@ -234,11 +260,14 @@ class ConditionEncoder(nn.Module):
                 if trim:
                     ids = trim_token_ids(ids, self.pad_id)
                 t, m = (self.text(ids, self.pad_id) if isinstance(self.text, _HFText) else self.text(ids))
+                if self.resampler is not None:
+                    t, m = self.resampler(t, m)
                 null = self.null_text.expand(b, t.shape[1], -1)
                 t = t * keep + null * (1 - keep)
-                first = torch.zeros_like(m)
-                first[:, 0] = True
-                m = torch.where(drop.view(b, 1), first, m)  # a dropped report is one null token
+                if self.resampler is None:
+                    first = torch.zeros_like(m)
+                    first[:, 0] = True
+                    m = torch.where(drop.view(b, 1), first, m)  # a dropped report is one null token
             parts.append(t)
             masks.append(m)
         tokens = self.out_norm(torch.cat(parts, dim=1))

@@ -36,6 +36,9 @@ class LDMUNetConfig(GeneratorConfig):
     num_head_channels: int = Field(32, ge=1)
     norm_num_groups: int = Field(32, ge=1)
     transformer_num_layers: int = Field(1, ge=1)
+    global_condition: bool = Field(
+        True, description="also add a linear map of the pooled condition to the timestep embedding of every "
+        "ResBlock (MONAI's class-embedding slot), beside cross-attention to the condition tokens")
     schedule: DiffusionScheduleConfig = Field(default_factory=DiffusionScheduleConfig)
     default_steps: int = 50
     default_sampler: str = "ddim"
@@ -48,9 +51,13 @@ class LDMUNet(GeneratorBase):
     model_type = "ldm_unet"
     config_class = LDMUNetConfig
     default_samplers = DIFFUSION_SAMPLERS
-    #: MONAI's cross-attention has no key mask: zeroed padding tokens still take attention weight, so
-    #: their number must stay fixed (max_chunks × max_tokens) whatever else is in the batch.
-    trims_padding = False
+    @property
+    def trims_padding(self) -> bool:
+        """MONAI's cross-attention has no key mask: zeroed padding tokens still take attention weight,
+        so with raw report tokens their number must stay fixed (max_chunks × max_tokens) whatever else
+        is in the batch. Findings tokens and resampled text (``condition.text_queries``) have none."""
+        c = self.config.condition
+        return c.kind == "findings" or c.text_queries > 0
 
     def __init__(self, config: LDMUNetConfig, components: dict[str, Any] | None = None) -> None:
         super().__init__(config, components)
@@ -72,15 +79,25 @@ class LDMUNet(GeneratorBase):
             with_conditioning=True,
             cross_attention_dim=cfg.condition.dim,
             transformer_num_layers=cfg.transformer_num_layers,
+            num_class_embeds=1 if cfg.global_condition else None,
         )
+        if cfg.global_condition:
+            # MONAI adds class_embedding(class_labels) to the timestep embedding that modulates every
+            # ResBlock; a zero-initialised linear map of the pooled condition in that slot gives a global
+            # conditioning path (as ADM's class embedding or SDXL's pooled text embedding)
+            emb = self.unet.class_embedding.embedding_dim
+            self.unet.class_embedding = torch.nn.Linear(cfg.condition.dim, emb)
+            torch.nn.init.zeros_(self.unet.class_embedding.weight)
+            torch.nn.init.zeros_(self.unet.class_embedding.bias)
         self.scheduler = make_scheduler(cfg.schedule, "ddpm")
 
     def net(self, x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
             pooled: torch.Tensor) -> torch.Tensor:
-        """UNet output for x (B, C, h, w), integer t (B,), condition tokens (B, N, D). Masked
-        (padding) tokens are zeroed; MONAI's cross-attention has no key mask."""
+        """UNet output for x (B, C, h, w), integer t (B,), condition tokens (B, N, D) and pooled
+        condition (B, D). Masked (padding) tokens are zeroed; MONAI's cross-attention has no key mask."""
         context = tokens * mask.unsqueeze(-1).to(tokens.dtype)
-        return self.unet(x, timesteps=t.long(), context=context)
+        labels = pooled if self.config.global_condition else None
+        return self.unet(x, timesteps=t.long(), context=context, class_labels=labels)
 
     def forward(self, z0: torch.Tensor, cond: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         b = z0.shape[0]

@@ -65,6 +65,10 @@ class AutoencoderDataConfig(StrictModel):
         0.0, ge=0.0, description="weight of MONAI SSIMLoss (1 - SSIM, 11 px Gaussian window): local structure such as thin "
         "lines, which L1 alone trades for mean brightness"
     )
+    ms_ssim_weight: float = Field(
+        0.0, ge=0.0, description="weight of 1 - MS-SSIM (the kernel and levels `unicxr eval recon` scores with): "
+        "structure at coarse scales too, where a bicubic down/up-sampling is nearly exact"
+    )
     perceptual: PerceptualConfig = Field(default_factory=PerceptualConfig)
     adv_weight: float = Field(0.01, ge=0.0, description="weight of the generator's adversarial term")
     disc_start: int | None = Field(
@@ -232,6 +236,12 @@ class AutoencoderTask(Task):
                 ssim = self._ssim(recon.float(), x.float())
                 loss = loss + cfg.ssim_weight * ssim
                 extras["ssim_loss"] = float(ssim.detach())
+            if cfg.ms_ssim_weight > 0:
+                from unicxr.eval.image_metrics import ms_ssim
+
+                ms = 1.0 - ms_ssim(recon.float(), x.float()).mean()
+                loss = loss + cfg.ms_ssim_weight * ms
+                extras["ms_ssim_loss"] = float(ms.detach())
             if self._perceptual is not None:
                 per = self._perceptual(recon, x)
                 loss = loss + cfg.perceptual.weight * per

@@ -73,6 +73,15 @@ def test_train_then_generate(cache, recipe, tmp_path):
     assert summary["images"] == len(CXRCache(cache / "c", split="test")) and summary["synthetic"] is True
     fake = open_image_set(out3)
     assert len(fake) == summary["images"] and fake.labels is not None and fake.prompts is not None
+    # does it use its condition? paired losses with true / shuffled / null conditions on real images
+    res = run_cli("eval", "conditioning", "--model", run, "--cache", cache / "c", "--split", "all",
+                  "--max-images", "16", "--batch-size", "8", "--repeats", "2", "--out", tmp_path / "cu",
+                  "--no-progress", check=True)
+    cu = json.loads((tmp_path / "cu" / "conditioning.json").read_text())
+    assert cu["n_items"] == 16 and cu["n_units"] == 4 and cu["model_type"] == json.loads(
+        (run / "model" / "config.json").read_text())["model_type"]
+    assert all(v == v and v > 0 for v in cu["loss"].values())
+    assert "Verdict" in res.stdout and (tmp_path / "cu" / "conditioning.md").is_file()
 
 
 def test_generate_errors_are_one_line(cache, tmp_path):

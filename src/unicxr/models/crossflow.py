@@ -114,7 +114,7 @@ class CrossFlow(GeneratorBase):
             z_text = F.adaptive_avg_pool2d(z_text, z0.shape[-2:])
         t = torch.rand(b, device=z0.device)
         xt = flow_interpolate(z0, z_text, t)
-        ind = (torch.rand(b, device=z0.device) >= cfg.indicator_drop).long()
+        ind = (~self.drop_mask(b, z0.device, cfg.indicator_drop)).long()  # 0: the null indicator
         v = self.net(xt, t, ind)
         fm = F.mse_loss(v.float(), flow_target(z0, z_text).float())
         kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).mean()

@@ -12,7 +12,8 @@ condition → latents → images.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -165,11 +166,27 @@ class GeneratorBase(ModelMixin):
         evaluations)."""
         raise NotImplementedError
 
-    def drop_mask(self, b: int, device: torch.device) -> torch.Tensor:
-        """Training-time condition dropout (global torch RNG, seeded per step by the trainer)."""
+    #: set by :meth:`forced_drop`: every item's condition kept (False) or nulled (True)
+    _forced_drop: bool | None = None
+
+    def drop_mask(self, b: int, device: torch.device, p: float | None = None) -> torch.Tensor:
+        """Training-time condition dropout with probability ``p`` (default ``condition.cond_drop``;
+        global torch RNG, seeded per step by the trainer), unless :meth:`forced_drop` fixes it."""
         from unicxr.sampling import drop_condition
 
-        return drop_condition(b, self.config.condition.cond_drop, device)
+        if self._forced_drop is not None:
+            return torch.full((b,), self._forced_drop, dtype=torch.bool, device=device)
+        return drop_condition(b, self.config.condition.cond_drop if p is None else p, device)
+
+    @contextmanager
+    def forced_drop(self, null: bool) -> Iterator[None]:
+        """Within the block the training loss keeps every item's condition (``null=False``) or gives
+        every item the null condition (``null=True``) instead of drawing the dropout (diagnostics)."""
+        self._forced_drop = bool(null)
+        try:
+            yield
+        finally:
+            self._forced_drop = None
 
     def encode_condition(self, cond: dict[str, Any], drop: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         return self.cond(cond, drop, trim=self.trims_padding)

@@ -127,7 +127,11 @@ def test_text_resampler_gives_the_unet_a_fixed_width_condition_free_of_padding(t
 def test_ldm_unet_global_condition_reaches_every_resblock(tok):
     """The pooled condition enters the UNet through MONAI's class-embedding slot (added to the timestep
     embedding); zero-initialised, it starts neutral, and once trained it changes the output."""
-    model = _make("ldm_unet", tok).eval()
+    base = _make("ldm_unet", tok)
+    assert base.unet.num_class_embeds is None  # off by default: models saved before it load unchanged
+    torch.manual_seed(0)
+    model = _perturb(LDMUNet(base.config.model_copy(update={"global_condition": True}),
+                             components={"tokenizer": tok})).eval()
     assert isinstance(model.unet.class_embedding, torch.nn.Linear)
     x, t = torch.randn(2, 1, 16, 16), torch.tensor([10, 50])
     tokens, mask, pooled = model.encode_condition(model.condition_batch(_labels(2), REPORTS[:2]), None)
@@ -137,8 +141,23 @@ def test_ldm_unet_global_condition_reaches_every_resblock(tok):
     assert not torch.allclose(a, b)
     fresh = LDMUNet(model.config, components={"tokenizer": tok})
     assert not fresh.unet.class_embedding.weight.detach().any()
-    off = LDMUNet(model.config.model_copy(update={"global_condition": False}), components={"tokenizer": tok})
-    assert off.unet.num_class_embeds is None
+
+
+def test_weights_that_do_not_fit_the_config_are_a_one_line_error(tok, tmp_path):
+    """A model saved without the global condition, its config edited to ask for it: the load names
+    the missing tensors instead of failing inside the message."""
+    import json
+
+    from unicxr.utils.errors import UnicxrError
+
+    model = _make("ldm_unet", tok)
+    model.save_pretrained(tmp_path / "m")
+    cfg_path = tmp_path / "m" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["config"]["global_condition"] = True
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(UnicxrError, match="missing 2 tensors"):
+        load_model(tmp_path / "m")
 
 
 def test_parse_findings_prompt():

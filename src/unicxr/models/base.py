@@ -101,6 +101,8 @@ def load_module_weights(module: torch.nn.Module, path: str | Path, *, device: st
         first = str(exc).splitlines()[0]
         raise UnicxrError(f"{path}: weights do not fit the model: {first}") from None
     if missing or unexpected:
+        # safetensors gives lists or sets, depending on its version
+        missing, unexpected = sorted(missing), sorted(unexpected)
         what = []
         if missing:
             what.append(f"missing {len(missing)} tensors (e.g. {missing[0]})")

@@ -37,8 +37,9 @@ class LDMUNetConfig(GeneratorConfig):
     norm_num_groups: int = Field(32, ge=1)
     transformer_num_layers: int = Field(1, ge=1)
     global_condition: bool = Field(
-        True, description="also add a linear map of the pooled condition to the timestep embedding of every "
-        "ResBlock (MONAI's class-embedding slot), beside cross-attention to the condition tokens")
+        False, description="also add a linear map of the pooled condition to the timestep embedding of every "
+        "ResBlock (MONAI's class-embedding slot), beside cross-attention to the condition tokens (the recipes "
+        "turn it on; off by default so that models saved before it load unchanged)")
     schedule: DiffusionScheduleConfig = Field(default_factory=DiffusionScheduleConfig)
     default_steps: int = 50
     default_sampler: str = "ddim"

@@ -114,14 +114,10 @@ def evaluate_conditioning(
     import torch
 
     from unicxr.data import CXRDataset
-    from unicxr.models import load_model, resolve_model_dir
-    from unicxr.models.generator_base import GeneratorBase
+    from unicxr.models.generator_base import load_generator
     from unicxr.utils.errors import UnicxrError
 
-    model_dir = resolve_model_dir(model_path)
-    model = load_model(model_dir, device=device)
-    if not isinstance(model, GeneratorBase):
-        raise UnicxrError(f"{model_dir}: model type {model.model_type!r} is not a generator")
+    model, model_dir = load_generator(model_path, device=device)
     if model.model_type == "unified":
         raise UnicxrError(f"{model_dir}: the unified model's generation loss takes a token prompt, not a "
                           "condition dict; the check covers ldm_unet, latent_dit and crossflow")

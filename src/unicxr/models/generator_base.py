@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -268,3 +269,16 @@ def concat_tokens(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...]) -> t
         return tok, mask, pooled
 
     return tuple(torch.cat([x, y]) for x, y in zip(pad(a), pad(b), strict=True))
+
+
+def load_generator(path: str | Path, device: str = "cpu") -> tuple[GeneratorBase, Path]:
+    """(generator, its directory) of a saved generator model or training run folder; a one-line
+    error for anything else."""
+    from unicxr.models import load_model, resolve_model_dir
+    from unicxr.utils.errors import UnicxrError
+
+    model_dir = resolve_model_dir(path)
+    model = load_model(model_dir, device=device)
+    if not isinstance(model, GeneratorBase):
+        raise UnicxrError(f"{model_dir}: model type {model.model_type!r} is not a generator")
+    return model, model_dir

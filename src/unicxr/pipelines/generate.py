@@ -132,15 +132,11 @@ def generate_images(
     import torch
     from tqdm.auto import tqdm
 
-    from unicxr.models import load_model, resolve_model_dir
-    from unicxr.models.generator_base import GeneratorBase
+    from unicxr.models.generator_base import load_generator
     from unicxr.utils.io import atomic_write_text
     from unicxr.utils.media import save_png, to_uint8
 
-    model_dir = resolve_model_dir(model_path)
-    model = load_model(model_dir, device=device)
-    if not isinstance(model, GeneratorBase):
-        raise UnicxrError(f"{model_dir}: model type {model.model_type!r} is not a generator")
+    model, model_dir = load_generator(model_path, device=device)
     cfg = model.config
     steps = steps or cfg.default_steps
     sampler = sampler or cfg.default_sampler

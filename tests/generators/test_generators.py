@@ -122,6 +122,10 @@ def test_text_resampler_gives_the_unet_a_fixed_width_condition_free_of_padding(t
     drop = torch.tensor([True, True])
     nulls = model.encode_condition(model.condition_batch(lab, REPORTS[:2]), drop)[0]
     torch.testing.assert_close(nulls[0], nulls[1])
+    # findings only (no report at all): the null report, as wide as a resampled one
+    bare = model.encode_condition(model.condition_batch(lab, None), None)[0]
+    assert bare.shape == (2, 14 + 4, 16)
+    torch.testing.assert_close(bare[:, 14:], nulls[:, 14:])
 
 
 def test_ldm_unet_global_condition_reaches_every_resblock(tok):

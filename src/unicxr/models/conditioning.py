@@ -253,9 +253,10 @@ class ConditionEncoder(nn.Module):
             masks.append(torch.ones(b, NUM_FINDINGS, dtype=torch.bool, device=device))
         if self.use_text:
             ids = cond.get("input_ids")
-            if ids is None:
-                t = self.null_text.expand(b, 1, -1)
-                m = torch.ones(b, 1, dtype=torch.bool, device=device)
+            if ids is None:  # no report: the null report (as wide as a resampled one, so widths match)
+                n = self.cfg.text_queries or 1
+                t = self.null_text.expand(b, n, -1)
+                m = torch.ones(b, n, dtype=torch.bool, device=device)
             else:
                 if trim:
                     ids = trim_token_ids(ids, self.pad_id)

@@ -73,11 +73,10 @@ def condition_use(
         for s in starts:
             sl = slice(s, s + batch_size)
             z0 = model.to_latent(x[sl])
-            conds = {
-                "true": model.condition_batch(labels[sl], reports[sl]),
-                "shuffled": model.condition_batch(labels[perm[sl]], shuffled_reports[sl]),
-                "null": model.condition_batch(labels[sl], reports[sl]),
-            }
+            true = model.condition_batch(labels[sl], reports[sl])
+            # the null variant nulls the true condition inside the model (forced_drop)
+            conds = {"true": true, "shuffled": model.condition_batch(labels[perm[sl]], shuffled_reports[sl]),
+                     "null": true}
             for r in range(repeats):
                 for v in VARIANTS:
                     torch.manual_seed(seed * 1_000_003 + s * 101 + r)  # same draws for every variant

@@ -97,6 +97,43 @@ def test_structural_similarity_terms(term, tiny_phantom_cache, tmp_path):
     assert runs[0.5]["loss"] == pytest.approx(runs[0.0]["loss"] + 0.5 * runs[0.5][key], rel=1e-5)
 
 
+def test_random_crops_seeded_per_image_and_in_place():
+    """Each image gets its own seeded offset; the crop is a true window of that image."""
+    from unicxr.train.tasks.autoencoder import random_crops
+    from unicxr.utils.errors import UnicxrError
+
+    x = torch.arange(3 * 16 * 16, dtype=torch.float32).view(3, 1, 16, 16)
+    a = random_crops(x, 8, torch.Generator().manual_seed(5))
+    b = random_crops(x, 8, torch.Generator().manual_seed(5))
+    assert a.shape == (3, 1, 8, 8) and torch.equal(a, b)
+    offsets = []
+    for i in range(3):
+        r0, c0 = divmod(int(a[i, 0, 0, 0]) - i * 256, 16)
+        assert torch.equal(a[i, 0], x[i, 0, r0 : r0 + 8, c0 : c0 + 8])
+        offsets.append((r0, c0))
+    assert len(set(offsets)) > 1  # not one offset for the whole batch
+    assert random_crops(x, 16, torch.Generator()) is x
+    with pytest.raises(UnicxrError, match="crop_size 32"):
+        random_crops(x, 32, torch.Generator())
+
+
+def test_crop_training_keeps_full_size_model_and_validation(tiny_phantom_cache, tmp_path):
+    """data.crop_size trains on crops; the saved model, its scale factor and validation use whole images."""
+    from unicxr.cli import main
+    from unicxr.models import load_model
+
+    run = tmp_path / "run"
+    assert main(_args("ae_kl_phantom", run, tiny_phantom_cache, [
+        "train.max_steps=4", "train.ckpt_every=4", "train.eval_every=4", "data.crop_size=16",
+        "data.disc_start_frac=0.5"])) == 0
+    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in log) and "loss_disc" in log[-1]
+    ae = load_model(run / "model")
+    assert ae.config.image_size == 32 and ae.config.scale_factor > 0
+    assert ae.reconstruct(torch.rand(1, 1, 32, 32)).shape == (1, 1, 32, 32)
+    ev = [json.loads(x) for x in (run / "eval.jsonl").read_text().splitlines()]
+    assert ev and ev[-1]["val_psnr"] > 0
+
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["ae_kl_phantom", "vq_phantom"])
 def test_sigkill_resume_with_discriminator_bit_identical(recipe, tiny_phantom_cache, tmp_path):

@@ -28,8 +28,9 @@ def _render(args: tuple) -> tuple[np.ndarray, np.ndarray]:
     return (np.round(c.image * 255).astype(np.uint8), c.labels)
 
 
-def make_arrays(n: int, size: int, seed: int, workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Render ``n`` phantom cases.
+def make_arrays(n: int, size: int, seed: int, workers: int = 2,
+                prevalence: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Render ``n`` phantom cases (``prevalence`` overrides some findings' base rates).
 
     Returns:
         ``(images uint8 (n, size, size), labels float32 (n, 14))``.
@@ -37,7 +38,7 @@ def make_arrays(n: int, size: int, seed: int, workers: int = 2) -> tuple[np.ndar
     from unicxr.phantom.config import PhantomConfig
     from unicxr.phantom.simulate import make_plan
 
-    cfg = PhantomConfig()
+    cfg = PhantomConfig().with_prevalence(prevalence or {})
     plans = make_plan(seed, n, cfg)
     items = [(p, size, cfg) for p in plans]
     if workers > 1:
@@ -84,15 +85,22 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--prevalence", action="append", metavar="FINDING=RATE",
+                    help="override a finding's base rate in train and test (repeatable), e.g. Fracture=0.12: "
+                         "asks whether a rare finding is visible enough to learn, given enough positives")
     ap.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples of the test set for the 95%% CIs")
     args = ap.parse_args(argv)
 
     from unicxr.labels import FINDINGS, UncertainPolicy, apply_policy
+    from unicxr.phantom.config import parse_prevalence
 
+    prev = parse_prevalence(args.prevalence)
+    if prev:
+        print("prevalence overrides: " + ", ".join(f"{k}={v}" for k, v in prev.items()))
     t0 = time.perf_counter()
     # render before importing torch so the worker processes fork from a torch-free parent
-    xtr, ytr = make_arrays(args.n_train, args.size, args.seed * 2 + 101, args.workers)
-    xte, yte = make_arrays(args.n_test, args.size, args.seed * 2 + 202, args.workers)
+    xtr, ytr = make_arrays(args.n_train, args.size, args.seed * 2 + 101, args.workers, prev)
+    xte, yte = make_arrays(args.n_test, args.size, args.seed * 2 + 202, args.workers, prev)
     import torch
     from tqdm import tqdm
 

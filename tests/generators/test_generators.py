@@ -128,6 +128,41 @@ def test_text_resampler_gives_the_unet_a_fixed_width_condition_free_of_padding(t
     torch.testing.assert_close(bare[:, 14:], nulls[:, 14:])
 
 
+def test_findings_pooled_vector_moves_at_full_strength_and_has_a_null(tok):
+    """``condition.pooled: findings``: the pooled vector is a linear map of the one-hot finding states
+    (+ the mean report token): flipping one finding moves it by exactly one weight column (which the
+    optimiser moves at full rate, not through a token averaged with N others); a dropped item gets the
+    learned null vector whatever its findings."""
+    from unicxr.models.conditioning import ConditionEncoder
+
+    torch.manual_seed(0)
+    for kind in ("findings", "both"):
+        enc = ConditionEncoder(_cond(tok, kind).model_copy(update={"pooled": "findings"}), tok.pad_id).eval()
+        mean_enc = ConditionEncoder(_cond(tok, kind), tok.pad_id).eval()
+        lab = np.full((2, 14), np.nan, np.float32)
+        lab[0, FINDINGS.index("Cardiomegaly")] = 1
+        lab[1, FINDINGS.index("Cardiomegaly")] = 0
+        cond = {"labels": torch.from_numpy(lab)}
+        if kind == "both":
+            cond["input_ids"] = tokenize_reports(tok, [REPORTS[0]] * 2, 16, 2)[0]
+        _, _, pooled = enc(cond)
+        j = FINDINGS.index("Cardiomegaly") * 4
+        col = enc.findings_vec.weight[:, j + 1] - enc.findings_vec.weight[:, j]  # present - absent
+        torch.testing.assert_close(pooled[0] - pooled[1], col, atol=1e-5, rtol=1e-5)
+        _, _, mean_pooled = mean_enc(cond)
+        assert not hasattr(mean_enc, "findings_vec") and mean_pooled.shape == pooled.shape
+        _, _, dropped = enc(cond, torch.tensor([True, True]))
+        torch.testing.assert_close(dropped[0], dropped[1])
+        torch.testing.assert_close(dropped[0], enc.null_pooled[0])
+    # laterality and severity reach it too
+    lat = torch.zeros(2, 14, dtype=torch.long)
+    lat[1, FINDINGS.index("Pleural Effusion")] = 1
+    sev = torch.full((2, 14), float("nan"))
+    sev[0, 0] = 0.5
+    onehot = enc._findings_onehot({"labels": torch.from_numpy(lab), "laterality": lat, "severity": sev}, 2, "cpu")
+    assert onehot.shape == (2, 14 * (4 + 4 + 2)) and not torch.equal(onehot[0], onehot[1])
+
+
 def test_ldm_unet_global_condition_reaches_every_resblock(tok):
     """The pooled condition enters the UNet through MONAI's class-embedding slot (added to the timestep
     embedding); zero-initialised, it starts neutral, and once trained it changes the output."""

@@ -56,6 +56,11 @@ class ConditionConfig(StrictModel):
     laterality: bool = Field(True, description="findings carry laterality tokens")
     severity: bool = Field(True, description="findings carry severity")
     cond_drop: float = Field(0.1, ge=0.0, lt=1.0, description="training probability of the null condition")
+    pooled: Literal["mean", "findings"] = Field(
+        "mean", description="the pooled vector (B, D) for global paths (a DiT's adaLN, an LDM-UNet's "
+        "global_condition): 'mean' of all condition tokens, where one finding's change is diluted ~1/N; "
+        "'findings': a linear map of the one-hot finding states (and laterality, severity), plus the mean of "
+        "the report tokens, so training moves each finding's effect directly, not through one token averaged with N")
     text_queries: int = Field(
         0, ge=0, description="0: every report token is a condition token; N > 0: N learned queries read the "
         "report through masked cross-attention, a fixed-width summary for networks whose attention has no key "
@@ -211,6 +216,10 @@ class ConditionEncoder(nn.Module):
             self.later = nn.Embedding(NUM_FINDINGS * len(LATERALITY), d) if cfg.laterality else None
             self.sev = nn.Linear(1, d) if cfg.severity else None
             self.null_findings = nn.Parameter(torch.randn(1, NUM_FINDINGS, d) * 0.02)
+            if cfg.pooled == "findings":
+                n_in = NUM_FINDINGS * (4 + (len(LATERALITY) if cfg.laterality else 0) + (2 if cfg.severity else 0))
+                self.findings_vec = nn.Linear(n_in, d)
+                self.null_pooled = nn.Parameter(torch.zeros(1, d))
         if self.use_text:
             self.text = _HFText(cfg) if cfg.hf_text_dir else _TextTransformer(cfg, pad_id)
             self.null_text = nn.Parameter(torch.randn(1, 1, d) * 0.02)
@@ -235,6 +244,26 @@ class ConditionEncoder(nn.Module):
             given = torch.isfinite(sev)
             h = h + self.sev(torch.nan_to_num(sev, nan=0.0).unsqueeze(-1)) * given.unsqueeze(-1)
         return h
+
+    def _findings_onehot(self, cond: dict[str, Any], b: int, device: torch.device) -> torch.Tensor:
+        """(B, 14·(4 [+ 4 laterality] [+ 2 severity])) float: one-hot state (and laterality) per finding,
+        severity value and a given-flag; the input of the ``pooled: findings`` map."""
+        import torch.nn.functional as F
+
+        labels = cond.get("labels")
+        if labels is None:
+            labels = torch.full((b, NUM_FINDINGS), float("nan"), device=device)
+        parts = [F.one_hot(finding_states(labels.to(device)), 4).float().flatten(1)]
+        if self.cfg.laterality:
+            lat = cond.get("laterality")
+            lat = torch.zeros(b, NUM_FINDINGS, dtype=torch.long, device=device) if lat is None else lat.to(device)
+            parts.append(F.one_hot(lat.long().clamp(0, len(LATERALITY) - 1), len(LATERALITY)).float().flatten(1))
+        if self.cfg.severity:
+            sev = cond.get("severity")
+            sev = torch.full((b, NUM_FINDINGS), float("nan"), device=device) if sev is None else sev.to(device).float()
+            given = torch.isfinite(sev)
+            parts += [torch.nan_to_num(sev, nan=0.0), given.float()]
+        return torch.cat(parts, dim=1)
 
     def forward(
         self, cond: dict[str, Any], drop: torch.Tensor | None = None, trim: bool = False
@@ -273,6 +302,14 @@ class ConditionEncoder(nn.Module):
             masks.append(m)
         tokens = self.out_norm(torch.cat(parts, dim=1))
         mask = torch.cat(masks, dim=1)
+        if self.cfg.pooled == "findings" and self.use_findings:
+            pooled = self.findings_vec(self._findings_onehot(cond, b, device))
+            if self.use_text:  # plus the mean of the (normalised) report tokens
+                w = mask[:, NUM_FINDINGS:].unsqueeze(-1).float()
+                pooled = pooled + (tokens[:, NUM_FINDINGS:] * w).sum(1) / w.sum(1).clamp_min(1.0)
+            k = keep.view(b, 1)
+            pooled = pooled * k + self.null_pooled * (1 - k)
+            return tokens, mask, pooled
         w = mask.unsqueeze(-1).float()
         pooled = (tokens * w).sum(1) / w.sum(1).clamp_min(1.0)
         return tokens, mask, pooled

@@ -740,7 +740,12 @@ def render_findings(scene: Scene, findings: dict[str, Finding], masks: dict[str,
                 th = (0.02 + 0.012 * sev) * (0.6 if f.label == -1.0 else 1.0)
                 v0 = scene.a.v_apex + rng.uniform(0.2, 0.6)
                 along = smoothstep((Vb - v0) / 0.1) * (1 - smoothstep((Vb - v0 - rng.uniform(0.3, 0.6)) / 0.1))
-                band = smoothstep((th - d_lat) / 0.008) * (d_lat > -0.03) * along
+                # a gently lobulated inner margin (undulations 8-14% of the image height apart), which a
+                # smooth normal chest wall of any width does not have
+                lam, ph = rng.uniform(0.16, 0.28), rng.uniform(0, 2 * np.pi, 2)
+                wob = 1.0 + 0.35 * np.sin(2 * np.pi * (Vb - v0) / lam + ph[0]) + 0.12 * np.sin(
+                    4.6 * np.pi * (Vb - v0) / lam + ph[1])
+                band = smoothstep((th * np.maximum(wob, 0.35) - d_lat) / 0.008) * (d_lat > -0.03) * along
                 scene.fill[box] += (0.5 * band).astype(np.float32)
                 scene.bone[box] += (0.05 * band).astype(np.float32)
             else:

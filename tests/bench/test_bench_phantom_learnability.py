@@ -36,3 +36,40 @@ def test_learnability_bench_runs_end_to_end(capsys):
     vals = [res[f] for f in FINDINGS if np.isfinite(res[f])]
     assert vals and all(0.0 <= v <= 1.0 for v in vals)
     assert "95% CI" in out and "macro AUROC" in out
+
+
+def test_bench_enriches_rare_findings_unless_natural():
+    """The bench renders Lung Lesion, Pleural Other and Fracture at 12% in train and test (printed);
+    --natural keeps the phantom's base rates, and --prevalence overrides either."""
+    from unicxr.bench.phantom_learnability import BENCH_PREVALENCE, make_arrays
+    from unicxr.phantom.config import DEFAULT_PREVALENCE
+
+    assert set(BENCH_PREVALENCE) == {"Lung Lesion", "Pleural Other", "Fracture"}
+    assert all(BENCH_PREVALENCE[k] > DEFAULT_PREVALENCE[k] for k in BENCH_PREVALENCE)
+    j = FINDINGS.index("Fracture")
+    _, y_nat = make_arrays(400, 16, 5, workers=1)
+    _, y_enr = make_arrays(400, 16, 5, workers=1, prevalence=BENCH_PREVALENCE)
+    n_nat, n_enr = int((y_nat[:, j] != 0).sum() - np.isnan(y_nat[:, j]).sum()), \
+        int((y_enr[:, j] != 0).sum() - np.isnan(y_enr[:, j]).sum())
+    assert n_enr > 2 * n_nat
+
+
+def test_bench_prints_its_prevalence(capsys, monkeypatch):
+    import unicxr.bench.phantom_learnability as bench
+
+    seen = []
+    real = bench.make_arrays
+
+    def spy(n, size, seed, workers=2, prevalence=None):
+        seen.append(dict(prevalence or {}))
+        return real(n, size, seed, workers, prevalence)
+
+    monkeypatch.setattr(bench, "make_arrays", spy)
+    args = ["--n-train", "16", "--n-test", "16", "--size", "32", "--epochs", "1", "--workers", "1",
+            "--threads", "1", "--n-boot", "0"]
+    bench.main(args)
+    assert seen[0] == seen[1] == bench.BENCH_PREVALENCE
+    assert "Fracture=0.12" in capsys.readouterr().out
+    seen.clear()
+    bench.main([*args, "--natural", "--prevalence", "Edema=0.5"])
+    assert seen[0] == {"Edema": 0.5} and "Fracture=0.12" not in capsys.readouterr().out

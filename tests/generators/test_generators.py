@@ -314,3 +314,22 @@ def test_negative_findings_change_the_guided_branch(tok):
     a, _ = model.generate(_labels(1), None, steps=3, guidance=3.0, seed=0)
     b, _ = model.generate(_labels(1), None, steps=3, guidance=3.0, seed=0, negative_labels=neg)
     assert not torch.equal(a, b)
+
+
+def test_ldm_unet_min_snr_weighting(tok):
+    """schedule.snr_gamma weights each sample's squared error; the logged 'mse' stays unweighted, so
+    `eval conditioning` compares the same quantity either way."""
+    base = _make("ldm_unet", tok, kind="findings")
+    cfg = base.config.model_copy(update={"schedule": base.config.schedule.model_copy(update={"snr_gamma": 5.0})})
+    torch.manual_seed(0)
+    model = _perturb(LDMUNet(cfg)).eval()
+    z0 = torch.randn(3, 1, 16, 16)
+    cond = model.condition_batch(_labels(3), None)
+    with model.forced_drop(False):
+        torch.manual_seed(1)
+        loss, logs = model(z0, cond)
+        torch.manual_seed(1)
+        _, plain = base(z0, cond)
+    assert set(logs) == {"mse", "weighted"} and "weighted" not in plain
+    assert torch.isfinite(loss) and logs["weighted"] == pytest.approx(float(loss.detach()))
+    assert logs["weighted"] != pytest.approx(logs["mse"])

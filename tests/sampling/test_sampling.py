@@ -22,6 +22,7 @@ from unicxr.sampling.diffusion import (
     diffusion_sample,
     diffusion_target,
     make_scheduler,
+    snr_loss_weights,
 )
 
 
@@ -133,3 +134,20 @@ def test_diffusion_targets_and_bad_sampler():
     assert torch.equal(diffusion_target(sched, x0, n, t, "epsilon"), n)
     with pytest.raises(ValueError, match="unknown diffusion sampler"):
         make_scheduler(cfg, "euler")
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample"])
+def test_min_snr_weights_equal_the_clipped_x0_weight(prediction):
+    """Min-SNR-gamma: in every target space the weighted error equals min(SNR, γ)·|x0_hat − x0|²,
+    i.e. the clipped x0-space weight; without gamma every weight is 1."""
+    cfg = DiffusionScheduleConfig(prediction_type=prediction)
+    sched = make_scheduler(cfg)
+    t = torch.tensor([0, 50, 300, 700, 999])
+    assert torch.equal(snr_loss_weights(sched, t, prediction, None), torch.ones(5))
+    w = snr_loss_weights(sched, t, prediction, 5.0)
+    ac = sched.alphas_cumprod[t].float()
+    snr = ac / (1 - ac)
+    # error e in x0 space: eps error = e·sqrt(SNR), v error = e / sigma = e·sqrt(SNR + 1)
+    scale = {"epsilon": snr, "v_prediction": snr + 1, "sample": torch.ones(5)}[prediction]
+    torch.testing.assert_close(w * scale, snr.clamp(max=5.0), rtol=1e-4, atol=1e-6)
+    assert bool((w > 0).all())

@@ -22,6 +22,7 @@ from unicxr.sampling.diffusion import (
     diffusion_sample,
     diffusion_target,
     make_scheduler,
+    snr_loss_weights,
 )
 
 __all__ = ["LDMUNetConfig", "LDMUNet"]
@@ -110,8 +111,12 @@ class LDMUNet(GeneratorBase):
         tokens, mask, pooled = self.encode_condition(cond, self.drop_mask(b, z0.device))
         pred = self.net(xt, t, tokens, mask, pooled)
         target = diffusion_target(self.scheduler, z0, noise, t, sc.prediction_type)
-        loss = F.mse_loss(pred.float(), target.float())
-        return loss, {"mse": float(loss.detach())}
+        if sc.snr_gamma is None:
+            loss = F.mse_loss(pred.float(), target.float())
+            return loss, {"mse": float(loss.detach())}
+        per = (pred.float() - target.float()).pow(2).flatten(1).mean(1)  # (B,)
+        loss = (per * snr_loss_weights(self.scheduler, t, sc.prediction_type, sc.snr_gamma)).mean()
+        return loss, {"mse": float(per.mean().detach()), "weighted": float(loss.detach())}
 
     @torch.no_grad()
     def sample_latents(self, cond, *, steps, sampler, guidance, generator, seeds, negative=None, progress=False):

@@ -23,6 +23,7 @@ __all__ = [
     "make_scheduler",
     "diffusion_target",
     "diffusion_sample",
+    "snr_loss_weights",
 ]
 
 DIFFUSION_SAMPLERS = ("ddpm", "ddim", "pndm")
@@ -39,6 +40,10 @@ class DiffusionScheduleConfig(StrictModel):
     prediction_type: Literal["epsilon", "v_prediction", "sample"] = "epsilon"
     clip_sample: bool = Field(False, description="clip x0 predictions to [-clip_range, clip_range]")
     clip_range: float = Field(8.0, gt=0, description="latents are not in [-1, 1]: a loose clip when on")
+    snr_gamma: float | None = Field(
+        None, gt=0, description="Min-SNR-gamma loss weighting (Hang et al. 2023; diffusers' --snr_gamma): "
+        "each sample's loss × min(SNR, gamma) / (SNR [+ 1 for v]), which stops the many nearly noise-free "
+        "timesteps from dominating the gradient; null: plain mean squared error")
 
 
 def make_scheduler(cfg: DiffusionScheduleConfig, sampler: str = "ddpm"):
@@ -72,6 +77,22 @@ def diffusion_target(scheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.
     if prediction_type == "v_prediction":
         return scheduler.get_velocity(x0, noise, t)
     return x0
+
+
+def snr_loss_weights(scheduler, t: torch.Tensor, prediction_type: str, gamma: float | None) -> torch.Tensor:
+    """Per-sample loss weights (B,) for integer timesteps t (B,): ones without ``gamma``; else the
+    Min-SNR-gamma weights min(SNR, γ)/SNR (ε), min(SNR, γ)/(SNR + 1) (v) or min(SNR, γ) (x0), with
+    SNR = ᾱ/(1 − ᾱ); each equals the x0-space weight min(SNR, γ) in the model's own target space."""
+    if gamma is None:
+        return torch.ones(t.shape[0], device=t.device)
+    ac = scheduler.alphas_cumprod.to(t.device)[t.long()].float()
+    snr = ac / (1.0 - ac).clamp_min(1e-12)
+    w = snr.clamp(max=gamma)
+    if prediction_type == "epsilon":
+        return w / snr.clamp_min(1e-12)
+    if prediction_type == "v_prediction":
+        return w / (snr + 1.0)
+    return w
 
 
 @torch.no_grad()

@@ -572,7 +572,7 @@ class Scene:
             fade = np.exp(-xl / 0.35)
             vc[fr] += (d_ * hw[fr] * smoothstep(x / (0.3 * gap) + 0.5) + ang * xl) * fade * (1.0 - 0.4 * cal)
             ends = np.exp(-(((np.abs(x) - 0.7 * gap) / (0.3 * gap)) ** 2))
-            dens, wide = _break_factors(x, gap, cal, 1.6 * gap, bright=1.6, widen=0.9, ends=0.5 * ends)
+            dens, wide = _break_factors(x, gap, cal, 2.0 * gap, bright=2.4, widen=1.1, ends=0.5 * ends)
             w[fr] *= dens
             hwe[fr] *= wide
         row_c = np.rint(((sn * um + c * vc) * g.zoom + g.shift[1] + 1.0) * 0.5 * n - 0.5).astype(np.int64)

@@ -114,6 +114,12 @@ def trim_token_ids(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
     return ids[:, :chunks, :length]
 
 
+def _masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the real tokens: tokens (B, N, D), mask (B, N) bool → (B, D) (zeros if none are real)."""
+    w = mask.unsqueeze(-1).float()
+    return (tokens * w).sum(1) / w.sum(1).clamp_min(1.0)
+
+
 class _TextTransformer(nn.Module):
     """Bidirectional transformer over token windows: ids (B, C, L) → tokens (B, C·L, D), mask (B, C·L)."""
 
@@ -230,12 +236,18 @@ class ConditionEncoder(nn.Module):
     def dim(self) -> int:
         return self.cfg.dim
 
-    def _findings(self, cond: dict[str, Any], b: int, device: torch.device) -> torch.Tensor:
+    @staticmethod
+    def _labels(cond: dict[str, Any], b: int, device: torch.device) -> torch.Tensor:
+        """The condition's labels (B, 14) on ``device``; all unspecified (NaN) when it has none."""
         labels = cond.get("labels")
         if labels is None:
-            labels = torch.full((b, NUM_FINDINGS), float("nan"), device=device)
+            return torch.full((b, NUM_FINDINGS), float("nan"), device=device)
+        return labels.to(device)
+
+    def _findings(self, cond: dict[str, Any], b: int, device: torch.device) -> torch.Tensor:
+        labels = self._labels(cond, b, device)
         offs = torch.arange(NUM_FINDINGS, device=device) * 4
-        h = self.state(finding_states(labels.to(device)) + offs) + self.finding_pos
+        h = self.state(finding_states(labels) + offs) + self.finding_pos
         if self.later is not None and cond.get("laterality") is not None:
             lat = cond["laterality"].to(device).long().clamp(0, len(LATERALITY) - 1)
             h = h + self.later(lat + torch.arange(NUM_FINDINGS, device=device) * len(LATERALITY))
@@ -250,10 +262,7 @@ class ConditionEncoder(nn.Module):
         severity value and a given-flag; the input of the ``pooled: findings`` map."""
         import torch.nn.functional as F
 
-        labels = cond.get("labels")
-        if labels is None:
-            labels = torch.full((b, NUM_FINDINGS), float("nan"), device=device)
-        parts = [F.one_hot(finding_states(labels.to(device)), 4).float().flatten(1)]
+        parts = [F.one_hot(finding_states(self._labels(cond, b, device)), 4).float().flatten(1)]
         if self.cfg.laterality:
             lat = cond.get("laterality")
             lat = torch.zeros(b, NUM_FINDINGS, dtype=torch.long, device=device) if lat is None else lat.to(device)
@@ -305,13 +314,11 @@ class ConditionEncoder(nn.Module):
         if self.cfg.pooled == "findings" and self.use_findings:
             pooled = self.findings_vec(self._findings_onehot(cond, b, device))
             if self.use_text:  # plus the mean of the (normalised) report tokens
-                w = mask[:, NUM_FINDINGS:].unsqueeze(-1).float()
-                pooled = pooled + (tokens[:, NUM_FINDINGS:] * w).sum(1) / w.sum(1).clamp_min(1.0)
+                pooled = pooled + _masked_mean(tokens[:, NUM_FINDINGS:], mask[:, NUM_FINDINGS:])
             k = keep.view(b, 1)
             pooled = pooled * k + self.null_pooled * (1 - k)
-            return tokens, mask, pooled
-        w = mask.unsqueeze(-1).float()
-        pooled = (tokens * w).sum(1) / w.sum(1).clamp_min(1.0)
+        else:
+            pooled = _masked_mean(tokens, mask)
         return tokens, mask, pooled
 
 

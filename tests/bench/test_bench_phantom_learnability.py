@@ -73,3 +73,20 @@ def test_bench_prints_its_prevalence(capsys, monkeypatch):
     seen.clear()
     bench.main([*args, "--natural", "--prevalence", "Edema=0.5"])
     assert seen[0] == {"Edema": 0.5} and "Fracture=0.12" not in capsys.readouterr().out
+
+
+def test_case_subtypes_describe_the_rendered_rows():
+    """Row i of case_subtypes names the drawn variant of image i's Fracture / Lung Lesion / Pleural Other."""
+    from unicxr.bench.phantom_learnability import BENCH_PREVALENCE, case_subtypes, make_arrays
+
+    _, y = make_arrays(300, 16, 7, workers=1, prevalence=BENCH_PREVALENCE)
+    sub = case_subtypes(300, 7, BENCH_PREVALENCE)
+    assert len(sub) == len(y)
+    for name in ("Fracture", "Lung Lesion", "Pleural Other"):
+        j = FINDINGS.index(name)
+        has = np.array([name in d for d in sub])
+        drawn = (y[:, j] == 1) | (y[:, j] == -1)  # present or uncertain: drawn (blank = not mentioned)
+        assert np.array_equal(has, drawn), name
+    fx = {d["Fracture"] for d in sub if "Fracture" in d}
+    assert {"rib acute", "rib healing", "clavicle acute"} <= fx <= {"rib acute", "rib healing", "clavicle acute",
+                                                                    "clavicle healing"}

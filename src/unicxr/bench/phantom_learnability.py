@@ -21,7 +21,7 @@ import numpy as np
 
 from unicxr.utils.metrics import auroc, bootstrap_aurocs
 
-__all__ = ["make_arrays", "SmallCNN", "auroc", "main", "BENCH_PREVALENCE"]
+__all__ = ["make_arrays", "case_subtypes", "SmallCNN", "auroc", "main", "BENCH_PREVALENCE"]
 
 # base rates the bench renders with unless --natural (case enrichment of the rare small findings)
 BENCH_PREVALENCE: dict[str, float] = {"Lung Lesion": 0.12, "Pleural Other": 0.12, "Fracture": 0.12}
@@ -56,6 +56,32 @@ def make_arrays(n: int, size: int, seed: int, workers: int = 2,
     else:
         out = [_render(it) for it in items]
     return np.stack([o[0] for o in out]), np.stack([o[1] for o in out]).astype(np.float32)
+
+
+def _subtype(name: str, kind: str) -> str:
+    """The drawn variant of a finding that the bench breaks its AUROC down by (``''`` = no breakdown)."""
+    if name == "Fracture":
+        return ("clavicle" if kind.startswith("clavicle") else "rib") + (" healing" if kind.endswith("h") else " acute")
+    if name == "Lung Lesion":
+        return kind.split("|")[0]
+    if name == "Pleural Other":
+        return kind
+    return ""
+
+
+def case_subtypes(n: int, seed: int, prevalence: dict[str, float] | None = None) -> list[dict[str, str]]:
+    """The subtype of each broken-down finding (Fracture, Lung Lesion, Pleural Other) per case.
+
+    Re-draws the same plans as :func:`make_arrays` with the same arguments (plans are cheap, no
+    rendering), so row ``i`` describes image ``i``. Fracture subtypes: ``rib acute``, ``rib healing``,
+    ``clavicle acute``, ``clavicle healing``; Lung Lesion: nodule/mass kind; Pleural Other:
+    ``plaques``/``thickening``.
+    """
+    from unicxr.phantom.config import PhantomConfig
+    from unicxr.phantom.simulate import make_plan
+
+    plans = make_plan(seed, n, PhantomConfig().with_prevalence(prevalence or {}))
+    return [{k: st for k, f in p.findings.items() if (st := _subtype(k, f.kind or ""))} for p in plans]
 
 
 def SmallCNN(n_out: int = 14, width: int = 16):  # noqa: N802 - a factory that reads like a class
@@ -177,6 +203,20 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     res["macro"] = m
     mci = ci(np.nanmean(reps[:, cols], axis=1)) if cols and args.n_boot else ""
     print(f"\nmacro AUROC over findings with >= 20 test positives (*): {m:.3f} {mci}")
+    # which drawn variant of a small finding the CNN misses: each subtype's positives against all negatives
+    sub = case_subtypes(args.n_test, args.seed * 2 + 202, prev)
+    print(f"\n{'subtype (positives vs all negatives)':40s} {'test pos':>8s} {'AUROC':>7s}")
+    for name in ("Fracture", "Lung Lesion", "Pleural Other"):
+        j = FINDINGS.index(name)
+        kinds = np.array([d.get(name, "") for d in sub])
+        for st in sorted(set(kinds) - {""}):
+            keep = (yeval[:, j] == 0) | ((yeval[:, j] == 1) & (kinds == st))
+            npos = int(((yeval[:, j] == 1) & (kinds == st)).sum())
+            if npos < 3:
+                continue
+            a = auroc(ybin[keep, j], scores[keep, j])
+            res[f"{name}/{st}"] = a
+            print(f"{name + ' / ' + st:40s} {npos:8d} {a:7.3f}")
     print(f"data {t_data:.0f} s, training {t_train:.0f} s, total {time.perf_counter() - t0:.0f} s")
     return res
 

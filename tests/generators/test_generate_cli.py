@@ -195,6 +195,20 @@ def test_low_resolution_phase_in_one_run(cache, tmp_path):
     assert all(r["loss"] == r["loss"] for r in log)
     cfg = json.loads((run / "model" / "config.json").read_text())["config"]
     assert cfg["latent_size"] == 32 and cfg["positions"] == "sincos"
+    # the EMA restarts from the live weights at the first full-size step (data.lowres_ema_restart), so it
+    # tracks the full-size weights instead of averaging in the low-resolution phase's.
+    from safetensors.torch import load_file
+
+    def ema_gap(r):
+        m, e = load_file(str(r / "model" / "model.safetensors")), load_file(str(r / "model_ema" / "model.safetensors"))
+        return sum(float((m[k].float() - e[k].float()).pow(2).sum()) for k in m if k in e) ** 0.5
+
+    # a low-res phase of 3 of the 4 steps: the EMA restarts after the last step, so it equals the weights
+    ema = ["train.ema_decay=0.999", "data.lowres_steps=3"]
+    run_cli(*_train_args("rf_dit_phantom", tmp_path / "ema_on", [*sets, *ema]), check=True)
+    run_cli(*_train_args("rf_dit_phantom", tmp_path / "ema_off", [*sets, *ema, "data.lowres_ema_restart=false"]),
+            check=True)
+    assert ema_gap(tmp_path / "ema_on") == 0.0 < ema_gap(tmp_path / "ema_off")
     # a run shortened below the low-res phase (a recipe with --set train.max_steps=N) keeps a full-size half
     res = run_cli(*_train_args("rf_dit_phantom", tmp_path / "short", [*sets, "data.lowres_steps=10"]), check=True)
     assert "the low-resolution phase takes the first 2 steps" in res.stdout

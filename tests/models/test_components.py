@@ -98,6 +98,8 @@ def test_checkpoint_and_ema_exclude_frozen_components(parts):
     with ema.swapped(model) as m:
         assert torch.equal(m.head.weight, ema.shadow["head.weight"])
     assert not torch.equal(model.head.weight, ema.shadow["head.weight"])
+    ema.restart(model)  # a new phase: the EMA starts over from the live weights, warmup included
+    assert torch.equal(model.head.weight, ema.shadow["head.weight"]) and ema.num_updates == 0
 
 
 def test_missing_component_config_is_one_line(tmp_path):

@@ -57,6 +57,14 @@ class EMA:
         torch._foreach_add_(shadow, params, alpha=1.0 - d)
         self.num_updates += 1
 
+    @torch.no_grad()
+    def restart(self, model: torch.nn.Module) -> None:
+        """Start over from the live weights (``shadow = param``, update count 0, so the warmup runs
+        again): for a new training phase whose weights an average with the old phase's would blur."""
+        for n, p in zip(self.names, self._params(model), strict=True):
+            self.shadow[n].copy_(p.detach().float())
+        self.num_updates = 0
+
     @contextlib.contextmanager
     @torch.no_grad()
     def swapped(self, model: torch.nn.Module) -> Iterator[torch.nn.Module]:

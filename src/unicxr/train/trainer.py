@@ -376,7 +376,10 @@ def train(
         for m in wrapped.values():
             m.zero_grad(set_to_none=True)
         if ema is not None:
-            ema.update(raw_model)
+            if task.restarts_ema(step):
+                ema.restart(raw_model)
+            else:
+                ema.update(raw_model)
         done = step + 1
         window_loss += step_loss
         window_n += 1

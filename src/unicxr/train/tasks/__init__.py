@@ -138,7 +138,7 @@ class Task:
     :meth:`build_datasets` and :meth:`loss` (one optimizer) or :meth:`training_loss` (several).
     Optional hooks: :meth:`build_modules` (auxiliary trained modules, e.g. a discriminator),
     :meth:`configure_optimizers`, :meth:`collate`, :meth:`augment`, :meth:`evaluate`,
-    :meth:`log_media`.
+    :meth:`log_media`, :meth:`restarts_ema`.
 
     Randomness in ``augment`` must come from the given generator and randomness in the loss from the
     global torch RNG, which the trainer reseeds from (seed, step, rank, micro-batch, optimizer) each
@@ -206,6 +206,12 @@ class Task:
         with the same ``batch`` and the same ``ctx`` dict, so a discriminator step can reuse what the
         generator step computed). Default: :meth:`loss` on ``modules["model"]``."""
         return self.loss(modules["model"], batch)
+
+    def restarts_ema(self, step: int) -> bool:
+        """True when training step ``step`` (0-based) begins a new phase whose weights should not be
+        averaged with the previous phase's: after that step the EMA restarts from the live weights
+        (:meth:`unicxr.train.ema.EMA.restart`). Default: never."""
+        return False
 
     def unwrap(self, module: torch.nn.Module) -> torch.nn.Module:
         """The plain module under a DDP/compile wrapper (safe for attribute access)."""

@@ -55,6 +55,11 @@ class GeneratorDataConfig(StrictModel):
         0, ge=0, description="steps of the low-resolution phase (0: none). A lowres_size at or above the cache's "
         "image size skips the phase (a recipe run on a small cache), with a note",
     )
+    lowres_ema_restart: bool = Field(
+        True, description="restart the EMA from the live weights at the first full-size step: with decay 0.999 an "
+        "EMA carried over from the low-resolution phase still holds 82% of its weights 200 full-size steps later "
+        "(measured: alignment macro 0.66 with the carried EMA, 0.69 with the raw weights; FD 89 vs 61)",
+    )
 
 
 class GeneratorTask(Task):
@@ -175,6 +180,11 @@ class GeneratorTask(Task):
             print(f"note: data.lowres_steps {d.lowres_steps} >= train.max_steps {cfg.max_steps}: the low-resolution "
                   f"phase takes the first {self._lowres_end} steps, so the run still ends at full size")
         return super().configure_optimizers(modules, cfg)
+
+    def restarts_ema(self, step: int) -> bool:
+        """The EMA restarts at the first full-size step after a low-resolution phase (see
+        ``data.lowres_ema_restart``)."""
+        return bool(self._lowres_end) and self.data_cfg.lowres_ema_restart and step == self._lowres_end
 
     def lowres_at(self, step: int) -> int | None:
         """Image side of training step ``step`` when it is in the low-resolution phase, else None."""

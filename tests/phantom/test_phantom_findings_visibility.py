@@ -133,3 +133,24 @@ def test_effusion_upper_border_is_graded() -> None:
     steps = np.diff(ramp)
     assert ramp.max() - ramp.min() > 0.1
     assert steps.max() < 0.5 * (ramp.max() - ramp.min())
+
+
+def test_displaced_clavicle_fracture_fragments_override() -> None:
+    """A displaced midshaft clavicle fracture draws overriding fragments: one broken end above the
+    other (the bone is taller where they overlap) and a doubled, brighter stretch; a barely displaced
+    (subtle) one is a lucent line instead (less bone, nothing brighter)."""
+    anat = sample_anatomy(np.random.default_rng(4))
+
+    def clavicles(cf) -> np.ndarray:
+        sc = Scene(Grid(256), anat)
+        sc.clavicle_fracture = cf
+        sc._clavicles()
+        return sc.bone[:, 128:]  # the left clavicle (image right half)
+
+    intact = clavicles(None)
+    displaced = clavicles((LEFT, 0.5, 2.0, 0.05, 0.0))
+    subtle = clavicles((LEFT, 0.5, 0.25, 0.015, 0.0))
+    tall = lambda b: (b > 0.03).sum(0)  # noqa: E731 - rows of bone per column
+    assert (tall(displaced) - tall(intact)).max() >= 0.8 * np.median(tall(intact)[tall(intact) > 0])
+    assert displaced.max() > 1.3 * intact.max()
+    assert subtle.sum() < intact.sum() and subtle.max() <= intact.max() + 1e-6

@@ -127,17 +127,18 @@ def rib_arc_v(v0, A, B, D, t):  # noqa: N803 - the arc's coefficients as rib_tab
     return v0 + A * t**3.5 - B * np.sin(np.pi * np.maximum(t, 1e-6) ** 0.8) + D * (1.0 - t) ** 1.1
 
 
-def _break_factors(x, gap, cal, bulge_len, bright, widen, ends=0.0):
+def _break_factors(x, gap, cal, bulge_len, bright, widen, ends=0.0, lucent=True):
     """Density and width factors along a broken bone at distance ``x`` from the break: a lucent line
-    ``gap`` wide (60% filled in when healing, ``cal`` = 1) plus ``ends`` (sclerotic fragment ends), and
-    a callus bulge over about ``bulge_len`` that brightens by ``bright`` and widens by ``widen``.
+    ``gap`` wide (60% filled in when healing, ``cal`` = 1; none when ``lucent`` is False, e.g.
+    overriding fragments) plus ``ends`` (sclerotic fragment ends), and a callus bulge over about
+    ``bulge_len`` that brightens by ``bright`` and widens by ``widen``.
 
     Returns:
         ``(density factor, width factor)``, arrays shaped like ``x``.
     """
-    lucent = smoothstep((0.5 * gap - np.abs(x)) / (0.3 * gap) + 0.5)
+    line = smoothstep((0.5 * gap - np.abs(x)) / (0.3 * gap) + 0.5) if lucent else 0.0
     bulge = np.exp(-((x / bulge_len) ** 2))
-    return (1.0 - 0.95 * lucent * (1.0 - 0.6 * cal)) + ends + bright * cal * bulge, 1.0 + widen * cal * bulge
+    return (1.0 - 0.95 * line * (1.0 - 0.6 * cal)) + ends + bright * cal * bulge, 1.0 + widen * cal * bulge
 
 
 class Scene:
@@ -621,23 +622,35 @@ class Scene:
             hw = 0.024 + 0.016 * (1 - t) ** 2 + 0.01 * smoothstep((t - 0.75) / 0.25)
             vc = f(t)
             amp = 0.17 * np.ones_like(t)
+            fade = smoothstep(t / 0.05 + 0.3) * (1.0 - 0.5 * smoothstep((t - 0.93) / 0.07))
             cf = self.clavicle_fracture
             if cf is not None and cf[0] == side:
-                # a midshaft break: a lucent line across the shaft, the lateral fragment displaced down
-                # (the step fades a little toward the acromioclavicular joint), the medial fragment's
-                # broken end pulled up; a healing fracture is bridged by a bright fusiform callus
+                # a midshaft break. The lateral fragment is pulled down (by the arm's weight; the step
+                # fades a little toward the acromioclavicular joint) and, when displaced by a shaft width
+                # or more, medially past the break, so the fragments override: over ``ov`` both broken
+                # ends are present, one above the other (a doubled, brighter stretch of bone), each with
+                # a sclerotic end. The medial fragment's end is pulled up (sternocleidomastoid). A
+                # barely displaced (subtle) break is a lucent line instead; a healing one is bridged by
+                # a bright fusiform callus and overrides half as far.
                 _, tf, disp, gap, cal = cf
                 xl = (t - tf) * (a1 - a0)
                 w0 = 0.028
                 step = disp * w0 * (1.0 - 0.6 * cal)
-                lat_frag = smoothstep(xl / (0.4 * gap) + 0.5)
-                vc = vc + step * lat_frag * (1.0 - 0.35 * smoothstep((t - tf) / (1.0 - tf)))
-                vc = vc - 0.4 * step * (1.0 - lat_frag) * np.exp(-np.maximum(-xl, 0.0) / 0.08)
-                dens, wide = _break_factors(xl, gap, cal, 2.2 * gap + 0.02, bright=0.9, widen=1.2)
-                amp = amp * dens
+                ov = (1.3 * gap if disp >= 1.0 else 0.0) * (1.0 - 0.5 * cal)
+                vc_lat = vc + step * (1.0 - 0.35 * smoothstep((t - tf) / (1.0 - tf)))
+                vc_med = vc - 0.4 * step * np.exp(-np.maximum(-xl, 0.0) / 0.08)
+                m_lat = smoothstep((xl + 0.5 * ov) / (0.4 * gap) + 0.5)
+                m_med = smoothstep((0.5 * ov - xl) / (0.4 * gap) + 0.5)
+                ends = 0.6 * (np.exp(-(((xl + 0.5 * ov) / (0.5 * gap)) ** 2)) * m_lat
+                              + np.exp(-(((xl - 0.5 * ov) / (0.5 * gap)) ** 2)) * m_med)
+                dens, wide = _break_factors(xl, gap, cal, 2.2 * gap + 0.02, bright=0.9, widen=1.2, ends=ends,
+                                            lucent=ov == 0.0)
                 hw = hw * wide
-            d = np.abs(V - vc) / hw
-            prof = tube(d, inner=0.62, core=0.35) * smoothstep(t / 0.05 + 0.3) * (1.0 - 0.5 * smoothstep((t - 0.93) / 0.07))
+                prof = (m_med * tube(np.abs(V - vc_med) / hw, inner=0.62, core=0.35)
+                        + m_lat * tube(np.abs(V - vc_lat) / hw, inner=0.62, core=0.35))
+                prof = np.minimum(prof, 1.6) * dens * fade
+            else:
+                prof = tube(np.abs(V - vc) / hw, inner=0.62, core=0.35) * fade
             self.bone[box] += np.where(inside, amp * prof, 0.0).astype(np.float32)
 
     def _scapulae_humeri(self) -> None:

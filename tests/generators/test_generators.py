@@ -333,3 +333,28 @@ def test_ldm_unet_min_snr_weighting(tok):
     assert set(logs) == {"mse", "weighted"} and "weighted" not in plain
     assert torch.isfinite(loss) and logs["weighted"] == pytest.approx(float(loss.detach()))
     assert logs["weighted"] != pytest.approx(logs["mse"])
+
+
+def test_report_laterality_fills_the_sides_a_condition_lacks(tok):
+    """condition.report_laterality reads each finding's side from the report (patient's side, as
+    written), keeps a side the caller gives, and changes the condition (so the model can learn it)."""
+    from unicxr.models.conditioning import LATERALITY, report_laterality
+
+    eff, ptx = FINDINGS.index("Pleural Effusion"), FINDINGS.index("Pneumothorax")
+    lat = report_laterality(REPORTS)
+    assert lat.shape == (4, 14) and lat.dtype == np.int64
+    assert LATERALITY[lat[0, eff]] == "left" and LATERALITY[lat[2, ptx]] == "right"
+    assert LATERALITY[lat[3, eff]] == "bilateral" and lat[1].sum() == 0  # "No pneumothorax" says no side
+    given = np.zeros((4, 14), np.int64)
+    given[0, eff] = LATERALITY.index("right")
+    assert report_laterality(REPORTS, given)[0, eff] == LATERALITY.index("right")
+    model = _make("latent_dit", tok)
+    assert "laterality" not in model.condition_batch(_labels(4), REPORTS)  # off by default (saved models)
+    model.config.condition.report_laterality = True
+    cond = model.condition_batch(_labels(4), REPORTS)
+    assert torch.equal(cond["laterality"], torch.from_numpy(lat))
+    model.eval()
+    with torch.no_grad():
+        a = model.cond(cond)[2]
+        b = model.cond({k: v for k, v in cond.items() if k != "laterality"})[2]
+    assert not torch.allclose(a, b)

@@ -16,6 +16,7 @@ cross attention, CrossFlow's text variational encoder) and later the unified mod
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -34,6 +35,7 @@ __all__ = [
     "tokenize_reports",
     "trim_token_ids",
     "parse_findings_prompt",
+    "report_laterality",
     "LATERALITY",
 ]
 
@@ -55,6 +57,10 @@ class ConditionConfig(StrictModel):
     hf_text_dir: str | None = Field(None, description="frozen local Hugging Face text encoder directory")
     laterality: bool = Field(True, description="findings carry laterality tokens")
     severity: bool = Field(True, description="findings carry severity")
+    report_laterality: bool = Field(
+        False, description="read each finding's side from the report (unicxr.text.laterality) where a condition "
+        "gives none: caches carry sides only in the report text, so without it the finding tokens and the pooled "
+        "findings vector never see a side in training and left/right can only come through the text encoder")
     cond_drop: float = Field(0.1, ge=0.0, lt=1.0, description="training probability of the null condition")
     pooled: Literal["mean", "findings"] = Field(
         "mean", description="the pooled vector (B, D) for global paths (a DiT's adaLN, an LDM-UNet's "
@@ -65,6 +71,26 @@ class ConditionConfig(StrictModel):
         0, ge=0, description="0: every report token is a condition token; N > 0: N learned queries read the "
         "report through masked cross-attention, a fixed-width summary for networks whose attention has no key "
         "mask (MONAI's UNet), where hundreds of zeroed padding tokens would take most of the attention")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _sides_of(text: str) -> tuple[int, ...]:
+    """Laterality index (:data:`LATERALITY`) of each of the 14 findings in one report (cached: a
+    training run sees each report once per epoch)."""
+    from unicxr.text.laterality import report_side
+
+    return tuple(0 if i == 0 else LATERALITY.index(report_side(text, f) or "unspecified")
+                 for i, f in enumerate(FINDINGS))
+
+
+def report_laterality(reports: Sequence[str], given: np.ndarray | torch.Tensor | None = None) -> np.ndarray:
+    """Laterality (B, 14) int64 read from each report (0 unspecified, 1 left, 2 right, 3 bilateral);
+    where ``given`` (B, 14) names a side (non-zero), that side wins."""
+    out = np.array([_sides_of(r or "") for r in reports], dtype=np.int64).reshape(len(reports), NUM_FINDINGS)
+    if given is not None:
+        g = given.cpu().numpy() if torch.is_tensor(given) else np.asarray(given)
+        out = np.where(g != 0, g, out).astype(np.int64)
+    return out
 
 
 def finding_states(labels: torch.Tensor) -> torch.Tensor:

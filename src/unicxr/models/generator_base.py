@@ -23,7 +23,7 @@ from pydantic import Field
 
 from unicxr.config import StrictModel
 from unicxr.models.base import ModelMixin
-from unicxr.models.conditioning import ConditionConfig, ConditionEncoder, tokenize_reports
+from unicxr.models.conditioning import ConditionConfig, ConditionEncoder, report_laterality, tokenize_reports
 
 __all__ = ["GeneratorConfig", "GeneratorBase"]
 
@@ -121,13 +121,17 @@ class GeneratorBase(ModelMixin):
         severity: torch.Tensor | np.ndarray | None = None,
     ) -> dict[str, Any]:
         """A condition dict for :class:`~unicxr.models.conditioning.ConditionEncoder` (reports are
-        tokenized into windows; ``overflow`` counts reports longer than all windows)."""
+        tokenized into windows; ``overflow`` counts reports longer than all windows). With
+        ``condition.report_laterality`` each finding's side is read from the report where ``laterality``
+        (B, 14) gives none."""
         ccfg = self.config.condition
         device = next(self.parameters()).device
         cond: dict[str, Any] = {}
         if labels is not None:
             cond["labels"] = torch.as_tensor(np.asarray(labels, np.float32) if not torch.is_tensor(labels) else labels,
                                              dtype=torch.float32).to(device)
+        if reports is not None and ccfg.report_laterality and ccfg.laterality:
+            laterality = report_laterality(list(reports), laterality)
         if laterality is not None:
             cond["laterality"] = torch.as_tensor(laterality, dtype=torch.long).to(device)
         if severity is not None:

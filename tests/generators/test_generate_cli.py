@@ -224,3 +224,12 @@ def test_low_resolution_phase_in_one_run(cache, tmp_path):
                      ("data.lowres_size=18", "not divisible by 4")]:
         res = run_cli(*_train_args("rf_dit_phantom", tmp_path / "bad", [*sets, bad]))
         assert res.returncode != 0 and msg in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_read_prompts_split_all_is_every_row(cache):
+    """``--split all`` means the whole cache, as in the eval commands (the guidance sweep passes it on)."""
+    from unicxr.pipelines.generate import read_prompts
+
+    every, _ = read_prompts(prompts=cache / "c")
+    test, _ = read_prompts(prompts=cache / "c", split="test")
+    assert len(read_prompts(prompts=cache / "c", split="all")[0]) == len(every) > len(test) > 0

@@ -54,8 +54,11 @@ def read_prompts(
     prompts: str | Path | None = None,
     split: str | None = None,
 ) -> tuple[list[Prompt], list[tuple[str, str]]]:
-    """The prompts of one ``generate`` call and the rejected rows ``(row, reason)``."""
+    """The prompts of one ``generate`` call and the rejected rows ``(row, reason)``; ``split``
+    ``None`` or ``"all"``: every row of ``prompts`` (as the ``eval`` commands read ``all``)."""
     from unicxr.text import label_reports
+
+    split = None if split in ("", "all") else split
 
     given = [x is not None for x in (prompt, findings, prompts)]
     if sum(given) != 1:

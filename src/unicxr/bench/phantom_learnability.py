@@ -61,7 +61,10 @@ def make_arrays(n: int, size: int, seed: int, workers: int = 2,
 def _subtype(name: str, kind: str) -> str:
     """The drawn variant of a finding that the bench breaks its AUROC down by (``''`` = no breakdown)."""
     if name == "Fracture":
-        return ("clavicle" if kind.startswith("clavicle") else "rib") + (" healing" if kind.endswith("h") else " acute")
+        from unicxr.phantom.findings import fracture_ribs
+
+        rib, _, healing = fracture_ribs(kind)
+        return ("clavicle" if rib < 0 else "rib") + (" healing" if healing else " acute")
     if name == "Lung Lesion":
         return kind.split("|")[0]
     if name == "Pleural Other":
@@ -210,10 +213,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         j = FINDINGS.index(name)
         kinds = np.array([d.get(name, "") for d in sub])
         for st in sorted(set(kinds) - {""}):
-            keep = (yeval[:, j] == 0) | ((yeval[:, j] == 1) & (kinds == st))
-            npos = int(((yeval[:, j] == 1) & (kinds == st)).sum())
+            pos = (yeval[:, j] == 1) & (kinds == st)
+            npos = int(pos.sum())
             if npos < 3:
                 continue
+            keep = (yeval[:, j] == 0) | pos
             a = auroc(ybin[keep, j], scores[keep, j])
             res[f"{name}/{st}"] = a
             print(f"{name + ' / ' + st:40s} {npos:8d} {a:7.3f}")

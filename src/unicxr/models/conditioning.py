@@ -77,10 +77,10 @@ class ConditionConfig(StrictModel):
 def _sides_of(text: str) -> tuple[int, ...]:
     """Laterality index (:data:`LATERALITY`) of each of the 14 findings in one report (cached: a
     training run sees each report once per epoch)."""
-    from unicxr.text.laterality import report_side
+    from unicxr.text.laterality import all_sides
 
-    return tuple(0 if i == 0 else LATERALITY.index(report_side(text, f) or "unspecified")
-                 for i, f in enumerate(FINDINGS))
+    sides = all_sides(text)
+    return tuple(0 if i == 0 else LATERALITY.index(sides.get(f) or "unspecified") for i, f in enumerate(FINDINGS))
 
 
 def report_laterality(reports: Sequence[str], given: np.ndarray | torch.Tensor | None = None) -> np.ndarray:

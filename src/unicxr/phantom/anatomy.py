@@ -621,7 +621,6 @@ class Scene:
             inside = (x >= a0) & (x <= a1)
             hw = 0.024 + 0.016 * (1 - t) ** 2 + 0.01 * smoothstep((t - 0.75) / 0.25)
             vc = f(t)
-            amp = 0.17 * np.ones_like(t)
             fade = smoothstep(t / 0.05 + 0.3) * (1.0 - 0.5 * smoothstep((t - 0.93) / 0.07))
             cf = self.clavicle_fracture
             if cf is not None and cf[0] == side:
@@ -651,7 +650,7 @@ class Scene:
                 prof = np.minimum(prof, 1.6) * dens * fade
             else:
                 prof = tube(np.abs(V - vc) / hw, inner=0.62, core=0.35) * fade
-            self.bone[box] += np.where(inside, amp * prof, 0.0).astype(np.float32)
+            self.bone[box] += np.where(inside, 0.17 * prof, 0.0).astype(np.float32)
 
     def _scapulae_humeri(self) -> None:
         """Scapulae (body, lateral border, acromion), humeral heads and necks at the upper corners."""

@@ -13,7 +13,7 @@ import re
 
 from unicxr.labels import FINDINGS
 
-__all__ = ["SIDES", "report_side", "report_sides"]
+__all__ = ["SIDES", "report_side", "report_sides", "all_sides"]
 
 SIDES = ("left", "right", "bilateral")
 _SIDE_WORD = re.compile(r" (left|right|bilateral|bilaterally|both) ")
@@ -29,31 +29,39 @@ def report_side(text: str, finding: str) -> str:
 
 def report_sides(texts: list[str], finding: str) -> list[str]:
     """:func:`report_side` of many reports (one labeler for all)."""
+    if finding not in FINDINGS:
+        raise ValueError(f"unknown finding {finding!r}")
+    return [all_sides(text).get(finding, "") for text in texts]
+
+
+def all_sides(text: str) -> dict[str, str]:
+    """The side of every finding that ``text`` mentions on a side, ``{finding: side}`` (one labeler
+    pass for all findings; see the module docstring for the rules)."""
     from unicxr.text.labeler import _default
     from unicxr.text.negation import find_cues, normalize
 
-    if finding not in FINDINGS:
-        raise ValueError(f"unknown finding {finding!r}")
     labeler = _default()  # the shared default labeler (its patterns compiled once per process)
-    out = []
-    for text in texts:
-        t = normalize((text or "")[: labeler.max_chars])
-        sides: set[str] = set()
-        mentions = [m for m in labeler.mentions(t, normalized=True) if m.finding == finding and m.value != 0]
-        if mentions:
-            scope = find_cues(t)
-            words = [(m.start() + 1, _CANON[m.group(1)]) for m in _SIDE_WORD.finditer(t)]
-            for m in mentions:
-                sent = scope.sentence(m.start)
-                same = [(p, s) for p, s in words if scope.sentence(p) == sent]
-                before = [(p, s) for p, s in same if p < m.start]
-                after = [(p, s) for p, s in same if p >= m.end]
-                if before:
-                    sides.add(before[-1][1])
-                elif after:
-                    sides.add(after[0][1])
+    t = normalize((text or "")[: labeler.max_chars])
+    mentions = [m for m in labeler.mentions(t, normalized=True) if m.value != 0]
+    if not mentions:
+        return {}
+    scope = find_cues(t)
+    words = [(m.start() + 1, _CANON[m.group(1)]) for m in _SIDE_WORD.finditer(t)]
+    found: dict[str, set[str]] = {}
+    for m in mentions:
+        sent = scope.sentence(m.start)
+        same = [(p, s) for p, s in words if scope.sentence(p) == sent]
+        before = [(p, s) for p, s in same if p < m.start]
+        after = [(p, s) for p, s in same if p >= m.end]
+        sides = found.setdefault(m.finding, set())
+        if before:
+            sides.add(before[-1][1])
+        elif after:
+            sides.add(after[0][1])
+    out = {}
+    for finding, sides in found.items():
         if "bilateral" in sides or {"left", "right"} <= sides:
-            out.append("bilateral")
-        else:
-            out.append(next(iter(sides)) if sides else "")
+            out[finding] = "bilateral"
+        elif sides:
+            out[finding] = next(iter(sides))
     return out

@@ -146,7 +146,8 @@ def test_bench_generators_side_by_side(cache, tmp_path):
             "model.heads=2", "model.patch=4", "model.default_steps=2", *COND]
     cmd = ["bench", "generators", "--cache", cache / "c", "--features", f"own:{enc}", "--out", out,
            "--recipe", "rf_dit_phantom", "--recipe", "crossflow_phantom", "--baseline", "rf_dit_phantom",
-           "--max-minutes", "5", "--n-boot", "10", "--no-progress"]
+           "--max-minutes", "5", "--n-boot", "10", "--snapshots", "0.00001", "--diversity-prompts", "2",
+           "--no-progress"]
     for s in sets:
         cmd += ["--set", s]
     res = run_cli(*cmd, check=True)
@@ -156,8 +157,29 @@ def test_bench_generators_side_by_side(cache, tmp_path):
     for r in fam.values():
         assert r["train_steps"] == 3 and r["nfe_per_image"] == 2 and r["fd"] is not None and r["fd"] >= 0
         assert r["n_images"] == len(pd.read_csv(out / "rf_dit_phantom" / "images" / "metadata.csv"))
+    # diversity (not for the baseline): 8 samples per prompt vs 8 real training images of the same findings
+    d = fam["crossflow_phantom"]["diversity"]
+    assert d["n_groups"] >= 1 and 0 < d["ms_ssim"] <= 1 and 0 < d["real_ms_ssim"] <= 1
+    assert "diversity" not in fam["rf_dit_phantom"]
+    div = pd.read_csv(out / "crossflow_phantom" / "diversity" / "images" / "metadata.csv")
+    assert div.groupby("prompt").size().eq(8).all()
     assert fam["rf_dit_phantom"]["fd_ratio_to_baseline"] == 1.0
-    assert "| crossflow_phantom |" in (out / "bench.md").read_text() and "FD ratio" in res.stdout
+    # the baseline has no snapshots; the other family has one early snapshot, scored like the final model
+    assert len(fam["rf_dit_phantom"]["curve"]) == 1
+    curve = fam["crossflow_phantom"]["curve"]
+    assert len(curve) == 2 and curve[0]["step"] < 3 and curve[0]["fd"] >= 0 and curve[-1]["fd"] == fam["crossflow_phantom"]["fd"]
+    t = fam["crossflow_phantom"]["time_to_baseline_fd_ratio"]
+    assert t is None or t > 0
+    md = (out / "bench.md").read_text()
+    assert "| crossflow_phantom |" in md and "FD ratio" in res.stdout and "FD against training time" in md
+    assert "MS-SSIM fakes" in md
+    # resumable: a family with row.json is not run again; every call tabulates all families in OUT
+    stamp = (out / "crossflow_phantom" / "row.json").stat().st_mtime_ns
+    run_cli(*cmd, check=True)
+    assert (out / "crossflow_phantom" / "row.json").stat().st_mtime_ns == stamp
+    bad = run_cli("bench", "generators", "--cache", cache / "c", "--features", f"own:{enc}", "--out", tmp_path / "b2",
+                  "--snapshots", "0.5")
+    assert bad.returncode != 0 and "--max-minutes" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
     # guidance sweep on the two trained runs: same prompts and seeds per point, one curve per model
     sweep = tmp_path / "sweep"

@@ -222,3 +222,22 @@ def test_init_from_loads_weights_at_a_fresh_start_and_rejects_other_shapes(tmp_p
     rc = main(["train", "toy", "--out", str(tmp_path / "bad2"), "--no-progress", "--set", "train.max_steps=1",
                "--set", f"train.init_from={tmp_path / 'nowhere'}"])
     assert rc == 2 and "train.init_from" in capsys.readouterr().err
+
+
+def test_snapshot_minutes_save_the_weights_at_a_wall_clock_mark(tmp_path):
+    """train.snapshot_minutes: the model (and EMA) as they were at the first step past each mark, in a
+    run-like folder with its step; a mark the run never reaches writes nothing."""
+    from tests.conftest import run_cli
+
+    run = tmp_path / "run"
+    run_cli(*_args(run, ["train.max_steps=6", "train.ckpt_every=1", "train.keep_last=10",
+                         "train.snapshot_minutes=[0.0,1000.0]"]), check=True)
+    snap = run / "snapshots" / "min0"
+    rec = json.loads((snap / "snapshot.json").read_text())
+    assert rec["step"] == 1 and rec["minutes"] == 0.0 and rec["seconds"] >= 0.0
+    assert sorted(p.name for p in (run / "snapshots").iterdir()) == ["min0"]
+    first, final = _weights(snap), _weights(run)
+    assert first.keys() == final.keys() and any(not torch.equal(first[k], final[k]) for k in first)
+    assert (snap / "model_ema" / "model.safetensors").exists()
+    # the snapshot is step 1: the same weights as the step-1 checkpoint
+    _assert_identical(first, load_file(str(run / "checkpoints" / "step_000001" / "model.safetensors")))

@@ -25,15 +25,28 @@ def generators_command(
     n_boot: int = typer.Option(200, "--n-boot", min=0),
     baseline: str = typer.Option("ddpm_baseline_phantom", "--baseline", help="Recipe the ratios are taken against."),
     seed: int = typer.Option(0, "--seed", min=0),
+    snapshots: str = typer.Option(
+        "", "--snapshots",
+        help="Comma-separated fractions of --max-minutes (e.g. 0.1667,0.3333,0.6667): the non-baseline families "
+             "also save and score their weights then (FD against training time, time to reach the baseline's FD)."),
+    diversity_prompts: int = typer.Option(
+        0, "--diversity-prompts", min=0,
+        help="K > 0: MS-SSIM among 8 samples of each of K test prompts vs 8 real images with the same findings."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train every generator family on the same cache and budget, sample the same test prompts, and
-    compare FD (with CIs), alignment AUROC, sampling NFE and time against the DDPM baseline."""
+    compare FD (with CIs), alignment AUROC, sampling NFE and time against the DDPM baseline. Families whose
+    OUT/<recipe>/row.json exists are not run again (run families in parallel with --recipe into one OUT)."""
     from unicxr.bench.generators import DEFAULT_RECIPES, render_table, run_bench
+    from unicxr.utils.errors import UnicxrError
 
+    try:
+        fracs = tuple(float(x) for x in snapshots.split(",") if x.strip())
+    except ValueError:
+        raise UnicxrError(f"--snapshots {snapshots!r}: expected comma-separated fractions, e.g. 0.3333") from None
     res = run_bench(cache, features, out, recipes=tuple(recipe) or DEFAULT_RECIPES, overrides=list(set_),
                     max_minutes=max_minutes, split=split, max_prompts=max_prompts, n_boot=n_boot, seed=seed,
-                    baseline=baseline, progress=progress)
+                    baseline=baseline, snapshots=fracs, diversity_prompts=diversity_prompts, progress=progress)
     typer.echo(render_table(res))
 
 

@@ -8,6 +8,19 @@ and runs ``unicxr eval images`` against the real test split. ``OUT/bench.json`` 
 ``OUT/bench.md`` hold, per family: training steps and seconds, sampling NFE and seconds per image,
 FD with its bootstrap CI, macro alignment AUROC, and the ratios to the baseline (FD, NFE, training
 time).
+
+* **Anytime curve** (``snapshots``, fractions of the budget): the non-baseline families also save their
+  weights at those fractions of ``max_minutes`` (``train.snapshot_minutes``); each snapshot is sampled
+  and scored like the final model, which gives FD against training time and the first time a family
+  reached the baseline's final FD (``time_to_baseline_fd_ratio``: that time over the baseline's
+  training time; the issue's goal is ≤ 1/3).
+* **Diversity** (``diversity_prompts`` K > 0; not for the baseline, whose 1000-step sampling dominates
+  the bench's cost): 8 samples for each of K test prompts whose positive
+  findings match at least 8 real training images exactly; mean pairwise MS-SSIM among the 8 samples
+  against 8 such real images (lower = more diverse).
+* **Resumable**: a family whose ``OUT/<recipe>/row.json`` exists is not run again, and a finished
+  ``run/`` is not retrained, so families can run in separate processes (``--recipe``) into one OUT; every
+  call writes the table of all families present.
 """
 
 from __future__ import annotations
@@ -18,21 +31,129 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_RECIPES", "run_bench", "render_table"]
+__all__ = ["DEFAULT_RECIPES", "run_bench", "render_table", "pick_diversity_prompts"]
 
 DEFAULT_RECIPES = ("ddpm_baseline_phantom", "ldm_unet_phantom", "rf_dit_phantom", "crossflow_phantom")
+DIVERSITY_N = 8
 
 
 def _train(recipe: str, run: Path, overrides: list[str], progress: bool) -> dict[str, Any]:
     from unicxr.train.config import load_recipe
     from unicxr.train.trainer import train
 
+    summary_path = run / "summary.json"
+    if summary_path.exists():  # finished earlier (resumed bench): reuse it
+        return {**json.loads(summary_path.read_text()), "reused": True}
     loaded = load_recipe(recipe, overrides)
     t0 = time.perf_counter()
     train(loaded, run, progress=progress)
-    summary = json.loads((run / "summary.json").read_text())
+    summary = json.loads(summary_path.read_text())
     summary["wall_s"] = time.perf_counter() - t0
     return summary
+
+
+def _score(model: Path, prompts: list, folder: Path, cache: str | Path, features: str, split: str, *, n_boot: int,
+           seed: int, progress: bool) -> dict[str, Any]:
+    """Sample one image per prompt with ``model``'s defaults into ``folder/images`` and score them."""
+    from unicxr.eval.image_eval import evaluate_images
+    from unicxr.pipelines.generate import generate_images
+
+    t0 = time.perf_counter()
+    gen = generate_images(model, prompts, folder / "images", seed=seed, progress=progress)
+    sample_s = time.perf_counter() - t0
+    ev = evaluate_images(cache, folder / "images", features, out=folder / "eval", real_split=split, n_boot=n_boot,
+                         seed=seed, diversity=False, progress=progress)
+    fd = ev["metrics"]["fd"]
+    align = ev.get("alignment", {})
+    return {
+        "nfe_per_image": gen["nfe_per_image"],
+        "sampler": gen["sampler"],
+        "steps": gen["steps"],
+        "sample_seconds_per_image": sample_s / max(gen["images"], 1),
+        "fd": fd.get("value"),
+        "fd_ci": [fd.get("ci_low"), fd.get("ci_high")],
+        "alignment_macro_auroc": (align.get("macro") or {}).get("auroc_fake"),
+        "alignment_per_finding": {k: v.get("auroc_fake") for k, v in (align.get("per_finding") or {}).items()},
+        "n_images": gen["images"],
+    }
+
+
+def pick_diversity_prompts(prompts: list, real_labels: Any, k: int, *, need: int = DIVERSITY_N) -> list[int]:
+    """Indices of the first ``k`` prompts with distinct positive-finding sets that at least ``need`` real
+    label rows (N, 14) match exactly (so the real reference has as many images as the fakes)."""
+    import numpy as np
+
+    real_sets: dict[frozenset[int], int] = {}
+    for row in np.asarray(real_labels):
+        s = frozenset(np.flatnonzero(row == 1).tolist())
+        real_sets[s] = real_sets.get(s, 0) + 1
+    picked: list[int] = []
+    seen: set[frozenset[int]] = set()
+    for i, p in enumerate(prompts):
+        s = frozenset(np.flatnonzero(np.asarray(p.labels) == 1).tolist())
+        if s not in seen and real_sets.get(s, 0) >= need:
+            seen.add(s)
+            picked.append(i)
+            if len(picked) == k:
+                break
+    return picked
+
+
+def _diversity(model: Path, prompts: list, folder: Path, cache: str | Path, k: int, *, seed: int,
+               progress: bool) -> dict[str, Any]:
+    """MS-SSIM among 8 samples of each of ``k`` prompts vs among 8 real training images with the same
+    positive findings (see module docstring)."""
+    from unicxr.data.image_sets import open_image_set
+    from unicxr.eval.image_eval import diversity_by_prompt
+    from unicxr.pipelines.generate import generate_images
+
+    real = open_image_set(cache, split="train")
+    idx = pick_diversity_prompts(prompts, real.labels, k)
+    if not idx:
+        return {"ms_ssim": None, "n_groups": 0, "reason": f"no prompt matches {DIVERSITY_N} real training images"}
+    generate_images(model, [prompts[i] for i in idx], folder / "images", n=DIVERSITY_N, seed=seed, progress=progress)
+    div = diversity_by_prompt(open_image_set(folder / "images"), real=real, max_groups=len(idx),
+                              max_per_group=DIVERSITY_N, seed=seed, progress=progress)
+    return {k2: div.get(k2) for k2 in ("ms_ssim", "real_ms_ssim", "fake_ms_ssim_same_groups", "n_groups",
+                                        "n_groups_real")}
+
+
+def _family(recipe: str, out: Path, cache: str | Path, features: str, prompts: list, *, sets: list[str],
+            split: str, snapshot_minutes: list[float], diversity_prompts: int, n_boot: int, seed: int,
+            progress: bool) -> dict[str, Any]:
+    from unicxr.utils.io import atomic_write_text
+
+    fam = out / recipe
+    run = fam / "run"
+    if snapshot_minutes:
+        sets = [*sets, "train.snapshot_minutes=[" + ",".join(f"{m:g}" for m in snapshot_minutes) + "]"]
+    summary = _train(recipe, run, sets, progress)
+    row: dict[str, Any] = {
+        "train_steps": summary["steps"],
+        "train_seconds": summary.get("train_seconds", summary.get("wall_s")),
+        "stopped_by_time": summary.get("stopped_by_time", False),
+        "reused_run": bool(summary.get("reused", False)),
+        **_score(run, prompts, fam, cache, features, split, n_boot=n_boot, seed=seed, progress=progress),
+    }
+    curve = []
+    snaps = sorted((run / "snapshots").glob("min*/snapshot.json"), key=lambda p: json.loads(p.read_text())["minutes"])
+    for sj in snaps:
+        info = json.loads(sj.read_text())
+        s = _score(sj.parent, prompts, fam / "snapshots" / sj.parent.name, cache, features, split, n_boot=n_boot,
+                   seed=seed, progress=progress)
+        curve.append({**info, **{k: s[k] for k in ("fd", "fd_ci", "alignment_macro_auroc")}})
+    curve.append({"minutes": None, "step": row["train_steps"], "seconds": row["train_seconds"], "fd": row["fd"],
+                  "fd_ci": row["fd_ci"], "alignment_macro_auroc": row["alignment_macro_auroc"]})
+    row["curve"] = curve
+    if diversity_prompts > 0:
+        row["diversity"] = _diversity(run, prompts, fam / "diversity", cache, diversity_prompts, seed=seed,
+                                      progress=progress)
+    atomic_write_text(fam / "row.json", json.dumps(row, indent=2, default=_nan_none) + "\n")
+    return row
+
+
+def _nan_none(x: Any) -> Any:
+    return None if isinstance(x, float) and not math.isfinite(x) else str(x)
 
 
 def run_bench(
@@ -48,54 +169,52 @@ def run_bench(
     n_boot: int = 200,
     seed: int = 0,
     baseline: str = "ddpm_baseline_phantom",
+    snapshots: tuple[float, ...] = (),
+    diversity_prompts: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train, sample and score every recipe (see module docstring); returns the bench JSON."""
-    from unicxr.eval.image_eval import evaluate_images, json_safe
-    from unicxr.pipelines.generate import generate_images, read_prompts
+    """Train, sample and score every recipe (see module docstring); returns the bench JSON of every
+    family in ``out`` (run now or by an earlier call)."""
+    from unicxr.eval.image_eval import json_safe
+    from unicxr.pipelines.generate import read_prompts
+    from unicxr.utils.errors import UnicxrError
     from unicxr.utils.io import atomic_write_text
 
+    if snapshots and max_minutes is None:
+        raise UnicxrError("--snapshots: fractions of the budget need --max-minutes")
+    if any(not 0 < f < 1 for f in snapshots):
+        raise UnicxrError(f"--snapshots {list(snapshots)}: fractions of the budget must lie in (0, 1)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     prompts, _ = read_prompts(prompts=cache, split=split)
     if max_prompts is not None:
         prompts = prompts[:max_prompts]
-    rows: dict[str, Any] = {}
+    sets = [f"data.cache={cache}", *(overrides or [])]
+    if max_minutes is not None:
+        sets.append(f"train.max_minutes={max_minutes}")
     for recipe in recipes:
-        sets = [f"data.cache={cache}", *(overrides or [])]
-        if max_minutes is not None:
-            sets.append(f"train.max_minutes={max_minutes}")
-        run = out / recipe / "run"
-        train_summary = _train(recipe, run, sets, progress)
-        t0 = time.perf_counter()
-        gen = generate_images(run, prompts, out / recipe / "images", seed=seed, progress=progress)
-        sample_s = time.perf_counter() - t0
-        ev = evaluate_images(cache, out / recipe / "images", features, out=out / recipe / "eval", real_split=split,
-                             n_boot=n_boot, seed=seed, diversity=False, progress=progress)
-        fd = ev["metrics"]["fd"]
-        align = ev.get("alignment", {})
-        rows[recipe] = {
-            "train_steps": train_summary["steps"],
-            "train_seconds": train_summary.get("train_seconds", train_summary["wall_s"]),
-            "stopped_by_time": train_summary.get("stopped_by_time", False),
-            "nfe_per_image": gen["nfe_per_image"],
-            "sampler": gen["sampler"],
-            "steps": gen["steps"],
-            "sample_seconds_per_image": sample_s / max(gen["images"], 1),
-            "fd": fd.get("value"),
-            "fd_ci": [fd.get("ci_low"), fd.get("ci_high")],
-            "alignment_macro_auroc": (align.get("macro") or {}).get("auroc_fake"),
-            "alignment_per_finding": {k: v.get("auroc_fake") for k, v in (align.get("per_finding") or {}).items()},
-            "n_images": gen["images"],
-        }
+        if (out / recipe / "row.json").exists():
+            continue
+        snap_min = [f * max_minutes for f in snapshots] if recipe != baseline and max_minutes else []
+        _family(recipe, out, cache, features, prompts, sets=sets, split=split, snapshot_minutes=snap_min,
+                diversity_prompts=diversity_prompts if recipe != baseline else 0, n_boot=n_boot, seed=seed,
+                progress=progress)
+    rows: dict[str, Any] = {}
+    present = sorted(p.parent.name for p in out.glob("*/row.json"))
+    for name in [*(r for r in recipes if r in present), *(r for r in present if r not in recipes)]:
+        rows[name] = json.loads((out / name / "row.json").read_text())
     base = rows.get(baseline)
     if base is not None:
         for r in rows.values():
             r["fd_ratio_to_baseline"] = _ratio(r["fd"], base["fd"])
             r["nfe_ratio_to_baseline"] = _ratio(r["nfe_per_image"], base["nfe_per_image"])
             r["train_time_ratio_to_baseline"] = _ratio(r["train_seconds"], base["train_seconds"])
+            reach = [p["seconds"] for p in r.get("curve", []) if p["fd"] is not None and base["fd"] is not None
+                     and p["fd"] <= base["fd"]]
+            r["time_to_baseline_fd_ratio"] = _ratio(min(reach), base["train_seconds"]) if reach else None
     result = json_safe({"cache": str(cache), "features": features, "split": split, "max_minutes": max_minutes,
-                        "overrides": overrides or [], "baseline": baseline, "families": rows})
+                        "n_prompts": len(prompts), "overrides": overrides or [], "baseline": baseline,
+                        "snapshots": list(snapshots), "families": rows})
     atomic_write_text(out / "bench.json", json.dumps(result, indent=2) + "\n")
     atomic_write_text(out / "bench.md", render_table(result))
     return result
@@ -108,23 +227,44 @@ def _ratio(a: Any, b: Any) -> float | None:
 
 
 def render_table(result: dict[str, Any]) -> str:
-    """Markdown table of a bench result."""
+    """Markdown tables of a bench result: the families, their anytime curves, their diversity."""
 
     def f(x: Any, d: int = 3) -> str:
         return "–" if x is None else (f"{x:.{d}g}" if isinstance(x, float) else str(x))
 
     lines = [
-        f"Generators on `{result['cache']}` ({result['split']} split), features `{result['features']}`, "
-        f"budget {result['max_minutes']} min per family; ratios against `{result['baseline']}`.",
+        f"Generators on `{result['cache']}` ({result['split']} split, {result.get('n_prompts', '?')} prompts), "
+        f"features `{result['features']}`, budget {result['max_minutes']} min per family; ratios against "
+        f"`{result['baseline']}`.",
         "",
-        "| family | train steps | train s | sampler × steps | NFE | s/image | FD [95% CI] | align AUROC | FD ratio | NFE ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| family | train steps | train s | sampler × steps | NFE | s/image | FD [95% CI] | align AUROC | FD ratio | "
+        "NFE ratio | time to baseline FD |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, r in result["families"].items():
+    fams = result["families"]
+    for name, r in fams.items():
         ci = r["fd_ci"]
         lines.append(
             f"| {name} | {r['train_steps']} | {f(r['train_seconds'], 4)} | {r['sampler']} × {r['steps']} | "
             f"{r['nfe_per_image']} | {f(r['sample_seconds_per_image'])} | {f(r['fd'])} [{f(ci[0])}, {f(ci[1])}] | "
-            f"{f(r['alignment_macro_auroc'])} | {f(r.get('fd_ratio_to_baseline'))} | {f(r.get('nfe_ratio_to_baseline'))} |"
+            f"{f(r['alignment_macro_auroc'])} | {f(r.get('fd_ratio_to_baseline'))} | "
+            f"{f(r.get('nfe_ratio_to_baseline'))} | {f(r.get('time_to_baseline_fd_ratio'))} |"
         )
+    curves = [(n, p) for n, r in fams.items() if len(r.get("curve", [])) > 1 for p in r["curve"]]
+    if curves:
+        lines += ["", "FD against training time (snapshots at fractions of the budget; the last row of a family is "
+                  "its final model):", "", "| family | train s | step | FD [95% CI] | align AUROC |",
+                  "|---|---|---|---|---|"]
+        for n, p in curves:
+            ci = p["fd_ci"]
+            lines.append(f"| {n} | {f(p['seconds'], 4)} | {p['step']} | {f(p['fd'])} [{f(ci[0])}, {f(ci[1])}] | "
+                         f"{f(p['alignment_macro_auroc'])} |")
+    divs = [(n, r["diversity"]) for n, r in fams.items() if r.get("diversity")]
+    if divs:
+        lines += ["", f"Diversity: mean pairwise MS-SSIM among {DIVERSITY_N} samples of one prompt vs among "
+                  f"{DIVERSITY_N} real training images with the same positive findings (lower = more diverse):", "",
+                  "| family | prompts | MS-SSIM fakes | MS-SSIM real (same groups) |", "|---|---|---|---|"]
+        for n, d in divs:
+            lines.append(f"| {n} | {f(d.get('n_groups'))} | {f(d.get('fake_ms_ssim_same_groups', d.get('ms_ssim')))} | "
+                         f"{f(d.get('real_ms_ssim'))} |")
     return "\n".join(lines) + "\n"

@@ -46,6 +46,13 @@ class TrainConfig(StrictModel):
     max_minutes: float | None = Field(
         None, gt=0, description="wall-clock budget of this process: stop (checkpoint + final model) once exceeded"
     )
+    snapshot_minutes: list[float] = Field(
+        default_factory=list,
+        description=(
+            "save the model (and its EMA) to OUT/snapshots/min<M>/ at the first step past each of these wall-clock "
+            "minutes of training, with snapshot.json (step, seconds): anytime curves, e.g. FD against training time"
+        ),
+    )
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes per rank")
     num_threads: int | None = Field(
         None, gt=0, description="torch intra-op threads per rank (null: torch default); 1 is often fastest on a busy CPU"

@@ -138,6 +138,30 @@ def _build_optimizer(spec: Any, cfg: Any) -> torch.optim.Optimizer:
     )
 
 
+def _snap_name(minutes: float) -> str:
+    return f"min{minutes:g}"
+
+
+def _save_snapshot(out: Path, minutes: float, step: int, seconds: float, model: Any, ema: Any, main: bool) -> None:
+    """``train.snapshot_minutes``: the weights after ``step`` (and their EMA) as a run-like folder
+    ``OUT/snapshots/min<M>/`` (``model/``, ``model_ema/``, ``snapshot.json``), written on the main rank only
+    (no collective, so ranks whose clocks differ cannot deadlock); the folder appears whole or not at all."""
+    if not main:
+        return
+    import shutil
+
+    final = out / "snapshots" / _snap_name(minutes)
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp / "model")
+    if ema is not None:
+        with ema.swapped(model):
+            model.save_pretrained(tmp / "model_ema")
+    rec = {"minutes": minutes, "step": step, "seconds": seconds}
+    (tmp / "snapshot.json").write_text(json.dumps(rec, indent=2) + "\n")
+    tmp.rename(final)
+
+
 def _write_media(out: Path, step: int, media: Media, writer: Any, task: Task) -> None:
     """Write a task's media: ``RUN/media/step_N/<name>.png`` grids and ``<name>.txt`` texts, and TensorBoard."""
     from unicxr.utils.io import atomic_write_text as write_text
@@ -315,6 +339,8 @@ def train(
     last_loss = float("nan")
     t_start = time.perf_counter()
     end_step = cfg.max_steps  # < max_steps when train.max_minutes stops the run early
+    # wall-clock marks not yet snapshotted (a resumed run restarts its clock, so it skips existing ones)
+    pending_snaps = sorted(m for m in cfg.snapshot_minutes if not (out / "snapshots" / _snap_name(m)).exists())
     for step in range(start_step, cfg.max_steps):
         lr = lr_at(
             step,
@@ -406,6 +432,8 @@ def train(
         if bar is not None:
             bar.update(1)
 
+        while pending_snaps and time.perf_counter() - t_start >= 60.0 * pending_snaps[0]:
+            _save_snapshot(out, pending_snaps.pop(0), done, time.perf_counter() - t_start, raw_model, ema, main)
         if cfg.max_minutes is not None and done < cfg.max_steps:
             over = torch.tensor(float(time.perf_counter() - t_start > 60.0 * cfg.max_minutes), device=device)
             if float(accelerator.reduce(over, reduction="sum")) > 0:  # every rank stops at the same step

@@ -193,11 +193,20 @@ def test_bench_generators_side_by_side(cache, tmp_path):
         assert [p["guidance"] for p in c["points"]] == [1.0, 3.0]
         assert all(p["fd"] is not None and p["fd"] >= 0 and p["n_images"] == 6 for p in c["points"])
         assert "alignment_macro_auroc" in c["points"][0]
-    g1 = sorted((sweep / "run" / "g1" / "images").glob("*.png"))
-    g3 = sorted((sweep / "run" / "g3" / "images").glob("*.png"))
+    g1 = sorted((sweep / "rf_dit_phantom" / "g1" / "images").glob("*.png"))
+    g3 = sorted((sweep / "rf_dit_phantom" / "g3" / "images").glob("*.png"))
     assert len(g1) == len(g3) == 6 and any(a.read_bytes() != b.read_bytes() for a, b in zip(g1, g3, strict=True))
-    assert set(sw["models"]) == {"run", "run_2"}  # two run folders of the same name stay apart
-    assert (sweep / "pareto.png").stat().st_size > 1000 and "| run_2 | 3 |" in res.stdout
+    # named by the run's family folder (past the generic run/), unique within a sweep
+    assert set(sw["models"]) == {"rf_dit_phantom", "crossflow_phantom"}
+    assert (sweep / "pareto.png").stat().st_size > 1000 and "| crossflow_phantom | 3 |" in res.stdout
+    # resumable: the same points are reused (no image rewritten); the same model twice gets a second name
+    stamp = g1[0].stat().st_mtime_ns
+    res = run_cli("bench", "guidance", "--model", out / "rf_dit_phantom" / "run", "--model",
+                  out / "rf_dit_phantom" / "run" / "model_ema", "--cache", cache / "c", "--features", f"own:{enc}",
+                  "--out", sweep, "--guidance", "1,3", "--max-prompts", "6", "--n-boot", "5", "--no-progress",
+                  check=True)
+    assert g1[0].stat().st_mtime_ns == stamp
+    assert set(json.loads((sweep / "sweep.json").read_text())["models"]) == {"rf_dit_phantom", "rf_dit_phantom_2"}
     bad = run_cli("bench", "guidance", "--model", out / "rf_dit_phantom" / "run", "--cache", cache / "c",
                   "--features", f"own:{enc}", "--out", tmp_path / "bad", "--guidance", "1,x")
     assert bad.returncode != 0 and "--guidance" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

@@ -6,7 +6,9 @@ scores the images against the real split with :func:`unicxr.eval.image_eval.eval
 its bootstrap CI in the given feature space, and the evaluation encoder's macro alignment AUROC on the
 prompted labels. ``OUT/sweep.json``, ``OUT/sweep.md`` and ``OUT/pareto.png`` (FD on x, alignment on
 y, one line per model, points labelled by the scale) hold the result, as in the MONAI Generative
-Models paper's CLIP-score-vs-FID figure. Low guidance usually gives the lower FD, high guidance the
+Models paper's CLIP-score-vs-FID figure. A point whose ``OUT/<model>/g<scale>/point.json`` matches
+(same model, scale, sampler, steps, prompts, seed, features) is reused, so a sweep resumes, and models
+swept in separate processes into one OUT are tabulated together by a last call with all of them. Low guidance usually gives the lower FD, high guidance the
 better alignment; the curve shows where a model trades one for the other.
 """
 
@@ -21,10 +23,16 @@ __all__ = ["DEFAULT_GUIDANCE", "run_sweep", "render_sweep", "plot_sweep"]
 DEFAULT_GUIDANCE = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
 
 
+_GENERIC = {"model", "model_ema", "run"}
+
+
 def _name(model: str | Path, taken: set[str]) -> str:
-    """A short unique label for a model path (its run folder name)."""
+    """A short unique label for a model path: its folder name, going up past generic names (``model``,
+    ``model_ema``, ``run``), so ``bench/rf_dit_phantom/run`` is ``rf_dit_phantom``."""
     p = Path(model)
-    base = p.parent.name if p.name == "model" else p.name
+    while p.name in _GENERIC and p.parent != p:
+        p = p.parent
+    base = p.name
     name, k = base or "model", 2
     while name in taken:
         name, k = f"{base}_{k}", k + 1
@@ -71,6 +79,13 @@ def run_sweep(
         points = []
         for g in guidances:
             d = out / name / f"g{g:g}"
+            key = {"model": str(Path(model).resolve()), "guidance": g, "steps": steps, "sampler": sampler,
+                   "seed": seed, "n_prompts": len(prompts), "split": split, "cache": str(cache), "features": features,
+                   "n_boot": n_boot}
+            done = d / "point.json"
+            if done.exists() and json.loads(done.read_text()).get("key") == key:  # resumed sweep: reuse it
+                points.append(json.loads(done.read_text())["point"])
+                continue
             gen = generate_images(model, prompts, d, guidance=g, steps=steps, sampler=sampler, seed=seed,
                                   progress=progress)
             ev = evaluate_images(cache, d, ext, real_split=split, n_boot=n_boot, seed=seed, diversity=False,
@@ -88,6 +103,7 @@ def run_sweep(
                 "steps": gen["steps"],
                 "n_images": gen["images"],
             })
+            atomic_write_text(done, json.dumps(json_safe({"key": key, "point": points[-1]}), indent=2) + "\n")
         curves[name] = {"model": str(model), "points": points}
     result = json_safe({"cache": str(cache), "split": split, "features": features, "n_prompts": len(prompts),
                         "seed": seed, "guidance": list(guidances), "models": curves})

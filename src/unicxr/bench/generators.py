@@ -7,7 +7,8 @@ wall-clock budget for all), generates one image per test report (its default sam
 and runs ``unicxr eval images`` against the real test split. ``OUT/bench.json`` and
 ``OUT/bench.md`` hold, per family: training steps and seconds, sampling NFE and seconds per image,
 FD with its bootstrap CI, macro alignment AUROC, and the ratios to the baseline (FD, NFE, training
-time).
+time). NFE counts solver calls; guidance other than 1 doubles the denoiser passes of each call (the
+null branch), so the passes and their ratio are reported beside it.
 
 * **Anytime curve** (``snapshots``, fractions of the budget): the non-baseline families also save their
   weights at those fractions of ``max_minutes`` (``train.snapshot_minutes``); each snapshot is sampled
@@ -67,6 +68,8 @@ def _score(model: Path, prompts: list, folder: Path, cache: str | Path, features
     align = ev.get("alignment", {})
     return {
         "nfe_per_image": gen["nfe_per_image"],
+        "guidance": gen["guidance"],
+        "network_passes_per_image": gen["network_passes_per_image"],
         "sampler": gen["sampler"],
         "steps": gen["steps"],
         "sample_seconds_per_image": sample_s / max(gen["images"], 1),
@@ -176,7 +179,7 @@ def run_bench(
     """Train, sample and score every recipe (see module docstring); returns the bench JSON of every
     family in ``out`` (run now or by an earlier call)."""
     from unicxr.eval.image_eval import json_safe
-    from unicxr.pipelines.generate import read_prompts
+    from unicxr.pipelines.generate import network_passes, read_prompts
     from unicxr.utils.errors import UnicxrError
     from unicxr.utils.io import atomic_write_text
 
@@ -203,11 +206,17 @@ def run_bench(
     present = sorted(p.parent.name for p in out.glob("*/row.json"))
     for name in [*(r for r in recipes if r in present), *(r for r in present if r not in recipes)]:
         rows[name] = json.loads((out / name / "row.json").read_text())
+    for name, r in rows.items():  # rows written before the pass count was recorded
+        if "network_passes_per_image" not in r and (out / name / "images" / "generate.json").exists():
+            g = json.loads((out / name / "images" / "generate.json").read_text())["guidance"]
+            r["guidance"], r["network_passes_per_image"] = g, network_passes(r["nfe_per_image"], g)
     base = rows.get(baseline)
     if base is not None:
         for r in rows.values():
             r["fd_ratio_to_baseline"] = _ratio(r["fd"], base["fd"])
             r["nfe_ratio_to_baseline"] = _ratio(r["nfe_per_image"], base["nfe_per_image"])
+            r["network_pass_ratio_to_baseline"] = _ratio(r.get("network_passes_per_image"),
+                                                         base.get("network_passes_per_image"))
             r["train_time_ratio_to_baseline"] = _ratio(r["train_seconds"], base["train_seconds"])
             reach = [p["seconds"] for p in r.get("curve", []) if p["fd"] is not None and base["fd"] is not None
                      and p["fd"] <= base["fd"]]
@@ -237,18 +246,20 @@ def render_table(result: dict[str, Any]) -> str:
         f"features `{result['features']}`, budget {result['max_minutes']} min per family; ratios against "
         f"`{result['baseline']}`.",
         "",
-        "| family | train steps | train s | sampler × steps | NFE | s/image | FD [95% CI] | align AUROC | FD ratio | "
-        "NFE ratio | time to baseline FD |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| family | train steps | train s | sampler × steps | guidance | NFE (net passes) | s/image | FD [95% CI] | "
+        "align AUROC | FD ratio | NFE ratio (passes) | time to baseline FD |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     fams = result["families"]
     for name, r in fams.items():
         ci = r["fd_ci"]
         lines.append(
             f"| {name} | {r['train_steps']} | {f(r['train_seconds'], 4)} | {r['sampler']} × {r['steps']} | "
-            f"{r['nfe_per_image']} | {f(r['sample_seconds_per_image'])} | {f(r['fd'])} [{f(ci[0])}, {f(ci[1])}] | "
+            f"{f(r.get('guidance'))} | {r['nfe_per_image']} ({f(r.get('network_passes_per_image'))}) | "
+            f"{f(r['sample_seconds_per_image'])} | {f(r['fd'])} [{f(ci[0])}, {f(ci[1])}] | "
             f"{f(r['alignment_macro_auroc'])} | {f(r.get('fd_ratio_to_baseline'))} | "
-            f"{f(r.get('nfe_ratio_to_baseline'))} | {f(r.get('time_to_baseline_fd_ratio'))} |"
+            f"{f(r.get('nfe_ratio_to_baseline'))} ({f(r.get('network_pass_ratio_to_baseline'))}) | "
+            f"{f(r.get('time_to_baseline_fd_ratio'))} |"
         )
     curves = [(n, p) for n, r in fams.items() if len(r.get("curve", [])) > 1 for p in r["curve"]]
     if curves:

@@ -115,6 +115,12 @@ def read_prompts(
     return out, rejects
 
 
+def network_passes(nfe: int, guidance: float) -> int:
+    """Denoiser passes per image for ``nfe`` solver calls: classifier-free guidance other than 1 runs the
+    conditional and the null branch at every call (batched together), so twice the NFE."""
+    return nfe * (1 if guidance == 1.0 else 2)
+
+
 def generate_images(
     model_path: str | Path,
     prompts: list[Prompt],
@@ -178,6 +184,6 @@ def generate_images(
     atomic_write_text(out / "rejects.csv", "path,reason\n" + "".join(f'"{a}","{b}"\n' for a, b in rej))
     summary = {"model": str(model_dir), "model_type": model.model_type, "images": len(rows), "prompts": len(prompts),
                "steps": steps, "sampler": sampler, "guidance": guidance, "nfe_per_image": nfe_used,
-               "rejected": len(rej), "synthetic": True}
+               "network_passes_per_image": network_passes(nfe_used, guidance), "rejected": len(rej), "synthetic": True}
     atomic_write_text(out / "generate.json", json.dumps(summary, indent=2) + "\n")
     return summary

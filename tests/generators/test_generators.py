@@ -358,3 +358,21 @@ def test_report_laterality_fills_the_sides_a_condition_lacks(tok):
         a = model.cond(cond)[2]
         b = model.cond({k: v for k, v in cond.items() if k != "laterality"})[2]
     assert not torch.allclose(a, b)
+
+
+def test_crossflow_source_keeps_its_noise_floor(tok):
+    """CrossFlow's text latent σ never drops below ``min_std`` (a source collapsed to a point lets x_t give
+    the velocity exactly for t < 1, so the flow loss vanishes while every prompt samples one mean image);
+    with a σ far below the floor the samples of one prompt still differ by their seed."""
+    model = _make("crossflow", tok).eval()
+    with torch.no_grad():  # push the variational encoder's log σ² far down, as a collapsed run had it
+        model.ve_out.bias[model.ve_out.bias.shape[0] // 2:] = -40.0
+    cond = model.condition_batch(_labels(2), REPORTS[:2])
+    _, logvar = model.text_latent(cond)
+    assert torch.allclose((0.5 * logvar).exp(), torch.full_like(logvar, model.config.min_std))
+    a, _ = model.generate(_labels(2), REPORTS[:2], steps=2, sampler="euler", guidance=1.0, seed=[1, 2])
+    b, _ = model.generate(_labels(2), REPORTS[:2], steps=2, sampler="euler", guidance=1.0, seed=[3, 4])
+    assert (a - b).abs().mean() > 1e-3
+    model.config.min_std = 0.0  # without the floor the bias keeps σ at e^-5
+    _, logvar = model.text_latent(cond)
+    assert (0.5 * logvar).exp().max() < 0.01

@@ -11,6 +11,7 @@ with probability ``indicator_drop`` in training; sampling combines v(·, 1) and 
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import torch
@@ -45,6 +46,14 @@ class CrossFlowConfig(GeneratorConfig):
     ve_depth: int = Field(2, ge=1, description="blocks of the text variational encoder")
     lambda_nce: float = Field(0.1, ge=0)
     lambda_kl: float = Field(1e-3, ge=0)
+    min_std: float = Field(
+        0.5, ge=0,
+        description=(
+            "floor on the text latent's σ (training and sampling). Without it the source collapses to a point "
+            "(σ 0.01 after 850 steps): from a fixed source x_t determines the velocity exactly for every t < 1, "
+            "so the flow loss goes to ~0 while sampling from t = 1 yields one mean image for every prompt"
+        ),
+    )
     nce_temperature: float = Field(0.1, gt=0)
     nce_dim: int = Field(128, ge=8)
     indicator_drop: float = Field(0.1, ge=0, lt=1, description="probability of the null indicator in training")
@@ -93,7 +102,8 @@ class CrossFlow(GeneratorBase):
             q, _ = blk(q, tokens, context_mask=mask[:, None, None, :])
         out = unpatchify(self.ve_out(q), cfg.patch, 2 * cfg.latent_channels, cfg.latent_size, cfg.latent_size)
         mu, logvar = out.chunk(2, dim=1)
-        return mu, logvar.clamp(-10, 4)
+        low = max(-10.0, 2.0 * math.log(cfg.min_std)) if cfg.min_std > 0 else -10.0
+        return mu, logvar.clamp(low, 4)
 
     def net(self, x: torch.Tensor, t: torch.Tensor, indicator: torch.Tensor) -> torch.Tensor:
         """Velocity (B, C, h, w) at x (B, C, h, w), time t (B,), indicator (B,) long in {0, 1}."""

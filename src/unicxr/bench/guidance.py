@@ -99,6 +99,7 @@ def run_sweep(
                 "alignment_macro_auroc": macro.get("auroc_fake"),
                 "alignment_ratio": macro.get("ratio"),
                 "nfe_per_image": gen["nfe_per_image"],
+                "network_passes_per_image": gen["network_passes_per_image"],
                 "sampler": gen["sampler"],
                 "steps": gen["steps"],
                 "n_images": gen["images"],
@@ -123,14 +124,15 @@ def render_sweep(result: dict[str, Any]) -> str:
         f"Guidance sweep on `{result['cache']}` ({result['split']} split, {result['n_prompts']} prompts, seed "
         f"{result['seed']}), features `{result['features']}`.",
         "",
-        "| model | guidance | FD [95% CI] | alignment macro AUROC | NFE |",
+        "| model | guidance | FD [95% CI] | alignment macro AUROC | NFE (net passes) |",
         "|---|---|---|---|---|",
     ]
     for name, c in result["models"].items():
         for p in c["points"]:
             lo, hi = p["fd_ci"]
             lines.append(f"| {name} | {p['guidance']:g} | {f(p['fd'])} [{f(lo)}, {f(hi)}] | "
-                         f"{f(p['alignment_macro_auroc'])} | {p['nfe_per_image']} |")
+                         f"{f(p['alignment_macro_auroc'])} | {p['nfe_per_image']} "
+                         f"({p.get('network_passes_per_image', '–')}) |")
     return "\n".join(lines) + "\n"
 
 

@@ -167,8 +167,8 @@ def test_bench_generators_side_by_side(cache, tmp_path):
     from unicxr.pipelines.generate import network_passes
 
     assert network_passes(1000, 1.0) == 1000  # the DDPM baseline samples without guidance: one pass a call
-    for r in fam.values():  # guidance 2 (the recipes' default): the null branch doubles the passes
-        assert r["guidance"] == 2.0 and r["network_passes_per_image"] == 2 * r["nfe_per_image"]
+    for r in fam.values():  # the recipes guide (scale > 1): the null branch doubles the passes
+        assert r["guidance"] > 1.0 and r["network_passes_per_image"] == 2 * r["nfe_per_image"]
     # the baseline has no snapshots; the other family has one early snapshot, scored like the final model
     assert len(fam["rf_dit_phantom"]["curve"]) == 1
     curve = fam["crossflow_phantom"]["curve"]

@@ -124,6 +124,7 @@ def _diversity(model: Path, prompts: list, folder: Path, cache: str | Path, k: i
 def _family(recipe: str, out: Path, cache: str | Path, features: str, prompts: list, *, sets: list[str],
             split: str, snapshot_minutes: list[float], diversity_prompts: int, n_boot: int, seed: int,
             progress: bool) -> dict[str, Any]:
+    from unicxr.eval.image_eval import json_safe
     from unicxr.utils.io import atomic_write_text
 
     fam = out / recipe
@@ -139,11 +140,11 @@ def _family(recipe: str, out: Path, cache: str | Path, features: str, prompts: l
         **_score(run, prompts, fam, cache, features, split, n_boot=n_boot, seed=seed, progress=progress),
     }
     curve = []
-    snaps = sorted((run / "snapshots").glob("min*/snapshot.json"), key=lambda p: json.loads(p.read_text())["minutes"])
-    for sj in snaps:
-        info = json.loads(sj.read_text())
-        s = _score(sj.parent, prompts, fam / "snapshots" / sj.parent.name, cache, features, split, n_boot=n_boot,
-                   seed=seed, progress=progress)
+    snaps = sorted(((json.loads(sj.read_text()), sj.parent) for sj in (run / "snapshots").glob("min*/snapshot.json")),
+                   key=lambda x: x[0]["minutes"])
+    for info, snap in snaps:
+        s = _score(snap, prompts, fam / "snapshots" / snap.name, cache, features, split, n_boot=n_boot, seed=seed,
+                   progress=progress)
         curve.append({**info, **{k: s[k] for k in ("fd", "fd_ci", "alignment_macro_auroc")}})
     curve.append({"minutes": None, "step": row["train_steps"], "seconds": row["train_seconds"], "fd": row["fd"],
                   "fd_ci": row["fd_ci"], "alignment_macro_auroc": row["alignment_macro_auroc"]})
@@ -151,12 +152,8 @@ def _family(recipe: str, out: Path, cache: str | Path, features: str, prompts: l
     if diversity_prompts > 0:
         row["diversity"] = _diversity(run, prompts, fam / "diversity", cache, diversity_prompts, seed=seed,
                                       progress=progress)
-    atomic_write_text(fam / "row.json", json.dumps(row, indent=2, default=_nan_none) + "\n")
+    atomic_write_text(fam / "row.json", json.dumps(json_safe(row), indent=2) + "\n")
     return row
-
-
-def _nan_none(x: Any) -> Any:
-    return None if isinstance(x, float) and not math.isfinite(x) else str(x)
 
 
 def run_bench(
@@ -179,7 +176,7 @@ def run_bench(
     """Train, sample and score every recipe (see module docstring); returns the bench JSON of every
     family in ``out`` (run now or by an earlier call)."""
     from unicxr.eval.image_eval import json_safe
-    from unicxr.pipelines.generate import network_passes, read_prompts
+    from unicxr.pipelines.generate import read_prompts
     from unicxr.utils.errors import UnicxrError
     from unicxr.utils.io import atomic_write_text
 
@@ -206,17 +203,13 @@ def run_bench(
     present = sorted(p.parent.name for p in out.glob("*/row.json"))
     for name in [*(r for r in recipes if r in present), *(r for r in present if r not in recipes)]:
         rows[name] = json.loads((out / name / "row.json").read_text())
-    for name, r in rows.items():  # rows written before the pass count was recorded
-        if "network_passes_per_image" not in r and (out / name / "images" / "generate.json").exists():
-            g = json.loads((out / name / "images" / "generate.json").read_text())["guidance"]
-            r["guidance"], r["network_passes_per_image"] = g, network_passes(r["nfe_per_image"], g)
     base = rows.get(baseline)
     if base is not None:
         for r in rows.values():
             r["fd_ratio_to_baseline"] = _ratio(r["fd"], base["fd"])
             r["nfe_ratio_to_baseline"] = _ratio(r["nfe_per_image"], base["nfe_per_image"])
-            r["network_pass_ratio_to_baseline"] = _ratio(r.get("network_passes_per_image"),
-                                                         base.get("network_passes_per_image"))
+            r["network_pass_ratio_to_baseline"] = _ratio(r["network_passes_per_image"],
+                                                         base["network_passes_per_image"])
             r["train_time_ratio_to_baseline"] = _ratio(r["train_seconds"], base["train_seconds"])
             reach = [p["seconds"] for p in r.get("curve", []) if p["fd"] is not None and base["fd"] is not None
                      and p["fd"] <= base["fd"]]

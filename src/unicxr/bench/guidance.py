@@ -6,10 +6,11 @@ scores the images against the real split with :func:`unicxr.eval.image_eval.eval
 its bootstrap CI in the given feature space, and the evaluation encoder's macro alignment AUROC on the
 prompted labels. ``OUT/sweep.json``, ``OUT/sweep.md`` and ``OUT/pareto.png`` (FD on x, alignment on
 y, one line per model, points labelled by the scale) hold the result, as in the MONAI Generative
-Models paper's CLIP-score-vs-FID figure. A point whose ``OUT/<model>/g<scale>/point.json`` matches
-(same model, scale, sampler, steps, prompts, seed, features) is reused, so a sweep resumes, and models
-swept in separate processes into one OUT are tabulated together by a last call with all of them. Low guidance usually gives the lower FD, high guidance the
-better alignment; the curve shows where a model trades one for the other.
+Models paper's CLIP-score-vs-FID figure. Low guidance usually gives the lower FD, high guidance the
+better alignment; the curve shows where a model trades one for the other. A point whose
+``OUT/<model>/g<scale>/point.json`` matches (same model, scale, sampler, steps, prompts, seed, features)
+is reused, so a sweep resumes, and models swept in separate processes into one OUT are tabulated
+together by a last call with all of them.
 """
 
 from __future__ import annotations
@@ -83,8 +84,9 @@ def run_sweep(
                    "seed": seed, "n_prompts": len(prompts), "split": split, "cache": str(cache), "features": features,
                    "n_boot": n_boot}
             done = d / "point.json"
-            if done.exists() and json.loads(done.read_text()).get("key") == key:  # resumed sweep: reuse it
-                points.append(json.loads(done.read_text())["point"])
+            prev = json.loads(done.read_text()) if done.exists() else {}
+            if prev.get("key") == key:  # resumed sweep: reuse the point
+                points.append(prev["point"])
                 continue
             gen = generate_images(model, prompts, d, guidance=g, steps=steps, sampler=sampler, seed=seed,
                                   progress=progress)

@@ -138,6 +138,14 @@ def _build_optimizer(spec: Any, cfg: Any) -> torch.optim.Optimizer:
     )
 
 
+def _save_weights(folder: Path, model: Any, ema: Any) -> None:
+    """``folder/model/`` (the live weights) and, with an EMA, ``folder/model_ema/`` (its averaged ones)."""
+    model.save_pretrained(folder / "model")
+    if ema is not None:
+        with ema.swapped(model):
+            model.save_pretrained(folder / "model_ema")
+
+
 def _snap_name(minutes: float) -> str:
     return f"min{minutes:g}"
 
@@ -153,10 +161,7 @@ def _save_snapshot(out: Path, minutes: float, step: int, seconds: float, model: 
     final = out / "snapshots" / _snap_name(minutes)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp / "model")
-    if ema is not None:
-        with ema.swapped(model):
-            model.save_pretrained(tmp / "model_ema")
+    _save_weights(tmp, model, ema)
     rec = {"minutes": minutes, "step": step, "seconds": seconds}
     (tmp / "snapshot.json").write_text(json.dumps(rec, indent=2) + "\n")
     tmp.rename(final)
@@ -468,10 +473,7 @@ def train(
     if main and len(set(digests)) > 1:
         accelerator.print("warning: ranks ended with different weights: " + ", ".join(d[:12] for d in digests))
     if main:
-        raw_model.save_pretrained(out / "model")
-        if ema is not None:
-            with ema.swapped(raw_model):
-                raw_model.save_pretrained(out / "model_ema")
+        _save_weights(out, raw_model, ema)
         summary = {
             "steps": end_step,
             "max_steps": cfg.max_steps,

@@ -37,6 +37,7 @@ def test_eval_recon_end_to_end(tiny_phantom_cache, tmp_path, capsys):
     res = json.loads((out / "metrics.json").read_text())
     assert res["n"] == 60 and res["latent_shape"] == [2, 8, 8]
     assert res["bicubic"]["side"] == 11  # round(sqrt(2*8*8)) keeps as many values as the latent
+    assert "bicubic_bits" not in res  # a KL latent is floats: no code bits to match
     for key in ("recon", "bicubic"):
         assert {"psnr", "ssim", "ms_ssim", "fd"} <= set(res[key])
     assert res["throughput"]["encode_img_s"] > 0 and res["throughput"]["decode_img_s"] > 0
@@ -49,3 +50,24 @@ def test_eval_recon_end_to_end(tiny_phantom_cache, tmp_path, capsys):
     md = (out / "report.md").read_text()
     assert "| autoencoder (2, 8, 8) |" in md and "bicubic 11px" in md and "grid.png" in md
     assert "<table>" in (out / "report.html").read_text()
+
+
+def test_eval_recon_vq_has_an_equal_bits_baseline(tiny_phantom_cache, tmp_path):
+    from unicxr.eval.recon import evaluate_recon
+
+    torch.manual_seed(0)
+    ae = build_autoencoder({"kind": "vq", "channels": [8, 16, 16], "norm_num_groups": 8, "latent_channels": 2,
+                            "num_embeddings": 16})
+    ae.set_scale_factor(1.0)
+    ae.save_pretrained(tmp_path / "vq")
+    CXRClassifier(CXRClassifierConfig(image_size=32, resnet_widths=[4, 8, 8, 16])).save_pretrained(tmp_path / "enc")
+    res = evaluate_recon(tmp_path / "vq", tiny_phantom_cache, tmp_path / "out", split="all", max_images=20,
+                         features=f"own:{tmp_path / 'enc'}", progress=False)
+    assert res["bicubic"]["side"] == 11  # 2 x 8 x 8 pre-quantisation values
+    bits = res["bicubic_bits"]
+    # 64 positions x log2(16) = 256 bits = 32 8-bit pixels -> a 6 px copy
+    assert bits["code_bits"] == 256.0 and bits["side"] == 6
+    assert {"psnr", "ssim", "ms_ssim", "fd"} <= set(bits)
+    # fewer kept values -> a worse copy than the equal-values one
+    assert bits["psnr"]["mean"] < res["bicubic"]["psnr"]["mean"]
+    assert "bicubic 6px (as many bits" in (tmp_path / "out" / "report.md").read_text()

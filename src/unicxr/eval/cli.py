@@ -364,7 +364,7 @@ def recon_command(
     max_images: int = typer.Option(None, "--max-images", min=1, help="Use the first N images of the split."),
     n_grid: int = typer.Option(8, "--n-grid", min=0, help="Images in the grid."),
     min_count: int = typer.Option(20, "--min-count", min=1, help="Positives/negatives a finding needs to count."),
-    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also score bicubic down/up-sampling with as many values as the latent."),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also score bicubic down/up-sampling with as many values as the latent (VQ: and with as many bits as its code indices, in 8-bit pixels)."),
     n_boot: int = typer.Option(0, "--n-boot", min=0, help="Bootstrap replicates for the FD CI (0: none)."),
     num_threads: int = typer.Option(None, "--num-threads", min=1, help="torch intra-op threads."),
     device: str = typer.Option("cpu", "--device", help="Torch device (cpu, cuda)."),
@@ -372,7 +372,8 @@ def recon_command(
 ) -> None:
     """Reconstruction quality of a latent autoencoder: PSNR/SSIM/MS-SSIM, FD in a feature space,
     per-finding AUROC of the evaluation encoder on originals vs reconstructions, a bicubic baseline
-    with as many values as the latent, encode/decode img/s, and an image grid in report.md/html."""
+    with as many values as the latent (for a VQ model also one with as many bits as its code indices),
+    encode/decode img/s, and an image grid in report.md/html."""
     import json
 
     import torch

@@ -4,7 +4,10 @@ On one split of an image cache: PSNR, SSIM and MS-SSIM of ``decode(encode(x))`` 
 between the features of originals and reconstructions in any ``--features`` space; per-finding AUROC
 of the evaluation encoder on originals vs on reconstructions (do findings survive the round trip?);
 encode/decode throughput; and the same image metrics for a bicubic down/up-sampling baseline that
-keeps as many values as the latent (side ``round(sqrt(C·h·w))``). Writes ``metrics.json``,
+keeps as many values as the latent (side ``round(sqrt(C·h·w))``). A VQ model stores one code index of
+``log2(K)`` bits per latent position, far less than ``C`` floats; it is also scored against a second
+baseline, ``bicubic_bits``, that keeps as many 8-bit pixels as its indices hold bits (side
+``round(sqrt(h·w·log2(K) / 8))``). Writes ``metrics.json``,
 ``report.md``, ``report.html`` and ``grid.png`` (rows: original | reconstruction | 4×|difference|).
 """
 
@@ -93,6 +96,10 @@ def evaluate_recon(
     latent_shape = tuple(ae.latent_shape(size))
     n_values = int(np.prod(latent_shape))
     side = max(1, int(round(math.sqrt(n_values))))
+    # a VQ latent is stored as code indices: the equal-storage baseline keeps as many 8-bit pixels as their bits
+    k_codes = getattr(ae.config, "num_embeddings", None) if ae.model_type == "vqvae" else None
+    side_bits = (max(1, int(round(math.sqrt(n_values / latent_shape[0] * math.log2(k_codes) / 8)))) if k_codes
+                 else None)
     extractor = None
     if features:
         from unicxr.eval.features import parse_features_spec
@@ -101,7 +108,8 @@ def evaluate_recon(
 
     scores: dict[str, list[np.ndarray]] = {k: [] for k in ("psnr", "ssim", "ms_ssim")}
     base_scores: dict[str, list[np.ndarray]] = {k: [] for k in ("psnr", "ssim", "ms_ssim")}
-    feats: dict[str, list[torch.Tensor]] = {"orig": [], "recon": [], "bicubic": []}
+    bits_scores: dict[str, list[np.ndarray]] = {k: [] for k in ("psnr", "ssim", "ms_ssim")}
+    feats: dict[str, list[torch.Tensor]] = {"orig": [], "recon": [], "bicubic": [], "bicubic_bits": []}
     probs: dict[str, list[torch.Tensor]] = {"orig": [], "recon": []}
     t_enc = t_dec = 0.0
     grid_rows: list[torch.Tensor] = []
@@ -118,11 +126,15 @@ def evaluate_recon(
             t_dec += t2 - t1
             for k, v in image_scores(recon.cpu(), x.cpu()).items():
                 scores[k].append(v)
-            base = None
+            base = base_bits = None
             if baseline:
                 base = bicubic_baseline(x, side)
                 for k, v in image_scores(base.cpu(), x.cpu()).items():
                     base_scores[k].append(v)
+                if side_bits is not None:
+                    base_bits = bicubic_baseline(x, side_bits)
+                    for k, v in image_scores(base_bits.cpu(), x.cpu()).items():
+                        bits_scores[k].append(v)
             if extractor is not None:
                 for name, imgs in (("orig", x), ("recon", recon)):
                     f, p = extractor.features_and_probabilities(imgs)
@@ -131,6 +143,8 @@ def evaluate_recon(
                         probs[name].append(p)
                 if base is not None:
                     feats["bicubic"].append(extractor(base))
+                if base_bits is not None:
+                    feats["bicubic_bits"].append(extractor(base_bits))
             if sum(len(r) for r in grid_rows) < n_grid:
                 k = n_grid - sum(len(r) for r in grid_rows)
                 diff = ((recon[:k] - x[:k]).abs() * 4).clamp(0, 1)
@@ -158,14 +172,19 @@ def evaluate_recon(
     }
     if baseline:
         result["bicubic"] = {"side": side, "n_values": side * side, **_summary(base_scores)}
+        if side_bits is not None:
+            result["bicubic_bits"] = {"side": side_bits, "n_values": side_bits * side_bits,
+                                      "code_bits": float(n_values / latent_shape[0] * math.log2(k_codes)),
+                                      **_summary(bits_scores)}
     if extractor is not None:
         fo, fr = torch.cat(feats["orig"]).numpy(), torch.cat(feats["recon"]).numpy()
         result["features"] = extractor.describe()
         result["recon"]["fd"] = (bootstrap_fd(fo, fr, n_boot=n_boot) if n_boot else
                                  {"value": frechet_distance(fo, fr, warn=False)})
-        if baseline:
-            fb = torch.cat(feats["bicubic"]).numpy()
-            result["bicubic"]["fd"] = {"value": frechet_distance(fo, fb, warn=False)}
+        for key in ("bicubic", "bicubic_bits"):
+            if key in result:
+                fb = torch.cat(feats[key]).numpy()
+                result[key]["fd"] = {"value": frechet_distance(fo, fb, warn=False)}
         if probs["orig"]:
             po, pr = torch.cat(probs["orig"]).numpy(), torch.cat(probs["recon"]).numpy()
             target = apply_policy(ds.labels[:n], UncertainPolicy.IGNORE, blank_as_negative=True)
@@ -206,7 +225,9 @@ def _f(x: Any, d: int = 4) -> str:
 def _table(result: dict[str, Any]) -> list[list[str]]:
     rows = [["", "PSNR (dB)", "SSIM", "MS-SSIM", "FD"]]
     for key, label in (("recon", f"autoencoder {tuple(result['latent_shape'])}"),
-                       ("bicubic", f"bicubic {result.get('bicubic', {}).get('side', '')}px")):
+                       ("bicubic", f"bicubic {result.get('bicubic', {}).get('side', '')}px (as many values)"),
+                       ("bicubic_bits", f"bicubic {result.get('bicubic_bits', {}).get('side', '')}px (as many bits, "
+                                        "8-bit pixels)")):
         r = result.get(key)
         if r is None:
             continue

@@ -612,14 +612,14 @@ class Scene:
 
         for side in (RIGHT, LEFT):
             u0, u1 = (m + a0, m + a1) if side == LEFT else (m - a1, m - a0)
-            box = g.box(u0, u1, v_m - rise - 0.1, v_m + 0.1)
+            box = g.box(u0, u1, v_m - rise - 0.12, v_m + 0.14)
             if box is None:
                 continue
             U, V = g.U[box], g.V[box]
             x = side * (U - m)
             t = np.clip((x - a0) / (a1 - a0), 0, 1)
             inside = (x >= a0) & (x <= a1)
-            hw = 0.024 + 0.016 * (1 - t) ** 2 + 0.01 * smoothstep((t - 0.75) / 0.25)
+            hw = 1.3 * (0.024 + 0.016 * (1 - t) ** 2 + 0.01 * smoothstep((t - 0.75) / 0.25))
             vc = f(t)
             fade = smoothstep(t / 0.05 + 0.3) * (1.0 - 0.5 * smoothstep((t - 0.93) / 0.07))
             cf = self.clavicle_fracture
@@ -633,7 +633,7 @@ class Scene:
                 # a bright fusiform callus and overrides half as far.
                 _, tf, disp, gap, cal = cf
                 xl = (t - tf) * (a1 - a0)
-                w0 = 0.028
+                w0 = 1.3 * 0.028
                 step = disp * w0 * (1.0 - 0.6 * cal)
                 ov = (1.3 * gap if disp >= 1.0 else 0.0) * (1.0 - 0.5 * cal)
                 vc_lat = vc + step * (1.0 - 0.35 * smoothstep((t - tf) / (1.0 - tf)))
@@ -650,7 +650,7 @@ class Scene:
                 prof = np.minimum(prof, 1.6) * dens * fade
             else:
                 prof = tube(np.abs(V - vc) / hw, inner=0.62, core=0.35) * fade
-            self.bone[box] += np.where(inside, 0.17 * prof, 0.0).astype(np.float32)
+            self.bone[box] += np.where(inside, 0.26 * prof, 0.0).astype(np.float32)
 
     def _scapulae_humeri(self) -> None:
         """Scapulae (body, lateral border, acromion), humeral heads and necks at the upper corners."""

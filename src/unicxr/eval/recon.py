@@ -96,10 +96,13 @@ def evaluate_recon(
     latent_shape = tuple(ae.latent_shape(size))
     n_values = int(np.prod(latent_shape))
     side = max(1, int(round(math.sqrt(n_values))))
-    # a VQ latent is stored as code indices: the equal-storage baseline keeps as many 8-bit pixels as their bits
-    k_codes = getattr(ae.config, "num_embeddings", None) if ae.model_type == "vqvae" else None
-    side_bits = (max(1, int(round(math.sqrt(n_values / latent_shape[0] * math.log2(k_codes) / 8)))) if k_codes
-                 else None)
+    # bicubic copies scored beside the autoencoder: name -> kept side. A VQ latent is stored as code
+    # indices, so its equal-storage copy keeps as many 8-bit pixels as the indices hold bits.
+    sides: dict[str, int] = {"bicubic": side} if baseline else {}
+    code_bits = None
+    if baseline and ae.model_type == "vqvae":
+        code_bits = n_values / latent_shape[0] * math.log2(ae.config.num_embeddings)
+        sides["bicubic_bits"] = max(1, int(round(math.sqrt(code_bits / 8))))
     extractor = None
     if features:
         from unicxr.eval.features import parse_features_spec
@@ -107,9 +110,8 @@ def evaluate_recon(
         extractor = parse_features_spec(features, device=device)
 
     scores: dict[str, list[np.ndarray]] = {k: [] for k in ("psnr", "ssim", "ms_ssim")}
-    base_scores: dict[str, list[np.ndarray]] = {k: [] for k in ("psnr", "ssim", "ms_ssim")}
-    bits_scores: dict[str, list[np.ndarray]] = {k: [] for k in ("psnr", "ssim", "ms_ssim")}
-    feats: dict[str, list[torch.Tensor]] = {"orig": [], "recon": [], "bicubic": [], "bicubic_bits": []}
+    base_scores = {b: {k: [] for k in ("psnr", "ssim", "ms_ssim")} for b in sides}
+    feats: dict[str, list[torch.Tensor]] = {"orig": [], "recon": [], **{b: [] for b in sides}}
     probs: dict[str, list[torch.Tensor]] = {"orig": [], "recon": []}
     t_enc = t_dec = 0.0
     grid_rows: list[torch.Tensor] = []
@@ -126,25 +128,18 @@ def evaluate_recon(
             t_dec += t2 - t1
             for k, v in image_scores(recon.cpu(), x.cpu()).items():
                 scores[k].append(v)
-            base = base_bits = None
-            if baseline:
-                base = bicubic_baseline(x, side)
+            bases = {b: bicubic_baseline(x, sd) for b, sd in sides.items()}
+            for b, base in bases.items():
                 for k, v in image_scores(base.cpu(), x.cpu()).items():
-                    base_scores[k].append(v)
-                if side_bits is not None:
-                    base_bits = bicubic_baseline(x, side_bits)
-                    for k, v in image_scores(base_bits.cpu(), x.cpu()).items():
-                        bits_scores[k].append(v)
+                    base_scores[b][k].append(v)
             if extractor is not None:
                 for name, imgs in (("orig", x), ("recon", recon)):
                     f, p = extractor.features_and_probabilities(imgs)
                     feats[name].append(f)
                     if p is not None:
                         probs[name].append(p)
-                if base is not None:
-                    feats["bicubic"].append(extractor(base))
-                if base_bits is not None:
-                    feats["bicubic_bits"].append(extractor(base_bits))
+                for b, base in bases.items():
+                    feats[b].append(extractor(base))
             if sum(len(r) for r in grid_rows) < n_grid:
                 k = n_grid - sum(len(r) for r in grid_rows)
                 diff = ((recon[:k] - x[:k]).abs() * 4).clamp(0, 1)
@@ -170,21 +165,17 @@ def evaluate_recon(
             "device": device,
         },
     }
-    if baseline:
-        result["bicubic"] = {"side": side, "n_values": side * side, **_summary(base_scores)}
-        if side_bits is not None:
-            result["bicubic_bits"] = {"side": side_bits, "n_values": side_bits * side_bits,
-                                      "code_bits": float(n_values / latent_shape[0] * math.log2(k_codes)),
-                                      **_summary(bits_scores)}
+    for b, sd in sides.items():
+        result[b] = {"side": sd, "n_values": sd * sd, **_summary(base_scores[b])}
+    if code_bits is not None:
+        result["bicubic_bits"]["code_bits"] = float(code_bits)
     if extractor is not None:
         fo, fr = torch.cat(feats["orig"]).numpy(), torch.cat(feats["recon"]).numpy()
         result["features"] = extractor.describe()
         result["recon"]["fd"] = (bootstrap_fd(fo, fr, n_boot=n_boot) if n_boot else
                                  {"value": frechet_distance(fo, fr, warn=False)})
-        for key in ("bicubic", "bicubic_bits"):
-            if key in result:
-                fb = torch.cat(feats[key]).numpy()
-                result[key]["fd"] = {"value": frechet_distance(fo, fb, warn=False)}
+        for b in sides:
+            result[b]["fd"] = {"value": frechet_distance(fo, torch.cat(feats[b]).numpy(), warn=False)}
         if probs["orig"]:
             po, pr = torch.cat(probs["orig"]).numpy(), torch.cat(probs["recon"]).numpy()
             target = apply_policy(ds.labels[:n], UncertainPolicy.IGNORE, blank_as_negative=True)

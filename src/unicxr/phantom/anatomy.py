@@ -606,6 +606,7 @@ class Scene:
         rise = 0.15 if not self.ap else 0.06
         m = a.mid + self.spine_shift * 0.8
         a0, a1 = 0.07, a.W + 0.17
+        shaft = 1.3  # shaft width scale (the reference radiographs' clavicles are ~9-10 px thick at 256 px)
 
         def f(t: np.ndarray) -> np.ndarray:
             return v_m - rise * t**1.5 + 0.025 * np.sin(2 * np.pi * t)
@@ -619,7 +620,7 @@ class Scene:
             x = side * (U - m)
             t = np.clip((x - a0) / (a1 - a0), 0, 1)
             inside = (x >= a0) & (x <= a1)
-            hw = 1.3 * (0.024 + 0.016 * (1 - t) ** 2 + 0.01 * smoothstep((t - 0.75) / 0.25))
+            hw = shaft * (0.024 + 0.016 * (1 - t) ** 2 + 0.01 * smoothstep((t - 0.75) / 0.25))
             vc = f(t)
             fade = smoothstep(t / 0.05 + 0.3) * (1.0 - 0.5 * smoothstep((t - 0.93) / 0.07))
             cf = self.clavicle_fracture
@@ -633,7 +634,7 @@ class Scene:
                 # a bright fusiform callus and overrides half as far.
                 _, tf, disp, gap, cal = cf
                 xl = (t - tf) * (a1 - a0)
-                w0 = 1.3 * 0.028
+                w0 = shaft * 0.028
                 step = disp * w0 * (1.0 - 0.6 * cal)
                 ov = (1.3 * gap if disp >= 1.0 else 0.0) * (1.0 - 0.5 * cal)
                 vc_lat = vc + step * (1.0 - 0.35 * smoothstep((t - tf) / (1.0 - tf)))

@@ -111,6 +111,26 @@ def test_clavicle_fracture_steps_the_shaft() -> None:
     assert np.abs(sc0.bone[:, :128] - sc1.bone[:, :128]).max() == 0.0  # the right clavicle is intact
 
 
+def test_acute_displaced_clavicle_fracture_swells_the_soft_tissue_over_it() -> None:
+    """Bleeding around an acute displaced break adds a lens of soft tissue over the break (left side,
+    upper chest, about 3-4.5 cm thick at the centre); a healing or barely displaced break adds none."""
+    anat = sample_anatomy(np.random.default_rng(4))
+
+    def body(cf) -> np.ndarray:
+        sc = Scene(Grid(256), anat)
+        sc.clavicle_fracture = cf
+        sc._clavicles()
+        return sc.body
+
+    base = body(None)
+    swell = body((LEFT, 0.5, 2.0, 0.05, 0.0)) - base
+    assert 0.17 <= swell.max() <= 0.21
+    rows, cols = np.nonzero(swell > 0)
+    assert cols.min() >= 128 and rows.max() < 128  # over the left clavicle, in the upper half
+    assert np.abs(body((LEFT, 0.5, 2.0, 0.05, 1.0)) - base).max() == 0.0  # healing
+    assert np.abs(body((LEFT, 0.5, 0.25, 0.015, 0.0)) - base).max() == 0.0  # subtle
+
+
 def test_lesions_project_over_lung_not_heart() -> None:
     for seed in range(10):
         case = simulate(seed, 128, findings={"Lung Lesion": "moderate"}, view="PA")

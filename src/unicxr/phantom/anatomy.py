@@ -667,8 +667,7 @@ class Scene:
         box = g.box(u - hu, u + hu, vc - hv, vc + hv)
         if box is None:
             return
-        r2 = ((g.U[box] - u) / hu) ** 2 + ((g.V[box] - vc) / hv) ** 2
-        self.body[box] += (0.1 * disp * np.sqrt(np.maximum(1.0 - r2, 0.0))).astype(np.float32)
+        self.body[box] += (0.1 * disp * ellipsoid((g.U[box] - u) / hu, (g.V[box] - vc) / hv)).astype(np.float32)
 
     def _scapulae_humeri(self) -> None:
         """Scapulae (body, lateral border, acromion), humeral heads and necks at the upper corners."""

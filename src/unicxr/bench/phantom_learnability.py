@@ -131,6 +131,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     from unicxr.labels import FINDINGS, UncertainPolicy, apply_policy
     from unicxr.phantom.config import parse_prevalence
+    from unicxr.utils.memory import tune_malloc
+
+    tune_malloc()  # the training step's activations are reused instead of page-faulted afresh each step
 
     prev = {**({} if args.natural else BENCH_PREVALENCE), **parse_prevalence(args.prevalence)}
     if prev:

@@ -169,27 +169,53 @@ def expose(
     """
     n = A.shape[0]
     P = np.exp(-acq.mu * A)
-    inten = P + acq.scatter * blur_large(P, 0.12 * n)
+    inten = acq.scatter * blur_large(P, 0.12 * n)
+    inten += P
     # quantum noise: Poisson-like, relative noise grows where few photons arrive
     photons = acq.dose * (256.0 / n) ** 2
     z = _noise_patch(rng, n)
-    inten = inten + 0.45 * noise_scale * np.sqrt(np.maximum(inten, 1e-6) / photons) * z
-    L = -np.log(np.maximum(inten, 1e-4))
+    q = np.maximum(inten, 1e-6)
+    q /= photons
+    np.sqrt(q, out=q)
+    q *= 0.45 * noise_scale
+    q *= z
+    inten += q
+    L = np.maximum(inten, 1e-4, out=inten)
+    np.log(L, out=L)
+    np.negative(L, out=L)
     # histogram-based auto window on a subsample
     sub = L[:: 4, :: 4].ravel()
     lo, hi = np.percentile(sub, [0.5, 99.7])
-    x = (L - lo) / max(hi - lo, 1e-3)
+    x = L - lo  # float64 from here on (the percentiles are float64)
+    x /= max(hi - lo, 1e-3)
     # equalization / unsharp masking (processing of digital systems): large-scale dynamic range is
-    # compressed so dense regions (mediastinum, abdomen) keep visible gradation instead of saturating
+    # compressed so dense regions (mediastinum, abdomen) keep visible gradation instead of saturating:
+    # x <- 0.02 + 0.96 x + usm (x - low) - (0.02 + 0.12 usm) (low - 0.5)
     low = blur_large(x, acq.usm_sigma * n)
-    x = 0.02 + 0.96 * x + acq.usm * (x - low) - (0.02 + 0.12 * acq.usm) * (low - 0.5)
-    x = np.clip(x, 0.0, 1.2) ** acq.gamma
-    # sigmoid contrast curve normalised to map [0, 1] -> [0, 1]
+    y = 0.96 * x
+    y += 0.02
+    x -= low
+    x *= acq.usm
+    y += x
+    low -= 0.5
+    low *= 0.02 + 0.12 * acq.usm
+    y -= low
+    np.clip(y, 0.0, 1.2, out=y)
+    np.power(y, acq.gamma, out=y)
+    # sigmoid contrast curve normalised to map [0, 1] -> [0, 1]: (1 / (1 + exp(-k (x - 0.5))) - s0) / (s1 - s0)
     k = acq.contrast
     s0, s1 = 1 / (1 + np.exp(k * 0.5)), 1 / (1 + np.exp(-k * 0.5))
-    y = (1 / (1 + np.exp(-k * (x - 0.5))) - s0) / (s1 - s0)
+    y -= 0.5
+    y *= -k
+    np.exp(y, out=y)
+    y += 1.0
+    np.divide(1.0, y, out=y)
+    y -= s0
+    y /= s1 - s0
     # soft shoulder above 0.9 (dense abdomen and spine keep some gradation), then the white level
-    y = acq.white * np.where(y > 0.9, 0.9 + 0.1 * np.tanh((y - 0.9) / 0.1), y)
+    hi_ = y > 0.9
+    y[hi_] = 0.9 + 0.1 * np.tanh((y[hi_] - 0.9) / 0.1)
+    y *= acq.white
     if acq.collimate > 0:
         c = int(acq.collimate * n)
         y[:, :c] = np.maximum(y[:, :c], 0.92)
@@ -198,4 +224,5 @@ def expose(
         letter = acq.marker[0]
         # the marker marks the patient's side: L on the image right of a PA view
         draw_marker(y, letter, right_corner=(letter == "L"), top=not acq.marker.endswith("*"), value=0.98)
-    return np.clip(y, 0.0, 1.0).astype(np.float32)
+    np.clip(y, 0.0, 1.0, out=y)
+    return y.astype(np.float32)

@@ -61,19 +61,29 @@ class Grid:
     def to_pixel(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Map canonical points to fractional pixel (row, col) coordinates (arrays of any shape)."""
         c, s = math.cos(self.tilt), math.sin(self.tilt)
-        x = (c * u - s * v) * self.zoom + self.shift[0]
-        y = (s * u + c * v) * self.zoom + self.shift[1]
-        col = (x + 1.0) * 0.5 * self.size - 0.5
-        row = (y + 1.0) * 0.5 * self.size - 0.5
+        if np.ndim(u) == 0 and np.ndim(v) == 0:
+            x = (c * u - s * v) * self.zoom + self.shift[0]
+            y = (s * u + c * v) * self.zoom + self.shift[1]
+            return (y + 1.0) * 0.5 * self.size - 0.5, (x + 1.0) * 0.5 * self.size - 0.5
+        # the same operations in the same order as the scalar form, in place: (x + 1) * 0.5 * size - 0.5
+        col = np.asarray(c * u - s * v)
+        row = np.asarray(s * u + c * v)
+        for a, sh in ((col, self.shift[0]), (row, self.shift[1])):
+            a *= self.zoom
+            a += sh
+            a += 1.0
+            a *= 0.5
+            a *= self.size
+            a -= 0.5
         return row, col
 
     def box(self, u0: float, u1: float, v0: float, v1: float) -> tuple[slice, slice] | None:
         """Pixel slices covering the canonical rectangle [u0, u1] x [v0, v1] (None when off-image)."""
-        us = np.array([u0, u1, u0, u1], dtype=np.float64)
-        vs = np.array([v0, v0, v1, v1], dtype=np.float64)
-        r, c = self.to_pixel(us, vs)
-        r0, r1 = max(int(math.floor(r.min())) - 1, 0), min(int(math.ceil(r.max())) + 2, self.size)
-        c0, c1 = max(int(math.floor(c.min())) - 1, 0), min(int(math.ceil(c.max())) + 2, self.size)
+        corners = [self.to_pixel(float(u), float(v)) for u, v in ((u0, v0), (u1, v0), (u0, v1), (u1, v1))]
+        r = [rc[0] for rc in corners]
+        c = [rc[1] for rc in corners]
+        r0, r1 = max(int(math.floor(min(r))) - 1, 0), min(int(math.ceil(max(r))) + 2, self.size)
+        c0, c1 = max(int(math.floor(min(c))) - 1, 0), min(int(math.ceil(max(c))) + 2, self.size)
         if r0 >= r1 or c0 >= c1:
             return None
         return slice(r0, r1), slice(c0, c1)
@@ -89,6 +99,13 @@ class Grid:
         point goes to its own layer (one pass for several maps).
         """
         r, c = self.to_pixel(np.asarray(u, dtype=np.float64), np.asarray(v, dtype=np.float64))
+        self.splat_px(r, c, w, out, layer, origin)
+
+    def splat_px(
+        self, r: np.ndarray, c: np.ndarray, w: np.ndarray | float, out: np.ndarray, layer: np.ndarray | None = None,
+        origin: tuple[int, int] = (0, 0),
+    ) -> None:
+        """:meth:`splat` at fractional pixel coordinates ``(r, c)`` (float64, any shape) of the image."""
         w = np.broadcast_to(np.asarray(w, dtype=np.float64), r.shape).ravel()
         r = r.ravel() - origin[0]
         c = c.ravel() - origin[1]
@@ -96,20 +113,39 @@ class Grid:
         c0 = np.floor(c)
         fr = r - r0
         fc = c - c0
-        r0 = r0.astype(np.int64)
-        c0 = c0.astype(np.int64)
+        ri = r0.astype(np.int64)
+        ci = c0.astype(np.int64)
         nr, nc = out.shape[-2:]
-        rr = np.concatenate([r0, r0, r0 + 1, r0 + 1])
-        cc = np.concatenate([c0, c0 + 1, c0, c0 + 1])
-        w0, w1 = w * (1 - fr), w * fr
-        ww = np.concatenate([w0 * (1 - fc), w0 * fc, w1 * (1 - fc), w1 * fc])
-        ok = (rr >= 0) & (rr < nr) & (cc >= 0) & (cc < nc)
-        if not np.any(ok):
-            return
-        flat = rr * nc + cc
+        m = ri.size
+        # the four corners of every point, in blocks (top-left, top-right, bottom-left, bottom-right):
+        # np.bincount adds each pixel's contributions in this order
+        w0 = w * (1 - fr)
+        w1 = w * fr
+        gc = 1 - fc
+        ww = np.empty(4 * m)
+        np.multiply(w0, gc, out=ww[:m])
+        np.multiply(w0, fc, out=ww[m : 2 * m])
+        np.multiply(w1, gc, out=ww[2 * m : 3 * m])
+        np.multiply(w1, fc, out=ww[3 * m :])
+        base = ri * nc
+        base += ci
         if layer is not None:
-            flat = flat + np.tile(np.asarray(layer, dtype=np.int64).ravel(), 4) * (nr * nc)
-        acc = np.bincount(flat[ok], weights=ww[ok], minlength=out.size)
+            base += np.asarray(layer, dtype=np.int64).ravel() * (nr * nc)
+        flat = np.empty(4 * m, dtype=np.int64)
+        flat[:m] = base
+        np.add(base, 1, out=flat[m : 2 * m])
+        np.add(base, nc, out=flat[2 * m : 3 * m])
+        np.add(base, nc + 1, out=flat[3 * m :])
+        if m and (ri.min() < 0 or ri.max() + 1 >= nr or ci.min() < 0 or ci.max() + 1 >= nc):
+            rr = np.concatenate([ri, ri, ri + 1, ri + 1])
+            cc = np.concatenate([ci, ci + 1, ci, ci + 1])
+            ok = (rr >= 0) & (rr < nr) & (cc >= 0) & (cc < nc)
+            if not np.any(ok):
+                return
+            flat, ww = flat[ok], ww[ok]
+        elif m == 0:
+            return
+        acc = np.bincount(flat, weights=ww, minlength=out.size)
         out += acc.reshape(out.shape).astype(np.float32)
 
 

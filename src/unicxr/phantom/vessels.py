@@ -23,32 +23,49 @@ def _tree(
     Returns:
         ``(p0, p1, r)``: segment start points (N, 2), end points (N, 2) and radii (N,) in canonical units.
     """
-    starts, ends, radii = [], [], []
     base = np.array([r[0] for r in _ROOTS])
     cal = np.array([r[1] for r in _ROOTS])
-    angs = base + rng.normal(0, 0.12, size=base.size)
+    k = base.size
+    angs = base + rng.normal(0, 0.12, size=k)
     rads = 0.0115 * cal * scale * (1.0 + np.where(angs < -0.5, upper_boost, 0.0))
-    lens = 0.17 * rng.uniform(0.85, 1.15, size=base.size)
-    pts = np.tile(np.array([[hu, hv]], dtype=np.float64), (base.size, 1))
+    lens = 0.17 * rng.uniform(0.85, 1.15, size=k)
+    # generation g has k 2^g branches of two sub-segments each, stored generation after generation
+    # as [branch starts..., branch midpoints...] (u and v kept apart: no small (k, 2) temporaries)
+    total = 2 * k * (2**gens - 1)
+    p0 = np.empty((2, total))
+    p1 = np.empty((2, total))
+    rad = np.empty(total)
+    pu = np.full(k, hu)
+    pv = np.full(k, hv)
+    o = 0
     for _ in range(gens):
-        d = np.stack([side * np.cos(angs), np.sin(angs)], axis=1)
-        # slight curvature: each branch is two sub-segments
-        mid = pts + d * lens[:, None] * 0.5
-        bend = rng.normal(0, 0.12, size=len(angs))
-        d2 = np.stack([side * np.cos(angs + bend), np.sin(angs + bend)], axis=1)
-        end = mid + d2 * lens[:, None] * 0.5
-        starts += [pts, mid]
-        ends += [mid, end]
-        radii += [rads, rads * 0.92]
-        k = len(angs)
+        # slight curvature: each branch is two sub-segments, pts -> mid -> end
+        half = lens * 0.5
+        mu = side * np.cos(angs) * half
+        mu += pu
+        mv = np.sin(angs) * half
+        mv += pv
+        bend = rng.normal(0, 0.12, size=k)
+        ab = angs + bend
+        eu = side * np.cos(ab) * half
+        eu += mu
+        ev = np.sin(ab) * half
+        ev += mv
+        p0[0, o : o + k], p0[1, o : o + k], p0[0, o + k : o + 2 * k], p0[1, o + k : o + 2 * k] = pu, pv, mu, mv
+        p1[0, o : o + k], p1[1, o : o + k], p1[0, o + k : o + 2 * k], p1[1, o + k : o + 2 * k] = mu, mv, eu, ev
+        rad[o : o + k] = rads
+        np.multiply(rads, 0.92, out=rad[o + k : o + 2 * k])
+        o += 2 * k
         spread = rng.uniform(0.25, 0.6, size=k)
         skew = rng.uniform(-0.15, 0.15, size=k)
-        angs = np.concatenate([angs + bend + spread + skew, angs + bend - spread + skew])
-        pts = np.concatenate([end, end])
+        angs = np.concatenate([ab + spread + skew, ab - spread + skew])
+        pu = np.concatenate([eu, eu])
+        pv = np.concatenate([ev, ev])
         rr = rng.uniform(0.62, 0.78, size=k)
         rads = np.concatenate([rads * rr, rads * (1.45 - rr)]) * 0.92
         lens = np.concatenate([lens, lens]) * rng.uniform(0.68, 0.84, size=2 * k)
-    return np.concatenate(starts), np.concatenate(ends), np.concatenate(radii)
+        k *= 2
+    return p0.T, p1.T, rad
 
 
 def render_vessels(scene: Scene, upper_boost: float = 0.0, indistinct: float = 0.0, gens: int = 7) -> None:
@@ -91,7 +108,7 @@ def render_vessels(scene: Scene, upper_boost: float = 0.0, indistinct: float = 0
     if r0 >= r1 or c0 >= c1:
         return
     layers = np.zeros((3, r1 - r0, c1 - c0), dtype=np.float32)
-    g.splat(pts[:, 0], pts[:, 1], np.concatenate(w_all), layers, layer=np.concatenate(cls_all), origin=(r0, c0))
+    g.splat_px(rows, cols, np.concatenate(w_all), layers, layer=np.concatenate(cls_all), origin=(r0, c0))
     # hilar pulmonary arteries: lobulated densities at the hila
     win = (slice(r0, r1), slice(c0, c1))
     U, V = g.U[win], g.V[win]

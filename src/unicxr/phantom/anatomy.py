@@ -127,6 +127,21 @@ def rib_arc_v(v0, A, B, D, t):  # noqa: N803 - the arc's coefficients as rib_tab
     return v0 + A * t**3.5 - B * np.sin(np.pi * np.maximum(t, 1e-6) ** 0.8) + D * (1.0 - t) ** 1.1
 
 
+def _percentile_linear(a: np.ndarray, q: float) -> float:
+    """``np.percentile(a, q)`` (linear interpolation) of a 1-D array, without its generic machinery.
+
+    Same arithmetic as numpy's: virtual index ``(n - 1) q / 100`` and its two-sided lerp.
+    """
+    s = np.sort(a)
+    n = s.size
+    vi = (n - 1) * (q / 100)
+    i = math.floor(vi)
+    g = vi - i
+    lo, hi = s[i], s[min(i + 1, n - 1)]
+    d = hi - lo
+    return float(hi - d * (1 - g)) if g >= 0.5 else float(lo + d * g)
+
+
 def _break_factors(x, gap, cal, bulge_len, bright, widen, ends=0.0, lucent=True):
     """Density and width factors along a broken bone at distance ``x`` from the break: a lucent line
     ``gap`` wide (60% filled in when healing, ``cal`` = 1; none when ``lucent`` is False, e.g.
@@ -498,13 +513,14 @@ class Scene:
             steps = s * (1.0 + rr.normal(0.0, 0.06, 11))
             steps[0] = 0.0
             v0s = self.v_rib1 + np.cumsum(steps) + rr.normal(0.0, 0.006)
+            lat_max = self.lat(v0s + 1.0 * s, side)  # lateral border a rib space below each crest
             for k in range(11):  # the 12th rib lies below the diaphragm
                 # posterior arcs rise ~0.6-0.9 rib spaces from their medial end before sweeping down, so
                 # the medial end sits below the arc's crest (v0s are crest heights)
                 rise = (1.25 + 0.35 * max(0, 3 - k) / 3) * s * curve_pat * rr.uniform(0.85, 1.15)
                 drop = (2.3 + 0.12 * min(k, 6)) * s * curve_pat * rr.uniform(0.88, 1.12)
                 v0 = float(v0s[k]) + 0.75 * rise - 0.05 * drop
-                a_max = float(self.lat(v0s[k] + 1.0 * s, side)) + 0.035
+                a_max = float(lat_max[k]) + 0.035
                 if k == 0:
                     a_max = 0.5 * a.W
                     rise, drop = 1.5 * rise, 1.2 * drop
@@ -579,25 +595,30 @@ class Scene:
         row_c = np.rint(((sn * um + c * vc) * g.zoom + g.shift[1] + 1.0) * 0.5 * n - 0.5).astype(np.int64)
         # half-height of the band of rows per (rib, column); steep parts get a wider band
         Ri = np.ceil(hwe * (g.zoom * 0.5 * n / max(c, 0.5))).astype(np.int64) + 1
-        r_small = int(np.percentile(Ri, 90))
-        pair_l, rows_l = [], []
+        r_small = int(_percentile_linear(Ri, 90.0))
+        base = row_c * n + ci
+        flat_l, pair_l = [], []
         for sel in (np.nonzero(Ri <= r_small)[0], np.nonzero(Ri > r_small)[0]):
             if sel.size == 0:
                 continue
             R = int(Ri[sel].max())
-            rows = row_c[sel, None] + np.arange(-R, R + 1)[None, :]
-            ok = (rows >= 0) & (rows < n) & (np.abs(rows - row_c[sel, None]) <= Ri[sel, None])
+            off = np.arange(-R, R + 1)
+            rows = row_c[sel, None] + off[None, :]
+            ok = (rows >= 0) & (rows < n) & (np.abs(off)[None, :] <= Ri[sel, None])
             pair_l.append(np.broadcast_to(sel[:, None], rows.shape)[ok])
-            rows_l.append(rows[ok])
-        pair, rows = np.concatenate(pair_l), np.concatenate(rows_l)
-        flat = rows * n + ci[pair]
+            flat_l.append((base[sel, None] + n * off[None, :])[ok])
+        pair, flat = np.concatenate(pair_l), np.concatenate(flat_l)
         # per-pixel tube profile (cortical rim, lighter marrow: tube(d, inner, core=0.3)) in float32
         d = np.abs(g.V.ravel()[flat] - vc.astype(np.float32)[pair]) * (1.0 / hwe).astype(np.float32)[pair]
         d2 = np.minimum(d * d, np.float32(1.0))
         in2 = np.where(post > 0, 0.62**2, 0.55**2).astype(np.float32)[pair]
         prof = np.sqrt(1.0 - d2) - np.float32(0.7) * np.sqrt(np.maximum(in2 - d2, np.float32(0.0)))
-        acc = np.bincount(flat, weights=prof * w.astype(np.float32)[pair], minlength=n * n)
-        self.bone += acc.reshape(n, n).astype(np.float32)
+        # accumulate over the span of pixels the bands touch only (same per-pixel sums and order)
+        f0 = int(flat.min())
+        # (float64 weights: np.bincount converts float32 ones itself, several times slower)
+        acc = np.bincount(flat - f0, weights=(prof * w.astype(np.float32)[pair]).astype(np.float64))
+        bone = self.bone.reshape(-1)[f0 : f0 + acc.size]
+        bone += acc.astype(np.float32)
 
     def _clavicles(self) -> None:
         """Clavicles from the sternal ends out and up to the acromioclavicular joints (S-shaped tubes)."""

@@ -61,7 +61,7 @@ class Grid:
     def to_pixel(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Map canonical points to fractional pixel (row, col) coordinates (arrays of any shape)."""
         c, s = math.cos(self.tilt), math.sin(self.tilt)
-        if np.ndim(u) == 0 and np.ndim(v) == 0:
+        if isinstance(u, float) and isinstance(v, float) or np.ndim(u) == 0 and np.ndim(v) == 0:
             x = (c * u - s * v) * self.zoom + self.shift[0]
             y = (s * u + c * v) * self.zoom + self.shift[1]
             return (y + 1.0) * 0.5 * self.size - 0.5, (x + 1.0) * 0.5 * self.size - 0.5

@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from unicxr.phantom.grid import blur, blur_large
+from unicxr.phantom.grid import blur, blur_large, percentiles
 
 __all__ = ["Acquisition", "sample_acquisition", "expose", "draw_marker", "bone_texture"]
 
@@ -185,8 +185,8 @@ def expose(
     np.negative(L, out=L)
     # histogram-based auto window on a subsample
     sub = L[:: 4, :: 4].ravel()
-    lo, hi = np.percentile(sub, [0.5, 99.7])
-    x = L - lo  # float64 from here on (the percentiles are float64)
+    lo, hi = percentiles(sub, (0.5, 99.7))
+    x = L - np.float64(lo)  # float64 from here on (as with numpy's float64 percentiles)
     x /= max(hi - lo, 1e-3)
     # equalization / unsharp masking (processing of digital systems): large-scale dynamic range is
     # compressed so dense regions (mediastinum, abdomen) keep visible gradation instead of saturating:

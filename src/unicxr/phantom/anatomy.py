@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from unicxr.phantom.grid import Grid, ellipsoid, smoothstep, tube
+from unicxr.phantom.grid import Grid, ellipsoid, percentiles, smoothstep, tube
 
 __all__ = ["Anatomy", "sample_anatomy", "follow_up_anatomy", "Scene", "rib_arc_v", "RIGHT", "LEFT"]
 
@@ -125,21 +125,6 @@ def rib_arc_v(v0, A, B, D, t):  # noqa: N803 - the arc's coefficients as rib_tab
     """Height of a rib's centre line at ``t`` in [0, 1] along its arc (see :meth:`Scene.rib_table`):
     ``v0 + A t^3.5 - B sin(pi t^0.8) + D (1 - t)^1.1``; floats or broadcastable arrays."""
     return v0 + A * t**3.5 - B * np.sin(np.pi * np.maximum(t, 1e-6) ** 0.8) + D * (1.0 - t) ** 1.1
-
-
-def _percentile_linear(a: np.ndarray, q: float) -> float:
-    """``np.percentile(a, q)`` (linear interpolation) of a 1-D array, without its generic machinery.
-
-    Same arithmetic as numpy's: virtual index ``(n - 1) q / 100`` and its two-sided lerp.
-    """
-    s = np.sort(a)
-    n = s.size
-    vi = (n - 1) * (q / 100)
-    i = math.floor(vi)
-    g = vi - i
-    lo, hi = s[i], s[min(i + 1, n - 1)]
-    d = hi - lo
-    return float(hi - d * (1 - g)) if g >= 0.5 else float(lo + d * g)
 
 
 def _break_factors(x, gap, cal, bulge_len, bright, widen, ends=0.0, lucent=True):
@@ -595,7 +580,7 @@ class Scene:
         row_c = np.rint(((sn * um + c * vc) * g.zoom + g.shift[1] + 1.0) * 0.5 * n - 0.5).astype(np.int64)
         # half-height of the band of rows per (rib, column); steep parts get a wider band
         Ri = np.ceil(hwe * (g.zoom * 0.5 * n / max(c, 0.5))).astype(np.int64) + 1
-        r_small = int(_percentile_linear(Ri, 90.0))
+        r_small = int(percentiles(Ri, (90.0,))[0])
         base = row_c * n + ci
         flat_l, pair_l = [], []
         for sel in (np.nonzero(Ri <= r_small)[0], np.nonzero(Ri > r_small)[0]):

@@ -15,7 +15,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["Grid", "base_grid", "tube", "smoothstep", "blur", "blur_large", "upsample", "ellipsoid"]
+__all__ = ["Grid", "base_grid", "tube", "smoothstep", "blur", "blur_large", "upsample", "ellipsoid", "percentiles"]
 
 
 @lru_cache(maxsize=8)
@@ -169,6 +169,25 @@ def ellipsoid(du: np.ndarray, dv: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(1.0 - du * du - dv * dv, 0.0))
 
 
+def percentiles(a: np.ndarray, qs: tuple[float, ...]) -> list[float]:
+    """``np.percentile(a, qs)`` (linear method) of a 1-D array after one sort, without numpy's generic path.
+
+    The same arithmetic as numpy's: virtual index ``(n - 1) q / 100``, the difference of the two
+    neighbours in ``a``'s dtype, then its two-sided lerp in float64.
+    """
+    s = np.sort(a)
+    n = s.size
+    out = []
+    for q in qs:
+        vi = (n - 1) * (q / 100)
+        i = min(math.floor(vi), n - 1)
+        g = vi - i
+        lo, hi = s[i], s[min(i + 1, n - 1)]
+        d = float(hi - lo)
+        out.append(float(hi) - d * (1 - g) if g >= 0.5 else float(lo) + d * g)
+    return out
+
+
 def smoothstep(x: np.ndarray) -> np.ndarray:
     """Cubic smoothstep clipped to [0, 1]."""
     x = np.clip(x, 0.0, 1.0)
@@ -237,13 +256,13 @@ def blur_large(img: np.ndarray, sigma_px: float) -> np.ndarray:
 
 
 @lru_cache(maxsize=32)
-def _interp_index(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Linear-interpolation indices/weights (pixel-centre aligned, edge clamped)."""
+def _interp_index(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Linear-interpolation indices/weights (pixel-centre aligned, edge clamped): ``i0, i1, 1 - f, f``."""
     x = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
     i0 = np.floor(x).astype(np.int64)
     i1 = np.minimum(i0 + 1, n_in - 1)
     f = (x - i0).astype(np.float32)
-    return i0, i1, f
+    return i0, i1, 1 - f, f
 
 
 def upsample(small: np.ndarray, h: int, w: int, smooth: float = 0.0) -> np.ndarray:
@@ -255,7 +274,10 @@ def upsample(small: np.ndarray, h: int, w: int, smooth: float = 0.0) -> np.ndarr
     a = small.astype(np.float32)
     if smooth > 0:
         a = ndimage.gaussian_filter(a, smooth, mode="reflect", truncate=2.5)
-    i0, i1, f = _interp_index(h, a.shape[0])
-    rows = a[i0] * (1 - f)[:, None] + a[i1] * f[:, None]
-    j0, j1, g = _interp_index(w, a.shape[1])
-    return (rows[:, j0] * (1 - g)[None, :] + rows[:, j1] * g[None, :]).astype(np.float32)
+    i0, i1, f0, f = _interp_index(h, a.shape[0])
+    rows = a[i0] * f0[:, None]
+    rows += a[i1] * f[:, None]
+    j0, j1, g0, g = _interp_index(w, a.shape[1])
+    out = rows[:, j0] * g0[None, :]
+    out += rows[:, j1] * g[None, :]
+    return out

@@ -129,17 +129,35 @@ def _compose(scene: Scene, rng: np.random.Generator) -> np.ndarray:
     """Total attenuation map (H, W) from the scene's thickness maps."""
     n = scene.g.size
     depth = scene.a.lung_depth
-    lung_frac = np.clip(scene.air / depth, 0.0, 1.0)
-    air_eff = scene.air * (1.0 - scene.occl)
-    # parenchymal texture: smooth fine mottling of lung density (feature size ~1/40 of the image)
+    # float32 throughout, in place; the comments give each quantity as a formula
+    # vessels: 8.5 * vessels * sqrt(lung_frac), lung_frac = clip(air / depth, 0, 1)
+    ves = scene.air / depth
+    np.clip(ves, 0.0, 1.0, out=ves)
+    np.sqrt(ves, out=ves)
+    ves *= 8.5 * scene.vessels
+    # air_eff: air * (1 - occl)
+    air_eff = 1.0 - scene.occl
+    air_eff *= scene.air
+    # parenchymal texture: smooth fine mottling of lung density (feature size ~1/40 of the image);
+    # rho: clip(rho * (1 + 0.12 * tex), 0, 1), tex = 2.2 * upsampled noise
     h = 40
-    tex = upsample(rng.standard_normal((h, h), dtype=np.float32), n, n, smooth=0.6) * 2.2
-    rho = np.clip(scene.rho * (1.0 + 0.12 * tex), 0.0, 1.0)
-    vessels = 8.5 * scene.vessels * np.sqrt(lung_frac)
-    airway = scene.airway
-    bone = scene.bone * bone_texture(rng, n)
-    A = scene.body - np.maximum(air_eff - vessels - scene.fill, 0.0) * (1.0 - rho) - airway + bone + scene.metal
-    return A.astype(np.float32)
+    rho = upsample(rng.standard_normal((h, h), dtype=np.float32), n, n, smooth=0.6)
+    rho *= 2.2
+    rho *= 0.12
+    rho += 1.0
+    rho *= scene.rho
+    np.clip(rho, 0.0, 1.0, out=rho)
+    # A = body - max(air_eff - vessels - fill, 0) * (1 - rho) - airway + bone * texture + metal
+    air_eff -= ves
+    air_eff -= scene.fill
+    np.maximum(air_eff, 0.0, out=air_eff)
+    np.subtract(1.0, rho, out=rho)
+    air_eff *= rho
+    A = scene.body - air_eff
+    A -= scene.airway
+    A += scene.bone * bone_texture(rng, n)
+    A += scene.metal
+    return A
 
 
 def render_case(plan: CasePlan, size: int, cfg: PhantomConfig, masks: bool = True) -> PhantomCase:

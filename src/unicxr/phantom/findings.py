@@ -530,9 +530,11 @@ def render_findings(scene: Scene, findings: dict[str, Finding], masks: dict[str,
     g = scene.g
     n = g.size
     U, V = g.U, g.V
-    lung_frac = np.clip(scene.air / (scene.a.lung_depth + 1e-6), 0.0, 1.0)
+    parenchymal = [k for k in ("Lung Opacity", "Consolidation", "Edema", "Atelectasis", "Lung Lesion") if k in findings]
+    lung_frac = (np.clip(scene.air / (scene.a.lung_depth + 1e-6), 0.0, 1.0)
+                 if masks is not None or "Lung Lesion" in findings else None)
     opac = np.zeros((n, n), dtype=np.float32)
-    for name in ("Lung Opacity", "Consolidation", "Edema", "Atelectasis", "Lung Lesion"):
+    for name in parenchymal:
         f = findings.get(name)
         if f is None:
             continue
@@ -646,7 +648,8 @@ def render_findings(scene: Scene, findings: dict[str, Finding], masks: dict[str,
             scene.fill += lesion
             if masks is not None:
                 masks["lesion"] = sph > 0
-    scene.fill += opac * scene.air * 0.95
+    if parenchymal:  # (an all-zero ``opac`` adds nothing)
+        scene.fill += opac * scene.air * 0.95
     if masks is not None:
         masks["opacity"] = (opac > 0.25) & (lung_frac > 0.05)
         masks.setdefault("lesion", np.zeros((n, n), dtype=bool))

@@ -7,6 +7,7 @@ collimation.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
@@ -186,8 +187,8 @@ def expose(
     # histogram-based auto window on a subsample
     sub = L[:: 4, :: 4].ravel()
     lo, hi = percentiles(sub, (0.5, 99.7))
-    x = L - np.float64(lo)  # float64 from here on (as with numpy's float64 percentiles)
-    x /= max(hi - lo, 1e-3)
+    x = L - np.float32(lo)  # float32 throughout the display chain
+    x /= np.float32(max(hi - lo, 1e-3))
     # equalization / unsharp masking (processing of digital systems): large-scale dynamic range is
     # compressed so dense regions (mediastinum, abdomen) keep visible gradation instead of saturating:
     # x <- 0.02 + 0.96 x + usm (x - low) - (0.02 + 0.12 usm) (low - 0.5)
@@ -204,7 +205,7 @@ def expose(
     np.power(y, acq.gamma, out=y)
     # sigmoid contrast curve normalised to map [0, 1] -> [0, 1]: (1 / (1 + exp(-k (x - 0.5))) - s0) / (s1 - s0)
     k = acq.contrast
-    s0, s1 = 1 / (1 + np.exp(k * 0.5)), 1 / (1 + np.exp(-k * 0.5))
+    s0, s1 = 1 / (1 + math.exp(k * 0.5)), 1 / (1 + math.exp(-k * 0.5))
     y -= 0.5
     y *= -k
     np.exp(y, out=y)

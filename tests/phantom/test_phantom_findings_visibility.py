@@ -7,7 +7,7 @@ import numpy as np
 from unicxr.labels import FINDINGS
 from unicxr.phantom.anatomy import LEFT, Scene, sample_anatomy
 from unicxr.phantom.config import PhantomConfig
-from unicxr.phantom.findings import Finding, apply_geometry, fracture_ribs, render_findings
+from unicxr.phantom.findings import Finding, apply_geometry, fracture_clavicle, fracture_ribs, render_findings
 from unicxr.phantom.grid import Grid
 from unicxr.phantom.simulate import simulate
 
@@ -17,6 +17,8 @@ def test_fracture_kind_parsing() -> None:
     assert fracture_ribs("rib5x3h") == (5, 3, True)
     assert fracture_ribs("clavicle") == (-1, 0, False)
     assert fracture_ribs("clavicleh") == (-1, 0, True)
+    assert fracture_ribs("clavicle+rib4x2h") == (4, 2, True)
+    assert [fracture_clavicle(k) for k in ("rib3x1", "clavicle", "clavicle+rib4x2h")] == [False, True, True]
 
 
 def test_fracture_breaks_the_reported_bone_on_the_reported_side() -> None:
@@ -27,19 +29,19 @@ def test_fracture_breaks_the_reported_bone_on_the_reported_side() -> None:
         case = simulate(seed, 128, findings={"Fracture": "severe"}, view="PA", masks=False)
         assert case.labels[j] == 1.0
         text = case.sections["findings"].lower()
-        clavicle = "clavic" in text
-        assert clavicle != ("rib" in text)
+        clavicle, rib = "clavic" in text, "rib" in text
+        assert clavicle or rib
         clavicles += clavicle
-        ribs += not clavicle
+        ribs += rib
         healing += "healing" in text
         diff = np.abs(case.image - base.image)
         r, c = np.unravel_index(np.argmax(diff), diff.shape)
         # a clear local change (lucent line, step, haematoma or callus) on the reported side: over the
         # lung and not the heart for ribs, in the upper chest for a clavicle
         assert diff.max() > 0.12
-        if clavicle:
+        if clavicle and not rib:
             assert r < 0.4 * 128
-        else:
+        elif rib and not clavicle:
             assert base.masks["lungs"][r, c] and not base.masks["heart"][r, c]
         side = case.params["laterality_fracture"]
         assert (c < 64) == (side == "right")
@@ -65,6 +67,8 @@ def test_clavicle_choice_leaves_every_other_draw_unchanged(monkeypatch) -> None:
             if name == "Fracture":
                 n_frac += 1
                 assert fa.kind.startswith("rib") and fb.kind.startswith("clavicle")
+                # with rib fractures, the very ribs the rib-only draw broke
+                assert fb.kind.partition("+")[2] in ("", fa.kind)
                 assert fa.kind.endswith("h") == fb.kind.endswith("h")
                 assert (fa.label, fa.severity, fa.side, fa.value, fa.seed) == (fb.label, fb.severity, fb.side, fb.value, fb.seed)
             else:
@@ -174,3 +178,45 @@ def test_displaced_clavicle_fracture_fragments_override() -> None:
     assert (tall(displaced) - tall(intact)).max() >= 0.8 * np.median(tall(intact)[tall(intact) > 0])
     assert displaced.max() > 1.3 * intact.max()
     assert subtle.sum() < intact.sum() and subtle.max() <= intact.max() + 1e-6
+
+
+def test_clavicle_fracture_with_rib_fractures_draws_and_reports_both() -> None:
+    """Half of the clearly seen clavicle fractures come with rib fractures on the same side (as in
+    blunt chest trauma): both bones break, the report names both, the labeler reads one Fracture."""
+    from unicxr.phantom.findings import CLAVICLE_SHARE, CLAVICLE_WITH_RIBS
+    from unicxr.phantom.report import noun_phrase
+    from unicxr.phantom.simulate import make_plan, render_case
+    from unicxr.text import label_reports
+
+    plans = [p for p in make_plan(0, 4000, PhantomConfig()) if "Fracture" in p.findings]
+    kinds = [p.findings["Fracture"].kind for p in plans]
+    both = sum("+rib" in k for k in kinds)
+    alone = sum(k in ("clavicle", "clavicleh") for k in kinds)
+    assert abs((both + alone) / len(kinds) - CLAVICLE_SHARE) < 0.1
+    assert abs(both / (both + alone) - CLAVICLE_WITH_RIBS) < 0.25
+    # only clearly seen (label 1) fractures combine; a hedged one names one bone
+    assert all(p.findings["Fracture"].label == 1.0 for p in plans if "+rib" in p.findings["Fracture"].kind)
+
+    anat = sample_anatomy(np.random.default_rng(4))
+    maps = {}
+    for kind in ("clavicle", "rib4x2", "clavicle+rib4x2"):
+        sc = Scene(Grid(128), anat)
+        f = Finding("Fracture", 1.0, "severe", side="left", kind=kind, value=0.7, seed=5)
+        apply_geometry(sc, {"Fracture": f})
+        assert (sc.clavicle_fracture is not None) == kind.startswith("clavicle")
+        assert len(sc.fractures) == (0 if kind == "clavicle" else 2)
+        sc.render_anatomy(np.random.default_rng(0))
+        render_findings(sc, {"Fracture": f}, None)
+        maps[kind] = (sc.bone.copy(), sc.fill.copy())
+    both_bone, both_fill = maps["clavicle+rib4x2"]
+    np.testing.assert_array_equal(both_fill, maps["rib4x2"][1])  # the ribs' extrapleural haematoma
+    assert not np.array_equal(both_bone, maps["rib4x2"][0])  # and the clavicle's step
+    assert not np.array_equal(both_bone, maps["clavicle"][0])
+
+    f = Finding("Fracture", 1.0, "moderate", side="right", kind="clavicle+rib5x2", value=0.6, seed=9)
+    assert noun_phrase(f) == "right clavicle and 6th through 7th rib fractures"
+    j = FINDINGS.index("Fracture")
+    for p in [p for p in plans if "+rib" in p.findings["Fracture"].kind][:8]:
+        report = render_case(p, 64, PhantomConfig(), masks=False).report
+        assert "clavic" in report.lower() and "rib" in report.lower()
+        assert label_reports([report])[0, j] == 1.0

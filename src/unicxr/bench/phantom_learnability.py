@@ -61,10 +61,11 @@ def make_arrays(n: int, size: int, seed: int, workers: int = 2,
 def _subtype(name: str, kind: str) -> str:
     """The drawn variant of a finding that the bench breaks its AUROC down by (``''`` = no breakdown)."""
     if name == "Fracture":
-        from unicxr.phantom.findings import fracture_ribs
+        from unicxr.phantom.findings import fracture_clavicle, fracture_ribs
 
-        rib, _, healing = fracture_ribs(kind)
-        return ("clavicle" if rib < 0 else "rib") + (" healing" if healing else " acute")
+        _, nrib, healing = fracture_ribs(kind)
+        where = ("clavicle+rib" if nrib else "clavicle") if fracture_clavicle(kind) else "rib"
+        return where + (" healing" if healing else " acute")
     if name == "Lung Lesion":
         return kind.split("|")[0]
     if name == "Pleural Other":
@@ -76,8 +77,8 @@ def case_subtypes(n: int, seed: int, prevalence: dict[str, float] | None = None)
     """The subtype of each broken-down finding (Fracture, Lung Lesion, Pleural Other) per case.
 
     Re-draws the same plans as :func:`make_arrays` with the same arguments (plans are cheap, no
-    rendering), so row ``i`` describes image ``i``. Fracture subtypes: ``rib acute``, ``rib healing``,
-    ``clavicle acute``, ``clavicle healing``; Lung Lesion: nodule/mass kind; Pleural Other:
+    rendering), so row ``i`` describes image ``i``. Fracture subtypes: ``rib``, ``clavicle`` (alone) or
+    ``clavicle+rib``, each ``acute`` or ``healing``; Lung Lesion: nodule/mass kind; Pleural Other:
     ``plaques``/``thickening``.
     """
     from unicxr.phantom.config import PhantomConfig

@@ -30,7 +30,9 @@ __all__ = [
     "render_findings",
     "DEVICE_KINDS",
     "fracture_ribs",
+    "fracture_clavicle",
     "CLAVICLE_SHARE",
+    "CLAVICLE_WITH_RIBS",
 ]
 
 SEVERITIES = ("mild", "moderate", "severe")
@@ -43,7 +45,11 @@ LOBES = {
     "left lower lobe": LEFT,
 }
 DEVICE_KINDS = ("ett", "enteric", "cvc", "picc", "pacemaker", "sternotomy", "chest_tube")
-CLAVICLE_SHARE = 0.25  # share of Fracture cases that are clavicle (not rib) fractures
+CLAVICLE_SHARE = 0.25  # share of Fracture cases that are clavicle (not rib-only) fractures
+# share of clearly seen clavicle fractures that come with rib fractures on the same side: in blunt chest
+# trauma, 56-61% of patients with a clavicle fracture also have rib fractures (Sweet et al., Eur J Trauma
+# Emerg Surg 2022, a systematic review of 71,572 patients); 0.5 since not every chest film is of polytrauma
+CLAVICLE_WITH_RIBS = 0.5
 
 
 @dataclass(frozen=True)
@@ -194,10 +200,13 @@ def _make(name: str, rng: np.random.Generator, cfg: PhantomConfig, **kw) -> Find
         healing = not subtle and rng.random() < 0.4
         kind = f"rib{rib}x{nrib}" + ("h" if healing else "")
         value = float(rng.uniform(0.45, 0.9))
-        # about a quarter are midshaft clavicle fractures instead (a fall on the shoulder); drawn from
-        # the finding's own stream so the shared one, and with it every other draw, is unchanged
-        if np.random.default_rng([seed, 7]).random() < CLAVICLE_SHARE:
-            kind = "clavicle" + ("h" if healing else "")
+        # about a quarter are midshaft clavicle fractures (a fall on the shoulder), half of the clearly
+        # seen ones with the rib fractures drawn above; drawn from the finding's own stream so the shared
+        # one, and with it every other draw, is unchanged
+        crng = np.random.default_rng([seed, 7])
+        if crng.random() < CLAVICLE_SHARE:
+            with_ribs = not subtle and crng.random() < CLAVICLE_WITH_RIBS
+            kind = "clavicle" + (f"+rib{rib}x{nrib}" if with_ribs else "") + ("h" if healing else "")
         return Finding(name, label, sev, side=side, kind=kind, value=value, seed=seed)
     if name == "Support Devices":
         devs = _sample_devices(rng, kw.get("ptx_side", ""))
@@ -287,18 +296,25 @@ def sample_findings(
 
 
 def fracture_ribs(kind: str) -> tuple[int, int, bool]:
-    """Parse a Fracture ``kind`` (``rib{k}x{n}`` or ``clavicle``, with an optional ``h`` suffix).
+    """Parse a Fracture ``kind`` (``rib{k}x{n}``, ``clavicle`` or ``clavicle+rib{k}x{n}``, with an
+    optional ``h`` suffix for healing fractures).
 
     Returns:
         ``(k, n, healing)``: 0-based index of the uppermost broken rib (``k + 1`` is its ordinal in
         the report), the number of adjacent broken ribs and whether the fractures are healing (callus).
-        A clavicle fracture gives ``(-1, 0, healing)``.
+        A clavicle fracture without rib fractures gives ``(-1, 0, healing)``; see :func:`fracture_clavicle`.
     """
     healing = kind.endswith("h")
-    if kind.startswith("clavicle"):
+    ribs = kind.rstrip("h").partition("rib")[2]
+    if not ribs:
         return -1, 0, healing
-    k, n = kind[3:].rstrip("h").split("x")
+    k, n = ribs.split("x")
     return int(k), int(n), healing
+
+
+def fracture_clavicle(kind: str) -> bool:
+    """Whether a Fracture ``kind`` includes a clavicle fracture (alone or with rib fractures)."""
+    return kind.startswith("clavicle")
 
 
 def _no_unc(cfg: PhantomConfig) -> PhantomConfig:
@@ -399,7 +415,7 @@ def apply_geometry(scene: Scene, findings: dict[str, Finding]) -> None:
         t0 = 0.52 + 0.28 * (f.value - 0.45) / 0.45
         i = SEVERITIES.index(f.severity)
         callus = 1.0 if healing else 0.0
-        if nrib == 0:
+        if fracture_clavicle(f.kind):
             # midshaft clavicle fracture: the lateral fragment drops (by clavicle shaft widths), the
             # medial one is pulled up at its broken end; ``t`` is along the clavicle (0 = sternal end)
             if f.label == -1.0:
@@ -408,6 +424,7 @@ def apply_geometry(scene: Scene, findings: dict[str, Finding]) -> None:
                 # (a mild break of 0.035 / 1.2 widths was a 2-3 px step at 256 px, rarely learnable)
                 gap, disp = (0.045, 0.05, 0.055)[i], (1.7, 2.1, 2.5)[i]
             scene.clavicle_fracture = (s, 0.42 + 0.16 * (f.value - 0.45) / 0.45, disp, gap, callus)
+        if nrib == 0:
             return
         if f.label == -1.0:  # subtle: a thin, barely displaced line
             gap, disp, ang = 0.02, 0.4, 0.0

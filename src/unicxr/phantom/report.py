@@ -14,14 +14,14 @@ labeler can recover the labels.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from unicxr.labels import FINDINGS, NUM_FINDINGS, LabelConvention, no_finding_value
 from unicxr.phantom.config import PhantomConfig
 from unicxr.phantom.devices import ett_tip_cm
-from unicxr.phantom.findings import Finding, fracture_ribs
+from unicxr.phantom.findings import Finding, fracture_clavicle, fracture_ribs
 
 __all__ = ["Report", "write_report", "INDICATIONS"]
 
@@ -106,9 +106,10 @@ def noun_phrase(f: Finding) -> str:
         rib += 1
         if nrib == 0:
             return f"{f.side} clavicle fracture"
+        clav = f"{f.side} clavicle and " if fracture_clavicle(f.kind) else f"{f.side} "
         if nrib > 1:
-            return f"{f.side} {_ordinal(rib)} through {_ordinal(rib + nrib - 1)} rib fractures"
-        return f"{f.side} {_ordinal(rib)} rib fracture"
+            return f"{clav}{_ordinal(rib)} through {_ordinal(rib + nrib - 1)} rib fractures"
+        return f"{clav}{_ordinal(rib)} rib fracture" + ("s" if fracture_clavicle(f.kind) else "")
     if n == "Support Devices":
         return "support devices"
     raise ValueError(n)
@@ -227,13 +228,18 @@ def _positive(f: Finding, rng: np.random.Generator) -> str:
     if n == "Fracture":
         rib, nrib, healing = fracture_ribs(f.kind)
         rib += 1
-        if nrib == 0:
+        if fracture_clavicle(f.kind):
             if healing:
-                return _pick(rng, (f"Healing fracture of the {f.side} clavicle with callus formation.",
+                clav = _pick(rng, (f"Healing fracture of the {f.side} clavicle with callus formation.",
                                    f"Healing {f.side} midclavicular fracture."))
-            adj = "Minimally displaced" if sev == "mild" else "Displaced"
-            return _pick(rng, (f"{adj} fracture of the {f.side} clavicle.",
-                               f"There is an acute fracture of the midshaft of the {f.side} clavicle."))
+            else:
+                adj = "Minimally displaced" if sev == "mild" else "Displaced"
+                clav = _pick(rng, (f"{adj} fracture of the {f.side} clavicle.",
+                                   f"There is an acute fracture of the midshaft of the {f.side} clavicle."))
+            if nrib == 0:
+                return clav
+            # with rib fractures on the same side: both, in one finding (one label)
+            return clav + " " + _positive(replace(f, kind=f.kind.partition("+")[2]), rng)
         if healing:
             if nrib > 1:
                 return _pick(rng, (f"Healing fractures of the {f.side} {_ordinal(rib)} through {_ordinal(rib + nrib - 1)} ribs with callus formation.",

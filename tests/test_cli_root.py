@@ -13,3 +13,14 @@ def test_version_and_help(cli):
 def test_unknown_command_fails(cli):
     out = cli("no-such-command")
     assert out.returncode != 0
+
+
+def test_registering_every_command_does_not_import_torch():
+    """Commands import heavy libraries in their bodies: `unicxr phantom` and `--help` start without
+    torch (importing it costs seconds of every short command)."""
+    import subprocess
+    import sys
+
+    code = "import sys, unicxr.cli as c; c._register_all(); print(sorted(m for m in ('torch', 'pandas') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -4,11 +4,28 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from unicxr.models.base import MODEL_REGISTRY, ModelMixin, read_model_config, register_model
 from unicxr.utils.errors import UnicxrError
 
+if TYPE_CHECKING:
+    from unicxr.models.base import ModelMixin
+
 __all__ = ["ModelMixin", "register_model", "load_model", "resolve_model_dir", "MODEL_MODULES"]
+
+_BASE_NAMES = ("MODEL_REGISTRY", "ModelMixin", "read_model_config", "register_model")
+
+
+def __getattr__(name: str) -> Any:
+    """The torch-based names of :mod:`unicxr.models.base`, imported on first use: every CLI command
+    imports ``unicxr.models.cli`` (and so this package) to register itself, and torch alone takes
+    seconds to import."""
+    if name in _BASE_NAMES:
+        from unicxr.models import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # model_type -> module defining it (imported lazily so `import unicxr.models` stays light).
 MODEL_MODULES: dict[str, str] = {
@@ -44,6 +61,8 @@ def resolve_model_dir(path: str | Path, prefer: tuple[str, ...] = ("model_ema", 
 
 def load_model(directory: str | Path, *, device: str = "cpu") -> ModelMixin:
     """Load any saved unicxr model directory, dispatching on ``config.json``'s ``model_type``."""
+    from unicxr.models.base import MODEL_REGISTRY, read_model_config
+
     raw = read_model_config(directory)
     mtype = raw["model_type"]
     if mtype not in MODEL_REGISTRY and mtype in MODEL_MODULES:

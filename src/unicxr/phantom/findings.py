@@ -552,9 +552,7 @@ def render_findings(scene: Scene, findings: dict[str, Finding], masks: dict[str,
                  if masks is not None or "Lung Lesion" in findings else None)
     opac = np.zeros((n, n), dtype=np.float32)
     for name in parenchymal:
-        f = findings.get(name)
-        if f is None:
-            continue
+        f = findings[name]
         rng = np.random.default_rng(f.seed)
         strength = 0.55 if f.label == -1.0 else 1.0
         sev = 1 + SEVERITIES.index(f.severity) if f.severity in SEVERITIES else 2

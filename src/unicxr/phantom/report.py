@@ -106,10 +106,11 @@ def noun_phrase(f: Finding) -> str:
         rib += 1
         if nrib == 0:
             return f"{f.side} clavicle fracture"
-        clav = f"{f.side} clavicle and " if fracture_clavicle(f.kind) else f"{f.side} "
+        both = fracture_clavicle(f.kind)  # with a clavicle fracture: one phrase for both bones, plural
+        where = f"{f.side} clavicle and " if both else f"{f.side} "
         if nrib > 1:
-            return f"{clav}{_ordinal(rib)} through {_ordinal(rib + nrib - 1)} rib fractures"
-        return f"{clav}{_ordinal(rib)} rib fracture" + ("s" if fracture_clavicle(f.kind) else "")
+            return f"{where}{_ordinal(rib)} through {_ordinal(rib + nrib - 1)} rib fractures"
+        return f"{where}{_ordinal(rib)} rib fracture" + ("s" if both else "")
     if n == "Support Devices":
         return "support devices"
     raise ValueError(n)

@@ -269,3 +269,36 @@ def test_read_prompts_split_all_is_every_row(cache):
     every, _ = read_prompts(prompts=cache / "c")
     test, _ = read_prompts(prompts=cache / "c", split="test")
     assert len(read_prompts(prompts=cache / "c", split="all")[0]) == len(every) > len(test) > 0
+
+
+def test_latents_are_encoded_once_and_equal_on_the_fly_encoding(cache, tmp_path):
+    """With model.autoencoder and no data.latents the task encodes the training split once into
+    RUN/latents/ (one latent cache per side: full size and the low-resolution phase's) and trains from
+    it; the losses equal those of encoding every batch on the fly (data.encode_once=false)."""
+    import numpy as np
+    import torch
+
+    from unicxr.data.latent_cache import LatentCache
+    from unicxr.models.autoencoder import AutoencoderConfig, build_autoencoder
+
+    torch.manual_seed(0)
+    build_autoencoder(AutoencoderConfig(kind="kl", image_size=32, channels=[8, 8, 8], latent_channels=2,
+                                        norm_num_groups=4, scale_factor=0.5)).save_pretrained(tmp_path / "ae")
+    sets = [f"data.cache={cache / 'c'}", f"model.autoencoder={tmp_path / 'ae'}", "train.max_steps=4",
+            "train.batch_size=8", "train.log_every=1", "train.ckpt_every=4", "train.eval_every=0", "data.media_n=0",
+            "data.tokenizer_vocab=300", "train.tensorboard=false", *TINY["rf_dit_phantom"], "model.patch=1", *COND,
+            "model.positions=sincos", "data.lowres_size=16", "data.lowres_steps=2"]
+    once, fly = tmp_path / "once", tmp_path / "fly"
+    res = run_cli(*_train_args("rf_dit_phantom", once, sets), check=True)
+    assert "encoding the train split once at 32 px" in res.stdout and "at 16 px" in res.stdout
+    full, low = LatentCache(once / "latents" / "train_32px"), LatentCache(once / "latents" / "train_16px")
+    assert (full.image_size, full.latent_shape, low.image_size, low.latent_shape) == (32, (2, 8, 8), 16, (2, 4, 4))
+    assert len(full) == len(low) == int((pd.read_parquet(cache / "c" / "index.parquet")["split"] == "train").sum())
+    run_cli(*_train_args("rf_dit_phantom", fly, [*sets, "data.encode_once=false"]), check=True)
+    assert not (fly / "latents").exists()
+
+    def losses(run):
+        return [json.loads(x)["loss"] for x in (run / "log.jsonl").read_text().splitlines()]
+
+    assert len(losses(once)) == 4
+    np.testing.assert_allclose(losses(once), losses(fly), rtol=1e-4)

@@ -120,6 +120,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cnn-seed", type=int, default=None,
+                    help="seed of the CNN's initialisation, batch order and augmentation (default: --seed); another "
+                         "value trains a second CNN on the same rendered images, separating training noise from data")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prevalence", action="append", metavar="FINDING=RATE",
@@ -149,8 +152,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     t_data = time.perf_counter() - t0
     print(f"rendered {len(xtr)} + {len(xte)} images at {args.size} px in {t_data:.1f} s")
     torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
+    cnn_seed = args.seed if args.cnn_seed is None else args.cnn_seed
+    torch.manual_seed(cnn_seed)
+    rng = np.random.default_rng(cnn_seed)
     model = SmallCNN(len(FINDINGS))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     steps = args.epochs * int(np.ceil(len(xtr) / args.batch))

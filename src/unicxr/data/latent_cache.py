@@ -84,6 +84,7 @@ def write_latent_cache(
     out: str | os.PathLike[str],
     *,
     split: str | None = None,
+    size: int | None = None,
     batch_size: int = 32,
     shard_size: int = 0,
     overwrite: bool = False,
@@ -99,6 +100,8 @@ def write_latent_cache(
         source: the image cache directory.
         out: the latent cache directory.
         split: encode only this split (None: all items).
+        size: resize the images to this side before encoding (None: the cache's size), e.g. the
+            latents of a generator's low-resolution training phase.
         batch_size: images per encoder call.
         shard_size: items per shard (0: automatic).
         overwrite: replace a latent cache made with other settings.
@@ -113,6 +116,7 @@ def write_latent_cache(
     from tqdm.auto import tqdm
 
     from unicxr.data.cache import CXRCache
+    from unicxr.utils.tensor_image import resize_square
 
     t0 = time.perf_counter()
     src = CXRCache(source)
@@ -130,7 +134,8 @@ def write_latent_cache(
         positions = positions[(df["split"] == canon).to_numpy()]
     if len(positions) == 0:
         raise UnicxrError(f"--cache {source}: no items to encode (split {split!r})")
-    size = src.size
+    resize = size is not None and int(size) != src.size
+    size = int(size) if size is not None else src.size
     latent_shape = tuple(int(v) for v in model.latent_shape(size))
     item_bytes = 4 * int(np.prod(latent_shape)) * (2 if kind == "kl" else 1)
     shard_size = shard_size or int(max(64, min(16384, _SHARD_TARGET_BYTES // item_bytes)))
@@ -147,6 +152,8 @@ def write_latent_cache(
         "autoencoder": {k: v for k, v in ae.items() if k != "path"},
         "shard_size": shard_size,
     }
+    if resize:
+        settings["image_size"] = size  # only when resized, so fingerprints of existing caches stay valid
     fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
     plan_path = start_plan(out, fingerprint, overwrite=overwrite,
@@ -171,6 +178,8 @@ def write_latent_cache(
             for b in range(0, len(pos), batch_size):
                 chunk = pos[b : b + batch_size]
                 x = src.batch(chunk.tolist())["image"].to(device)
+                if resize:
+                    x = resize_square(x, size)
                 with torch.no_grad():
                     if kind == "kl":
                         mu, lv = model.posterior(x)

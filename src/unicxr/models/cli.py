@@ -14,6 +14,8 @@ def encode_command(
     cache: Path = typer.Option(..., "--cache", help="A `unicxr prepare` cache."),
     out: Path = typer.Option(..., "--out", "-o", help="Latent cache folder (resumes when it holds a partial one)."),
     split: str = typer.Option(None, "--split", help="Encode only this split (default: all)."),
+    size: int = typer.Option(None, "--size", min=8, help="Resize the images to this side before encoding "
+                             "(default: the cache's size), e.g. for a generator's low-resolution phase."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per encoder call."),
     shard_size: int = typer.Option(0, "--shard-size", min=0, help="Items per shard (0: automatic)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a latent cache made with other settings."),
@@ -37,7 +39,7 @@ def encode_command(
     ae, model_dir = load_autoencoder(model, device=device)
     if ae.config.scale_factor is None:
         typer.echo(f"warning: {model_dir}: no latent scale factor in config.json; using 1.0", err=True)
-    write_latent_cache(ae, model_dir, cache, out, split=split, batch_size=batch_size, shard_size=shard_size,
+    write_latent_cache(ae, model_dir, cache, out, split=split, size=size, batch_size=batch_size, shard_size=shard_size,
                        overwrite=overwrite, log=lambda m: typer.echo(m, err=True), progress=progress)
 
 

@@ -158,6 +158,7 @@ class Task:
         self.data_cfg = data_cfg
         self.accelerator: Accelerator | None = None  # set by the trainer
         self.init_from: Path | None = None  # set by the trainer from train.init_from (a saved model dir)
+        self.run_dir: Path | None = None  # set by the trainer: the run's output directory (files a task derives)
 
     # -- building ---------------------------------------------------------------------------------
     def build_model(self) -> ModelMixin:

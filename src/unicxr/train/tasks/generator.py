@@ -3,7 +3,8 @@
 The task fills the recipe conventions (image size from the cache; latent shape from the autoencoder,
 or pixel space with ``model.autoencoder: null``), trains the report tokenizer on the training split
 when the model conditions on text and none is given (saved with the model as a component), encodes
-images with the frozen autoencoder on the fly, and at each evaluation samples images for the first
+the training images with the frozen autoencoder once into ``RUN/latents/`` (``data.encode_once``; or
+reads a ``unicxr encode`` cache given as ``data.latents``), and at each evaluation samples images for the first
 validation conditions (``RUN/media/step_N/samples.png`` beside ``real.png`` and the prompts).
 
 ``data.lowres_size`` / ``data.lowres_steps`` add a low-resolution first phase (as the unified model's
@@ -55,6 +56,12 @@ class GeneratorDataConfig(StrictModel):
         0, ge=0, description="steps of the low-resolution phase (0: none). A lowres_size at or above the cache's "
         "image size skips the phase (a recipe run on a small cache), with a note",
     )
+    encode_once: bool = Field(
+        True, description="with model.autoencoder and no data.latents: encode the training split once, before the "
+        "first step, into RUN/latents/ (a latent cache per image side, the low-resolution phase's too; resumable) "
+        "and train from it instead of running the frozen encoder on every batch (on CPU at 256 px the encoder's "
+        "forward pass costs more than the generator's step). false: encode on the fly",
+    )
     lowres_ema_restart: bool = Field(
         True, description="restart the EMA from the live weights at the first full-size step: with decay 0.999 an "
         "EMA carried over from the low-resolution phase still holds 82% of its weights 200 full-size steps later "
@@ -75,6 +82,7 @@ class GeneratorTask(Task):
         super().__init__(with_cache_image_size(model_cfg, data_cfg.cache), data_cfg)
         self._tokenizer = None
         self._lowres_end = 0  # set by _check_lowres: last low-resolution step + 1 (0: no such phase)
+        self._encoded: Dataset | None = None  # training items from the latents encoded once (build_datasets)
 
     def _fill_latent(self) -> None:
         cfg = self.model_cfg
@@ -193,6 +201,8 @@ class GeneratorTask(Task):
     def _dataset(self, split: str) -> Dataset:
         if self.data_cfg.latents is not None and split == self.data_cfg.train_split:
             return _LatentItems(self._latent_cache(split), self.data_cfg.max_items)
+        if self._encoded is not None and split == self.data_cfg.train_split:
+            return self._encoded
         return CXRDataset(self.data_cfg.cache, split, size=self.model_cfg.image_size,
                           max_items=self.data_cfg.max_items, fields=("image", "labels", "report", "index"))
 
@@ -213,7 +223,36 @@ class GeneratorTask(Task):
             raise UnicxrError(f"data.latents: latent shape {tuple(lc.latent_shape)} does not match the model's")
         return lc
 
+    def _encode_once(self) -> Dataset | None:
+        """Encode the training split with the frozen autoencoder into ``RUN/latents/{split}_{side}px``
+        (one latent cache per image side: the full size and the low-resolution phase's), or None when
+        the run encodes on the fly (no autoencoder, ``data.latents`` given, ``data.encode_once`` false,
+        or a task used outside the trainer). The main process writes; the others wait and read."""
+        d, cfg = self.data_cfg, self.model_cfg
+        if not d.encode_once or cfg.autoencoder is None or d.latents is not None or self.run_dir is None:
+            return None
+        from accelerate import PartialState
+
+        from unicxr.data.latent_cache import LatentCache, write_latent_cache
+        from unicxr.models.autoencoder import load_autoencoder
+
+        state = PartialState()
+        sides = [cfg.image_size] + ([d.lowres_size] if self._lowres_end else [])
+        roots = {side: self.run_dir / "latents" / f"{d.train_split}_{side}px" for side in sides}
+        with state.main_process_first():
+            if state.is_main_process:
+                ae, model_dir = load_autoencoder(cfg.autoencoder, device=str(state.device))
+                for side, root in roots.items():
+                    print(f"encoding the {d.train_split} split once at {side} px into {root}")
+                    write_latent_cache(ae, model_dir, d.cache, root, split=d.train_split, size=side,
+                                       overwrite=True, progress=state.is_local_main_process)
+                del ae
+        full = LatentCache(roots[cfg.image_size], split=d.train_split)
+        low = LatentCache(roots[d.lowres_size], split=d.train_split) if self._lowres_end else None
+        return _LatentItems(full, d.max_items, lowres=low)
+
     def build_datasets(self, seed: int) -> tuple[Dataset, Dataset | None]:
+        self._encoded = self._encode_once()
         val = self._dataset(self.data_cfg.val_split) if self.data_cfg.val_split else None
         return self._dataset(self.data_cfg.train_split), val
 
@@ -226,7 +265,8 @@ class GeneratorTask(Task):
              ) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss of one batch; ``size``: train on the images downsampled to this side (low-res phase)."""
         raw: GeneratorBase = self.unwrap(model)
-        z0 = batch["latent"] if "latent" in batch and size is None else raw.to_latent(batch["image"], size=size)
+        key = "latent" if size is None else "latent_lowres"
+        z0 = batch[key] if key in batch else raw.to_latent(batch["image"], size=size)
         cond = raw.condition_batch(batch["labels"], batch["report"])
         loss, logs = model(z0, cond)
         if cond.get("overflow"):
@@ -266,18 +306,25 @@ class GeneratorTask(Task):
 
 
 class _LatentItems(Dataset):
-    """Items of a latent cache with the keys the generator task uses."""
+    """Items of a latent cache with the keys the generator task uses; ``lowres``: a second latent
+    cache of the same items at the low-resolution phase's side (``latent_lowres``)."""
 
-    def __init__(self, cache: Any, max_items: int | None) -> None:
+    def __init__(self, cache: Any, max_items: int | None, lowres: Any | None = None) -> None:
         self.cache = cache
+        self.lowres = lowres
         self.n = len(cache) if max_items is None else min(len(cache), max_items)
+        if lowres is not None and len(lowres) != len(cache):
+            raise UnicxrError(f"{lowres.root}: {len(lowres)} items, but {cache.root} has {len(cache)}")
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         item = self.cache[i]
-        return {"latent": item["latent"], "labels": item["labels"], "report": item["report"], "index": int(i)}
+        out = {"latent": item["latent"], "labels": item["labels"], "report": item["report"], "index": int(i)}
+        if self.lowres is not None:
+            out["latent_lowres"] = self.lowres.latent(i)
+        return out
 
 
 @register_task("ldm_unet")

@@ -376,3 +376,26 @@ def test_crossflow_source_keeps_its_noise_floor(tok):
     model.config.min_std = 0.0  # without the floor the bias keeps σ at e^-5
     _, logvar = model.text_latent(cond)
     assert (0.5 * logvar).exp().max() < 0.01
+
+
+def test_crossflow_null_indicator_rows_flow_to_another_items_image(tok):
+    """null_target='shuffled' (the default, as in the paper): rows trained with the null indicator flow to
+    another item's image latent, so v(·, 0) is the unpaired flow; 'paired' keeps their own image. The
+    contrastive term always pairs each text with its own image, and a forced drop keeps the pairs."""
+    model = _make("crossflow", tok).train()
+    model.config.indicator_drop = 0.9  # most rows null
+    cond = model.condition_batch(_labels(4), REPORTS[:4])
+    z_same = torch.randn(1, *model.latent_shape).expand(4, -1, -1, -1).contiguous()
+    z_diff = torch.randn(4, *model.latent_shape)
+
+    def loss(z0, target):
+        model.config.null_target = target
+        torch.manual_seed(5)
+        return model(z0, cond)
+
+    (a, la), (b, lb) = loss(z_diff, "shuffled"), loss(z_diff, "paired")
+    assert not torch.allclose(a, b) and la["flow"] != lb["flow"] and la["nce"] == lb["nce"]
+    # identical images: shuffling them changes nothing, so the targets are all that moves
+    assert torch.equal(loss(z_same, "shuffled")[0], loss(z_same, "paired")[0])
+    with model.forced_drop(True):
+        assert torch.equal(loss(z_diff, "shuffled")[0], loss(z_diff, "paired")[0])

@@ -6,7 +6,9 @@ A text variational encoder (learned patch queries cross-attending to the conditi
 x_t = (1 − t)·x0 + t·z_text (in a low-resolution training phase z_text is average-pooled to the smaller
 image latent). Loss: flow matching + λ_nce · InfoNCE(text latent, image latent
 features) + λ_kl · KL(q(z_text) ‖ N(0, I)). Classifier-free guidance: the indicator is set to 0 (null)
-with probability ``indicator_drop`` in training; sampling combines v(·, 1) and v(·, 0).
+with probability ``indicator_drop`` in training, and those rows flow to another item's image latent of
+the batch (``null_target: shuffled``, as in the paper), so v(·, 0) learns where an arbitrary text latent
+goes on average and v(·, 1) − v(·, 0) is the text's own pull; sampling combines v(·, 1) and v(·, 0).
 """
 
 from __future__ import annotations
@@ -57,6 +59,14 @@ class CrossFlowConfig(GeneratorConfig):
     nce_temperature: float = Field(0.1, gt=0)
     nce_dim: int = Field(128, ge=8)
     indicator_drop: float = Field(0.1, ge=0, lt=1, description="probability of the null indicator in training")
+    null_target: Literal["shuffled", "paired"] = Field(
+        "shuffled",
+        description=(
+            "image latent the null-indicator rows flow to: 'shuffled' (another item's of the batch, drawn at random: "
+            "the unconditional flow, so guidance has a direction) or 'paired' (their own image: the indicator then "
+            "carries no information and guidance changes almost nothing)"
+        ),
+    )
     positions: Literal["learned", "sincos"] = Field(
         "learned", description="patch positions: a learned table, or 2D sin-cos (any latent size: low-res phases)"
     )
@@ -123,10 +133,16 @@ class CrossFlow(GeneratorBase):
         if low:  # a low-resolution phase: the text latent averaged down to the image latent's grid
             z_text = F.adaptive_avg_pool2d(z_text, z0.shape[-2:])
         t = torch.rand(b, device=z0.device)
-        xt = flow_interpolate(z0, z_text, t)
-        ind = (~self.drop_mask(b, z0.device, cfg.indicator_drop)).long()  # 0: the null indicator
+        null = self.drop_mask(b, z0.device, cfg.indicator_drop)
+        ind = (~null).long()  # 0: the null indicator
+        target = z0
+        if cfg.null_target == "shuffled" and b > 1 and self._forced_drop is None:
+            # null rows flow to another item's image (unpaired); a forced drop (diagnostics) keeps the pairs
+            other = torch.randperm(b, device=z0.device)
+            target = torch.where(null[:, None, None, None], z0[other], z0)
+        xt = flow_interpolate(target, z_text, t)
         v = self.net(xt, t, ind)
-        fm = F.mse_loss(v.float(), flow_target(z0, z_text).float())
+        fm = F.mse_loss(v.float(), flow_target(target, z_text).float())
         kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).mean()
         loss = fm + cfg.lambda_kl * kl
         logs = {"flow": float(fm.detach()), "kl": float(kl.detach())}

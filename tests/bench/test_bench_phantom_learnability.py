@@ -90,3 +90,20 @@ def test_case_subtypes_describe_the_rendered_rows():
     fx = {d["Fracture"] for d in sub if "Fracture" in d}
     every = {f"{bone} {age}" for bone in ("rib", "clavicle", "clavicle+rib") for age in ("acute", "healing")}
     assert {"rib acute", "rib healing", "clavicle acute"} <= fx <= every
+
+
+def test_several_cnns_on_the_same_images_report_their_mean(capsys):
+    """--cnn-seeds K trains K CNNs on the same rendered images; each finding's AUROC is the mean of the
+    single runs with --cnn-seed s, s+1, ... and the macro range spans theirs."""
+    from unicxr.bench.phantom_learnability import main
+
+    args = ["--n-train", "48", "--n-test", "200", "--size", "32", "--epochs", "1", "--workers", "1", "--threads", "1",
+            "--n-boot", "10", "--seed", "4"]
+    one = [main([*args, "--cnn-seed", str(s)]) for s in (9, 10)]
+    both = main([*args, "--cnn-seed", "9", "--cnn-seeds", "2"])
+    for name in [*FINDINGS, "macro"]:
+        if np.isfinite(both[name]):
+            assert abs(both[name] - (one[0][name] + one[1][name]) / 2) < 1e-9, name
+    assert np.isfinite(both["macro"]) and one[0]["macro"] != one[1]["macro"]  # the CNN seed matters, the images are the same
+    assert both["macro_min"] == min(o["macro"] for o in one) and both["macro_max"] == max(o["macro"] for o in one)
+    assert "mean of 2 CNNs" in capsys.readouterr().out

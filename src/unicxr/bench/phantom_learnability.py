@@ -111,56 +111,20 @@ def SmallCNN(n_out: int = 14, width: int = 16):  # noqa: N802 - a factory that r
                          AvgMaxPool(), nn.Dropout(0.2), nn.Linear(16 * w, n_out))
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--n-train", type=int, default=2000)
-    ap.add_argument("--n-test", type=int, default=500)
-    ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--cnn-seed", type=int, default=None,
-                    help="seed of the CNN's initialisation, batch order and augmentation (default: --seed); another "
-                         "value trains a second CNN on the same rendered images, separating training noise from data")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--prevalence", action="append", metavar="FINDING=RATE",
-                    help="override a finding's base rate in train and test (repeatable, on top of the bench's "
-                         "enrichment), e.g. Fracture=0.2")
-    ap.add_argument("--natural", action="store_true",
-                    help="render at the phantom's own base rates (no enrichment of Lung Lesion, Pleural Other, Fracture)")
-    ap.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples of the test set for the 95%% CIs")
-    args = ap.parse_args(argv)
-
-    from unicxr.labels import FINDINGS, UncertainPolicy, apply_policy
-    from unicxr.phantom.config import parse_prevalence
-    from unicxr.utils.memory import tune_malloc
-
-    tune_malloc()  # the training step's activations are reused instead of page-faulted afresh each step
-
-    prev = {**({} if args.natural else BENCH_PREVALENCE), **parse_prevalence(args.prevalence)}
-    if prev:
-        print("prevalence overrides (train and test): " + ", ".join(f"{k}={v}" for k, v in prev.items()))
-    t0 = time.perf_counter()
-    # render before importing torch so the worker processes fork from a torch-free parent
-    xtr, ytr = make_arrays(args.n_train, args.size, args.seed * 2 + 101, args.workers, prev)
-    xte, yte = make_arrays(args.n_test, args.size, args.seed * 2 + 202, args.workers, prev)
+def _train_and_score(xt, target, xe, seed: int, args: argparse.Namespace) -> np.ndarray:
+    """Train one :func:`SmallCNN` on ``xt`` (N, 1, S, S) normalised images with ``target`` (N, 14)
+    (seed: initialisation, batch order, augmentation) and return sigmoid scores (M, 14) of ``xe``."""
     import torch
     from tqdm import tqdm
 
-    t_data = time.perf_counter() - t0
-    print(f"rendered {len(xtr)} + {len(xte)} images at {args.size} px in {t_data:.1f} s")
-    torch.set_num_threads(args.threads)
-    cnn_seed = args.seed if args.cnn_seed is None else args.cnn_seed
-    torch.manual_seed(cnn_seed)
-    rng = np.random.default_rng(cnn_seed)
+    from unicxr.labels import FINDINGS
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
     model = SmallCNN(len(FINDINGS))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    steps = args.epochs * int(np.ceil(len(xtr) / args.batch))
+    steps = args.epochs * int(np.ceil(len(xt) / args.batch))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=steps, pct_start=0.15)
-    target = torch.from_numpy(apply_policy(ytr, UncertainPolicy.AS_POSITIVE))
-    xt = torch.from_numpy(xtr).float().div_(255.0).sub_(0.5).div_(0.25).unsqueeze(1)
     pos = target.mean(0).clamp(0.02, 0.98)
     pos_weight = ((1 - pos) / pos).clamp(max=8.0).sqrt()
     lossf = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
@@ -184,14 +148,72 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             sched.step()
             tot += float(loss.detach()) * len(idx)
         print(f"epoch {ep + 1}: loss {tot / len(xt):.4f} ({time.perf_counter() - t1:.0f} s)")
-    t_train = time.perf_counter() - t1
     model.eval()
     with torch.no_grad():
-        xe = torch.from_numpy(xte).float().div_(255.0).sub_(0.5).div_(0.25).unsqueeze(1)
-        scores = torch.cat([model(xe[i : i + 128]) for i in range(0, len(xe), 128)]).sigmoid().numpy()
+        return torch.cat([model(xe[i : i + 128]) for i in range(0, len(xe), 128)]).sigmoid().numpy()
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n-train", type=int, default=2000)
+    ap.add_argument("--n-test", type=int, default=500)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cnn-seed", type=int, default=None,
+                    help="seed of the CNN's initialisation, batch order and augmentation (default: --seed); another "
+                         "value trains a different CNN on the same rendered images, separating training noise from data")
+    ap.add_argument("--cnn-seeds", type=int, default=1, metavar="K",
+                    help="train K CNNs (seeds --cnn-seed .. +K-1) on the same images and report each finding's mean "
+                         "AUROC with the CNNs' range (K times the training time)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--prevalence", action="append", metavar="FINDING=RATE",
+                    help="override a finding's base rate in train and test (repeatable, on top of the bench's "
+                         "enrichment), e.g. Fracture=0.2")
+    ap.add_argument("--natural", action="store_true",
+                    help="render at the phantom's own base rates (no enrichment of Lung Lesion, Pleural Other, Fracture)")
+    ap.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples of the test set for the 95%% CIs")
+    args = ap.parse_args(argv)
+    if args.cnn_seeds < 1:
+        ap.error("--cnn-seeds must be at least 1")
+
+    from unicxr.labels import FINDINGS, UncertainPolicy, apply_policy
+    from unicxr.phantom.config import parse_prevalence
+    from unicxr.utils.memory import tune_malloc
+
+    tune_malloc()  # the training step's activations are reused instead of page-faulted afresh each step
+
+    prev = {**({} if args.natural else BENCH_PREVALENCE), **parse_prevalence(args.prevalence)}
+    if prev:
+        print("prevalence overrides (train and test): " + ", ".join(f"{k}={v}" for k, v in prev.items()))
+    t0 = time.perf_counter()
+    # render before importing torch so the worker processes fork from a torch-free parent
+    xtr, ytr = make_arrays(args.n_train, args.size, args.seed * 2 + 101, args.workers, prev)
+    xte, yte = make_arrays(args.n_test, args.size, args.seed * 2 + 202, args.workers, prev)
+    import torch
+
+    t_data = time.perf_counter() - t0
+    print(f"rendered {len(xtr)} + {len(xte)} images at {args.size} px in {t_data:.1f} s")
+    torch.set_num_threads(args.threads)
+    target = torch.from_numpy(apply_policy(ytr, UncertainPolicy.AS_POSITIVE))
+    xt = torch.from_numpy(xtr).float().div_(255.0).sub_(0.5).div_(0.25).unsqueeze(1)
+    xe = torch.from_numpy(xte).float().div_(255.0).sub_(0.5).div_(0.25).unsqueeze(1)
+    first = args.seed if args.cnn_seed is None else args.cnn_seed
+    cnn_seeds = [first + k for k in range(args.cnn_seeds)]
+    t1 = time.perf_counter()
+    runs = []  # (n_test, 14) sigmoid scores of each CNN
+    for k, cs in enumerate(cnn_seeds):
+        if len(cnn_seeds) > 1:
+            print(f"CNN {k + 1}/{len(cnn_seeds)} (seed {cs})")
+        runs.append(_train_and_score(xt, target, xe, cs, args))
+    t_train = time.perf_counter() - t1
     yeval = apply_policy(yte, UncertainPolicy.IGNORE)
     ybin = np.where(np.isnan(yeval), np.nan, (yeval == 1).astype(np.float64))
-    reps = bootstrap_aurocs(ybin, scores, n_boot=args.n_boot, seed=args.seed)
+    # every CNN's replicates resample the same test rows (same seed), so their mean is a paired CI of the mean
+    reps = np.mean([bootstrap_aurocs(ybin, sc, n_boot=args.n_boot, seed=args.seed) for sc in runs], axis=0)
 
     def ci(r: np.ndarray) -> str:
         r = r[np.isfinite(r)]
@@ -203,17 +225,25 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     for j, name in enumerate(FINDINGS):
         ok = ~np.isnan(yeval[:, j])
         npos = int((yeval[ok, j] == 1).sum())
-        a = auroc(ybin[ok, j], scores[ok, j])
+        per_cnn = [auroc(ybin[ok, j], sc[ok, j]) for sc in runs]
+        a = float(np.mean(per_cnn))
         res[name] = a
         flag = ""
         if name != "No Finding" and npos >= 20 and not np.isnan(a):
             cols.append(j)
             flag = " *"
-        print(f"{name:28s} {npos:8d} {a:7.3f}{flag}  {ci(reps[:, j]) if args.n_boot else ''}")
+        spread = f"  CNNs {min(per_cnn):.3f}-{max(per_cnn):.3f}" if len(runs) > 1 else ""
+        print(f"{name:28s} {npos:8d} {a:7.3f}{flag}  {ci(reps[:, j]) if args.n_boot else ''}{spread}")
     m = float(np.mean([res[FINDINGS[j]] for j in cols])) if cols else float("nan")
     res["macro"] = m
     mci = ci(np.nanmean(reps[:, cols], axis=1)) if cols and args.n_boot else ""
     print(f"\nmacro AUROC over findings with >= 20 test positives (*): {m:.3f} {mci}")
+    if len(runs) > 1 and cols:
+        macros = [float(np.mean([auroc(ybin[~np.isnan(yeval[:, j]), j], sc[~np.isnan(yeval[:, j]), j]) for j in cols]))
+                  for sc in runs]
+        res["macro_min"], res["macro_max"] = min(macros), max(macros)
+        print(f"mean of {len(runs)} CNNs trained on the same images (seeds {cnn_seeds[0]}-{cnn_seeds[-1]}); their "
+              f"macros: " + ", ".join(f"{v:.3f}" for v in macros))
     # which drawn variant of a small finding the CNN misses: each subtype's positives against all negatives
     sub = case_subtypes(args.n_test, args.seed * 2 + 202, prev)
     print(f"\n{'subtype (positives vs all negatives)':40s} {'test pos':>8s} {'AUROC':>7s}")
@@ -226,7 +256,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             if npos < 3:
                 continue
             keep = (yeval[:, j] == 0) | pos
-            a = auroc(ybin[keep, j], scores[keep, j])
+            a = float(np.mean([auroc(ybin[keep, j], sc[keep, j]) for sc in runs]))
             res[f"{name}/{st}"] = a
             print(f"{name + ' / ' + st:40s} {npos:8d} {a:7.3f}")
     print(f"data {t_data:.0f} s, training {t_train:.0f} s, total {time.perf_counter() - t0:.0f} s")

@@ -291,6 +291,7 @@ def test_latents_are_encoded_once_and_equal_on_the_fly_encoding(cache, tmp_path)
     once, fly = tmp_path / "once", tmp_path / "fly"
     res = run_cli(*_train_args("rf_dit_phantom", once, sets), check=True)
     assert "encoding the train split once at 32 px" in res.stdout and "at 16 px" in res.stdout
+    assert "img/s]" not in res.stderr  # --no-progress reaches the encoder's progress bar
     full, low = LatentCache(once / "latents" / "train_32px"), LatentCache(once / "latents" / "train_16px")
     assert (full.image_size, full.latent_shape, low.image_size, low.latent_shape) == (32, (2, 8, 8), 16, (2, 4, 4))
     assert len(full) == len(low) == int((pd.read_parquet(cache / "c" / "index.parquet")["split"] == "train").sum())

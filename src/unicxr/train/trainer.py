@@ -228,7 +228,7 @@ def train(
 
         init_dir = resolve_init_dir(cfg.init_from)
         task.init_from = init_dir  # components (tokenizer, autoencoder) may come from there
-    task.run_dir = out
+    task.run_dir, task.progress = out, progress and main
     torch.manual_seed(cfg.seed)
     model = task.build_model()
     if init_dir is not None and ckpt is None:

@@ -159,6 +159,7 @@ class Task:
         self.accelerator: Accelerator | None = None  # set by the trainer
         self.init_from: Path | None = None  # set by the trainer from train.init_from (a saved model dir)
         self.run_dir: Path | None = None  # set by the trainer: the run's output directory (files a task derives)
+        self.progress = False  # set by the trainer: whether this process shows progress bars
 
     # -- building ---------------------------------------------------------------------------------
     def build_model(self) -> ModelMixin:

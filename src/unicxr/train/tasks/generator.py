@@ -245,7 +245,7 @@ class GeneratorTask(Task):
                 for side, root in roots.items():
                     print(f"encoding the {d.train_split} split once at {side} px into {root}")
                     write_latent_cache(ae, model_dir, d.cache, root, split=d.train_split, size=side,
-                                       overwrite=True, progress=state.is_local_main_process)
+                                       overwrite=True, progress=self.progress)
                 del ae
         full = LatentCache(roots[cfg.image_size], split=d.train_split)
         low = LatentCache(roots[d.lowres_size], split=d.train_split) if self._lowres_end else None

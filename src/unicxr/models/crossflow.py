@@ -63,8 +63,9 @@ class CrossFlowConfig(GeneratorConfig):
         "shuffled",
         description=(
             "image latent the null-indicator rows flow to: 'shuffled' (another item's of the batch, drawn at random: "
-            "the unconditional flow, so guidance has a direction) or 'paired' (their own image: the indicator then "
-            "carries no information and guidance changes almost nothing)"
+            "the unconditional flow the paper trains) or 'paired' (their own image: the null indicator then learns "
+            "the same conditional flow as the other). Guidance can only follow a text latent that says something "
+            "about its image (see the InfoNCE term)"
         ),
     )
     positions: Literal["learned", "sincos"] = Field(

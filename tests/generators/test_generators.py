@@ -399,17 +399,3 @@ def test_crossflow_null_indicator_rows_flow_to_another_items_image(tok):
     assert torch.equal(loss(z_same, "shuffled")[0], loss(z_same, "paired")[0])
     with model.forced_drop(True):
         assert torch.equal(loss(z_diff, "shuffled")[0], loss(z_diff, "paired")[0])
-
-
-def test_crossflow_conv_contrastive_heads(tok):
-    """model.nce_head='conv': small convolutional contrastive heads; the loss is finite and reaches their
-    weights; the default linear heads keep nn.Linear's parameter names (older models load)."""
-    model = _make("crossflow", tok)
-    assert set(dict(model.nce_text.named_parameters())) == {"weight", "bias"}
-    cfg = model.config.model_copy(update={"nce_head": "conv"})
-    conv = CrossFlow(cfg, components={"tokenizer": tok}).train()
-    cond = conv.condition_batch(_labels(4), REPORTS[:4])
-    loss, logs = conv(torch.randn(4, *conv.latent_shape), cond)
-    loss.backward()
-    assert torch.isfinite(loss) and "nce" in logs
-    assert conv.nce_image[0].weight.grad.abs().sum() > 0 and conv.nce_text[0].weight.grad.abs().sum() > 0

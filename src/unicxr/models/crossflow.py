@@ -58,14 +58,6 @@ class CrossFlowConfig(GeneratorConfig):
     )
     nce_temperature: float = Field(0.1, gt=0)
     nce_dim: int = Field(128, ge=8)
-    nce_head: Literal["linear", "conv"] = Field(
-        "linear",
-        description=(
-            "contrastive heads on the text latent μ and the image latent: 'linear' (one linear map of the flattened "
-            "latent) or 'conv' (two stride-2 convolutions, SiLU, global average pool, linear: shift-tolerant "
-            "features, closer to the paper's image encoder than a linear map of raw latents)"
-        ),
-    )
     indicator_drop: float = Field(0.1, ge=0, lt=1, description="probability of the null indicator in training")
     null_target: Literal["shuffled", "paired"] = Field(
         "shuffled",
@@ -81,22 +73,6 @@ class CrossFlowConfig(GeneratorConfig):
     )
     default_steps: int = 25
     default_sampler: str = "euler"
-
-
-class _FlatLinear(nn.Linear):
-    """Linear map of the flattened input (same parameter names as ``nn.Linear``, so older models load)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.flatten(1))
-
-
-def _nce_head(kind: str, c: int, s: int, dim: int) -> nn.Module:
-    """Contrastive head (B, C, s, s) -> (B, dim): a linear map of the flattened latent, or a small
-    convolutional encoder (two stride-2 convolutions, global average pool, linear)."""
-    if kind == "linear":
-        return _FlatLinear(c * s * s, dim)
-    return nn.Sequential(nn.Conv2d(c, 64, 3, stride=2, padding=1), nn.SiLU(), nn.Conv2d(64, 128, 3, stride=2, padding=1),
-                         nn.SiLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(128, dim))
 
 
 @register_model
@@ -125,8 +101,8 @@ class CrossFlow(GeneratorBase):
         self.blocks = nn.ModuleList(AdaLNBlock(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.final = FinalLayer(d, c * p * p)
         # contrastive heads
-        self.nce_text = _nce_head(cfg.nce_head, c, s, cfg.nce_dim)
-        self.nce_image = _nce_head(cfg.nce_head, c, s, cfg.nce_dim)
+        self.nce_text = nn.Linear(c * s * s, cfg.nce_dim)
+        self.nce_image = nn.Linear(c * s * s, cfg.nce_dim)
 
     def text_latent(self, cond: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """μ, log σ² (B, C, h, w) of the text latent."""
@@ -172,9 +148,9 @@ class CrossFlow(GeneratorBase):
         loss = fm + cfg.lambda_kl * kl
         logs = {"flow": float(fm.detach()), "kl": float(kl.detach())}
         if cfg.lambda_nce > 0 and b > 1:
-            a = F.normalize(self.nce_text(mu.float()), dim=-1)
+            a = F.normalize(self.nce_text(mu.flatten(1).float()), dim=-1)
             zi = F.interpolate(z0, size=mu.shape[-2:], mode="nearest") if low else z0
-            i = F.normalize(self.nce_image(zi.float()), dim=-1)
+            i = F.normalize(self.nce_image(zi.flatten(1).float()), dim=-1)
             logits = a @ i.t() / cfg.nce_temperature
             target = torch.arange(b, device=z0.device)
             nce = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))

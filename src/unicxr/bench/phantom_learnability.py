@@ -222,10 +222,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     res: dict[str, float] = {}
     print(f"\n{'finding':28s} {'test pos':>8s} {'AUROC':>7s}  95% CI (test-set bootstrap)")
     cols = []
+    by_cnn: dict[int, list[float]] = {}  # finding column -> its AUROC for each CNN
     for j, name in enumerate(FINDINGS):
         ok = ~np.isnan(yeval[:, j])
         npos = int((yeval[ok, j] == 1).sum())
-        per_cnn = [auroc(ybin[ok, j], sc[ok, j]) for sc in runs]
+        per_cnn = by_cnn[j] = [auroc(ybin[ok, j], sc[ok, j]) for sc in runs]
         a = float(np.mean(per_cnn))
         res[name] = a
         flag = ""
@@ -239,8 +240,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     mci = ci(np.nanmean(reps[:, cols], axis=1)) if cols and args.n_boot else ""
     print(f"\nmacro AUROC over findings with >= 20 test positives (*): {m:.3f} {mci}")
     if len(runs) > 1 and cols:
-        macros = [float(np.mean([auroc(ybin[~np.isnan(yeval[:, j]), j], sc[~np.isnan(yeval[:, j]), j]) for j in cols]))
-                  for sc in runs]
+        macros = [float(np.mean([by_cnn[j][k] for j in cols])) for k in range(len(runs))]
         res["macro_min"], res["macro_max"] = min(macros), max(macros)
         print(f"mean of {len(runs)} CNNs trained on the same images (seeds {cnn_seeds[0]}-{cnn_seeds[-1]}); their "
               f"macros: " + ", ".join(f"{v:.3f}" for v in macros))

@@ -164,3 +164,21 @@ def test_sigkill_resume_with_discriminator_bit_identical(recipe, tiny_phantom_ca
     assert json.loads((run / "model" / "config.json").read_text()) == json.loads((ref / "model" / "config.json").read_text())
     assert_same_optimizer_states(run / "checkpoints" / "step_000024" / "optimizer.pt",
                                  ref / "checkpoints" / "step_000024" / "optimizer.pt", ("main", "disc"))  # fmt: skip
+
+
+def test_spectral_loss_matches_monai_and_has_a_finite_gradient_on_a_flat_image():
+    """The spectral term equals MONAI's JukeboxLoss on ordinary images; on a flat reconstruction (FFT
+    amplitudes exactly 0 but for DC) MONAI's gradient is nan and ours is finite."""
+    from monai.losses import JukeboxLoss
+
+    from unicxr.train.tasks.autoencoder import SpectralLoss
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(2, 1, 32, 32, generator=g), torch.rand(2, 1, 32, 32, generator=g)
+    torch.testing.assert_close(SpectralLoss(spatial_dims=2)(a, b), JukeboxLoss(spatial_dims=2)(a, b))
+    flat = torch.full((1, 1, 32, 32), 0.5, requires_grad=True)
+    JukeboxLoss(spatial_dims=2)(flat, b[:1]).backward()
+    assert torch.isnan(flat.grad).any()  # the failure this class exists for
+    flat.grad = None
+    SpectralLoss(spatial_dims=2)(flat, b[:1]).backward()
+    assert torch.isfinite(flat.grad).all() and flat.grad.abs().sum() > 0

@@ -241,3 +241,33 @@ def test_snapshot_minutes_save_the_weights_at_a_wall_clock_mark(tmp_path):
     assert (snap / "model_ema" / "model.safetensors").exists()
     # the snapshot is step 1: the same weights as the step-1 checkpoint
     _assert_identical(first, load_file(str(run / "checkpoints" / "step_000001" / "model.safetensors")))
+
+
+def test_a_nan_gradient_with_a_finite_loss_stops_with_one_line(tmp_path, capsys):
+    """A loss term whose gradient is undefined (``sqrt`` at 0) leaves the loss finite but would write nan
+    into every weight: the trainer stops at that step with a one-line error instead of training on."""
+    import yaml
+
+    from unicxr.cli import main
+    from unicxr.train.tasks import register_task
+    from unicxr.train.tasks.toy import ToyRegressionTask
+
+    @register_task("toy_nan_grad")
+    class _NanGrad(ToyRegressionTask):
+        def loss(self, model, batch):
+            loss, extra = super().loss(model, batch)
+            pred = model(batch["x"])
+            return loss + 0.0 * (pred - pred.detach()).abs().sqrt().sum(), extra
+
+    from importlib import resources
+
+    raw = yaml.safe_load((resources.files("unicxr.train") / "recipes" / "toy.yaml").read_text())
+    raw["task"] = "toy_nan_grad"
+    recipe = tmp_path / "nan_grad.yaml"
+    recipe.write_text(yaml.safe_dump(raw))
+    rc = main(["train", str(recipe), "--out", str(tmp_path / "run"), "--no-progress",
+               "--set", "train.max_steps=3", "--set", "train.tensorboard=false"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert "gradient norm (main) is nan at step 0" in err[0]
+    assert not (tmp_path / "run" / "model").exists()

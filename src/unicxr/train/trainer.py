@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -404,6 +405,12 @@ def train(
             if cfg.clip_grad is not None:
                 params = [p for g in opt.param_groups for p in g["params"]]
                 grad_norms[sp.name] = float(accelerator.clip_grad_norm_(params, cfg.clip_grad))
+                if not math.isfinite(grad_norms[sp.name]):  # the step would write nan into every weight
+                    raise UnicxrError(
+                        f"train: gradient norm ({sp.name}) is {grad_norms[sp.name]} at step {step} (rank {rank}) "
+                        "with a finite loss: a loss term has an undefined gradient there; lower train.lr or "
+                        "check the loss terms"
+                    )
             opt.step()
         for m in wrapped.values():
             m.zero_grad(set_to_none=True)

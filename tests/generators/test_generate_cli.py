@@ -84,6 +84,46 @@ def test_train_then_generate(cache, recipe, tmp_path):
     assert "Verdict" in res.stdout and (tmp_path / "cu" / "conditioning.md").is_file()
 
 
+def test_crossflow_infonce_on_a_frozen_networks_image_features(cache, tmp_path):
+    """data.nce_features: a frozen classifier's pooled features of each training image (computed once, in
+    the order of the latents encoded once) are the image side of CrossFlow's InfoNCE; the model's head
+    takes their width; a bad spec is a one-line error."""
+    import torch
+
+    from unicxr.data.cache import CXRCache
+    from unicxr.data.latent_cache import LatentCache
+    from unicxr.models.autoencoder import AutoencoderConfig, build_autoencoder
+
+    enc = tmp_path / "enc"
+    args = ["train", "eval_encoder_phantom", "--out", enc, "--no-progress"]
+    for s in [f"data.cache={cache / 'c'}", "model.image_size=null", "model.resnet_widths=[4,8,8,16]",
+              "train.max_steps=2", "train.batch_size=8", "train.eval_every=0", "train.tensorboard=false",
+              "data.eval_min_count=2"]:
+        args += ["--set", s]
+    run_cli(*args, check=True)
+    torch.manual_seed(0)
+    build_autoencoder(AutoencoderConfig(kind="kl", image_size=32, channels=[8, 8, 8], latent_channels=2,
+                                        norm_num_groups=4, scale_factor=0.5)).save_pretrained(tmp_path / "ae")
+    run = tmp_path / "run"
+    sets = [f"data.cache={cache / 'c'}", f"model.autoencoder={tmp_path / 'ae'}", f"data.nce_features=own:{enc}",
+            "train.max_steps=3", "train.batch_size=8", "train.ckpt_every=3", "train.eval_every=0", "data.media_n=0",
+            "data.tokenizer_vocab=300", "train.tensorboard=false", *TINY["crossflow_phantom"], "model.patch=2", *COND]
+    res = run_cli(*_train_args("crossflow_phantom", run, sets), check=True)
+    assert "image features for InfoNCE" in res.stdout
+    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert all(r["nce"] == r["nce"] and r["nce"] > 0 for r in log)
+    cfg = json.loads((run / "model" / "config.json").read_text())["config"]
+    assert cfg["nce_feature_dim"] == 16  # the encoder's feature width (resnet_widths[-1])
+    # the features are indexed like the latents encoded once: the same images in the same order
+    lat = LatentCache(run / "latents" / "train_32px", split="train")
+    img = CXRCache(cache / "c", split="train")
+    assert [lat[i]["path"] for i in range(len(lat))] == [img[i]["path"] for i in range(len(img))]
+    bad = run_cli(*_train_args("crossflow_phantom", tmp_path / "bad",
+                               [s if not s.startswith("data.nce_features") else "data.nce_features=own:/nowhere"
+                                for s in sets]))
+    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "data.nce_features" in bad.stderr
+
+
 def test_generate_errors_are_one_line(cache, tmp_path):
     res = run_cli("generate", "--model", tmp_path, "--findings", "Cardiomegaly", "--out", tmp_path / "o")
     assert res.returncode != 0 and len(res.stderr.strip().splitlines()) == 1 and "not a model directory" in res.stderr

@@ -399,3 +399,28 @@ def test_crossflow_null_indicator_rows_flow_to_another_items_image(tok):
     assert torch.equal(loss(z_same, "shuffled")[0], loss(z_same, "paired")[0])
     with model.forced_drop(True):
         assert torch.equal(loss(z_diff, "shuffled")[0], loss(z_diff, "paired")[0])
+
+
+def test_crossflow_contrasts_the_text_latent_with_frozen_image_features(tok):
+    """With ``nce_feature_dim`` the image side of InfoNCE is a linear map of the given (B, F) image
+    features, not of the latent: the term depends on the features, its gradient reaches both heads, and
+    without features (validation) it is left out."""
+    common = dict(image_size=16, latent_channels=1, latent_size=16, condition=_cond(tok))
+    torch.manual_seed(0)
+    model = CrossFlow(CrossFlowConfig(**common, patch=4, dim=32, depth=1, heads=2, ve_depth=1, nce_dim=16,
+                                      nce_feature_dim=6), components={"tokenizer": tok})
+    assert model.nce_image.in_features == 6
+    cond = model.condition_batch(_labels(4), REPORTS[:4])
+    z0 = torch.randn(4, *model.latent_shape)
+    f = torch.randn(4, 6)
+
+    def run(feats):
+        torch.manual_seed(3)
+        return model(z0, cond, image_features=feats)
+
+    (loss, logs), (_, logs2) = run(f), run(torch.randn(4, 6))
+    assert "nce" in logs and logs["nce"] != logs2["nce"]
+    loss.backward()
+    assert model.nce_image.weight.grad.abs().sum() > 0 and model.nce_text.weight.grad.abs().sum() > 0
+    _, logs3 = run(None)
+    assert "nce" not in logs3 and logs3["flow"] == logs["flow"]

@@ -4,8 +4,10 @@ A text variational encoder (learned patch queries cross-attending to the conditi
 μ, log σ² shaped like the image latent; the source z_text = μ + σ·ε. A plain DiT velocity network
 (no cross-attention: it sees only x_t, the time and a binary *indicator*) learns the straight flow
 x_t = (1 − t)·x0 + t·z_text (in a low-resolution training phase z_text is average-pooled to the smaller
-image latent). Loss: flow matching + λ_nce · InfoNCE(text latent, image latent
-features) + λ_kl · KL(q(z_text) ‖ N(0, I)). Classifier-free guidance: the indicator is set to 0 (null)
+image latent). Loss: flow matching + λ_nce · InfoNCE(text latent, image features) + λ_kl · KL(q(z_text) ‖ N(0, I)).
+The image side of InfoNCE is a linear map of the image latent, or (``nce_feature_dim`` set; the task fills it
+from ``data.nce_features``) of a frozen image network's pooled features, as the paper contrasts the text
+latent with CLIP image features. Classifier-free guidance: the indicator is set to 0 (null)
 with probability ``indicator_drop`` in training, and those rows flow to another item's image latent of
 the batch (``null_target: shuffled``, as in the paper), so v(·, 0) learns where an arbitrary text latent
 goes on average and v(·, 1) − v(·, 0) is the text's own pull; sampling combines v(·, 1) and v(·, 0).
@@ -58,6 +60,13 @@ class CrossFlowConfig(GeneratorConfig):
     )
     nce_temperature: float = Field(0.1, gt=0)
     nce_dim: int = Field(128, ge=8)
+    nce_feature_dim: int | None = Field(
+        None, ge=1,
+        description=(
+            "width of the frozen image features InfoNCE contrasts the text latent with (set by the task from "
+            "data.nce_features); null: a linear map of the flattened image latent"
+        ),
+    )
     indicator_drop: float = Field(0.1, ge=0, lt=1, description="probability of the null indicator in training")
     null_target: Literal["shuffled", "paired"] = Field(
         "shuffled",
@@ -102,7 +111,7 @@ class CrossFlow(GeneratorBase):
         self.final = FinalLayer(d, c * p * p)
         # contrastive heads
         self.nce_text = nn.Linear(c * s * s, cfg.nce_dim)
-        self.nce_image = nn.Linear(c * s * s, cfg.nce_dim)
+        self.nce_image = nn.Linear(cfg.nce_feature_dim or c * s * s, cfg.nce_dim)
 
     def text_latent(self, cond: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """μ, log σ² (B, C, h, w) of the text latent."""
@@ -125,7 +134,12 @@ class CrossFlow(GeneratorBase):
             h = blk(h, c)
         return unpatchify(self.final(h, c), cfg.patch, cfg.latent_channels, x.shape[-2], x.shape[-1])
 
-    def forward(self, z0: torch.Tensor, cond: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(
+        self, z0: torch.Tensor, cond: dict[str, Any], image_features: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss of image latents z0 (B, C, h, w) under conditions ``cond``. ``image_features`` (B, F): the
+        frozen image features of the batch when ``nce_feature_dim`` is set; without them (validation) the
+        contrastive term is left out."""
         cfg = self.config
         b = z0.shape[0]
         mu, logvar = self.text_latent(cond)
@@ -147,10 +161,13 @@ class CrossFlow(GeneratorBase):
         kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).mean()
         loss = fm + cfg.lambda_kl * kl
         logs = {"flow": float(fm.detach()), "kl": float(kl.detach())}
-        if cfg.lambda_nce > 0 and b > 1:
+        if cfg.lambda_nce > 0 and b > 1 and (cfg.nce_feature_dim is None or image_features is not None):
             a = F.normalize(self.nce_text(mu.flatten(1).float()), dim=-1)
-            zi = F.interpolate(z0, size=mu.shape[-2:], mode="nearest") if low else z0
-            i = F.normalize(self.nce_image(zi.flatten(1).float()), dim=-1)
+            if cfg.nce_feature_dim is not None:
+                i = F.normalize(self.nce_image(image_features.float()), dim=-1)
+            else:
+                zi = F.interpolate(z0, size=mu.shape[-2:], mode="nearest") if low else z0
+                i = F.normalize(self.nce_image(zi.flatten(1).float()), dim=-1)
             logits = a @ i.t() / cfg.nce_temperature
             target = torch.arange(b, device=z0.device)
             nce = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))

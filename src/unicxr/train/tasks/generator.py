@@ -30,7 +30,7 @@ from unicxr.models.ldm_unet import LDMUNet, LDMUNetConfig
 from unicxr.train.tasks import Media, OptimizerSpec, Task, register_task, with_cache_image_size
 from unicxr.utils.errors import UnicxrError
 
-__all__ = ["GeneratorDataConfig", "GeneratorTask", "LDMUNetTask", "LatentDiTTask", "CrossFlowTask"]
+__all__ = ["GeneratorDataConfig", "GeneratorTask", "LDMUNetTask", "LatentDiTTask", "CrossFlowDataConfig", "CrossFlowTask"]
 
 
 class GeneratorDataConfig(StrictModel):
@@ -268,7 +268,8 @@ class GeneratorTask(Task):
         key = "latent" if size is None else "latent_lowres"
         z0 = batch[key] if key in batch else raw.to_latent(batch["image"], size=size)
         cond = raw.condition_batch(batch["labels"], batch["report"])
-        loss, logs = model(z0, cond)
+        extra = {"image_features": batch["image_features"]} if "image_features" in batch else {}
+        loss, logs = model(z0, cond, **extra)
         if cond.get("overflow"):
             logs["reports_over_context"] = float(cond["overflow"])
         logs["image_side"] = float(size or self.model_cfg.image_size)
@@ -343,9 +344,72 @@ class LatentDiTTask(GeneratorTask):
     model_class = LatentDiT
 
 
+class CrossFlowDataConfig(GeneratorDataConfig):
+    """Data section of a CrossFlow recipe."""
+
+    nce_features: str | None = Field(
+        None,
+        description="a `--features` spec (own:RUN, xrv:DIR, hf:DIR, ...) of a frozen image network whose pooled "
+        "features of each training image are the image side of the InfoNCE term (the paper uses CLIP image "
+        "features); computed once before the first step and standardised per dimension. Use a network other than "
+        "the evaluation encoder that will judge the model. null: a linear map of the image latent",
+    )
+
+
+class _WithFeatures(Dataset):
+    """A training dataset whose items also carry ``image_features`` (row ``index`` of a (N, F) tensor)."""
+
+    def __init__(self, base: Dataset, features: torch.Tensor) -> None:
+        self.base, self.features = base, features
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = self.base[i]
+        return {**item, "image_features": self.features[int(item["index"])]}
+
+
 @register_task("crossflow")
 class CrossFlowTask(GeneratorTask):
     """CrossFlow: text latent → image latent flow."""
 
     ModelConfig = CrossFlowConfig
+    DataConfig = CrossFlowDataConfig
     model_class = CrossFlow
+
+    def __init__(self, model_cfg: CrossFlowConfig, data_cfg: CrossFlowDataConfig) -> None:
+        super().__init__(model_cfg, data_cfg)
+        self._extractor = None
+
+    def _feature_extractor(self):
+        if self._extractor is None:
+            from unicxr.eval.features import parse_features_spec
+
+            try:
+                self._extractor = parse_features_spec(self.data_cfg.nce_features)
+            except UnicxrError as exc:
+                raise UnicxrError(f"data.nce_features: {exc}") from None
+        return self._extractor
+
+    def build_model(self) -> GeneratorBase:
+        if self.data_cfg.nce_features:
+            dim = self._feature_extractor().dim
+            self.model_cfg = self.model_cfg.model_copy(update={"nce_feature_dim": int(dim)})
+        return super().build_model()
+
+    def build_datasets(self, seed: int) -> tuple[Dataset, Dataset | None]:
+        train, val = super().build_datasets(seed)
+        if not self.data_cfg.nce_features:
+            return train, val
+        from unicxr.eval.features import extract_features
+
+        d = self.data_cfg
+        images = CXRDataset(d.cache, d.train_split, size=None, max_items=d.max_items, fields=("image",))
+        if len(images) != len(train):
+            raise UnicxrError(f"data.nce_features: {len(images)} training images but {len(train)} training items")
+        print(f"image features for InfoNCE ({d.nce_features}) of {len(images)} training images")
+        feats, _ = extract_features(self._feature_extractor(), images, progress=self.progress, desc="nce features")
+        f = torch.from_numpy(feats).float()
+        f = (f - f.mean(0)) / f.std(0).clamp_min(1e-6)  # per dimension: no feature dominates the linear head
+        return _WithFeatures(train, f), val

@@ -26,6 +26,16 @@ def _train_args(recipe: str, out, sets: list[str]) -> list:
     return ["train", recipe, "--out", out, "--no-progress", *(a for s in sets for a in ("--set", s))]
 
 
+def _tiny_encoder(cache, out, steps: int):
+    """A tiny evaluation-encoder run (16 features) on the test cache."""
+    sets = [f"data.cache={cache / 'c'}", "model.image_size=null", "model.resnet_widths=[4,8,8,16]",
+            f"train.max_steps={steps}", "train.batch_size=8", "train.eval_every=0", "train.tensorboard=false",
+            "data.eval_min_count=2"]
+    run_cli("train", "eval_encoder_phantom", "--out", out, "--no-progress", *(a for s in sets for a in ("--set", s)),
+            check=True)
+    return out
+
+
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     root = tmp_path_factory.mktemp("gen")
@@ -94,13 +104,7 @@ def test_crossflow_infonce_on_a_frozen_networks_image_features(cache, tmp_path):
     from unicxr.data.latent_cache import LatentCache
     from unicxr.models.autoencoder import AutoencoderConfig, build_autoencoder
 
-    enc = tmp_path / "enc"
-    args = ["train", "eval_encoder_phantom", "--out", enc, "--no-progress"]
-    for s in [f"data.cache={cache / 'c'}", "model.image_size=null", "model.resnet_widths=[4,8,8,16]",
-              "train.max_steps=2", "train.batch_size=8", "train.eval_every=0", "train.tensorboard=false",
-              "data.eval_min_count=2"]:
-        args += ["--set", s]
-    run_cli(*args, check=True)
+    enc = _tiny_encoder(cache, tmp_path / "enc", steps=2)
     torch.manual_seed(0)
     build_autoencoder(AutoencoderConfig(kind="kl", image_size=32, channels=[8, 8, 8], latent_channels=2,
                                         norm_num_groups=4, scale_factor=0.5)).save_pretrained(tmp_path / "ae")
@@ -173,13 +177,7 @@ def test_latent_generator_with_autoencoder_and_latent_cache(cache, tmp_path):
 def test_bench_generators_side_by_side(cache, tmp_path):
     """`unicxr bench generators`: same cache, same budget, same prompts, same encoder; JSON + table
     with FD (CI), alignment, NFE and ratios to the baseline."""
-    enc = tmp_path / "enc"
-    args = ["train", "eval_encoder_phantom", "--out", enc, "--no-progress"]
-    for s in [f"data.cache={cache / 'c'}", "model.image_size=null", "model.resnet_widths=[4,8,8,16]",
-              "train.max_steps=4", "train.batch_size=8", "train.eval_every=0", "train.tensorboard=false",
-              "data.eval_min_count=2"]:
-        args += ["--set", s]
-    run_cli(*args, check=True)
+    enc = _tiny_encoder(cache, tmp_path / "enc", steps=4)
     out = tmp_path / "bench"
     sets = ["model.autoencoder=null", "train.max_steps=3", "train.batch_size=8", "train.eval_every=0",
             "data.media_n=0", "data.tokenizer_vocab=300", "train.tensorboard=false", "model.dim=32", "model.depth=1",

@@ -25,7 +25,7 @@ from torch import nn
 
 from unicxr.models.base import register_model
 from unicxr.models.dit import AdaLNBlock, FinalLayer, PatchEmbed, unpatchify
-from unicxr.models.generator_base import GeneratorBase, GeneratorConfig
+from unicxr.models.generator_base import FlowGeneratorConfig, GeneratorBase
 from unicxr.models.layers import TransformerBlock
 from unicxr.sampling import (
     FLOW_SAMPLERS,
@@ -34,12 +34,13 @@ from unicxr.sampling import (
     flow_sample,
     flow_target,
     guided,
+    sample_flow_t,
 )
 
 __all__ = ["CrossFlowConfig", "CrossFlow"]
 
 
-class CrossFlowConfig(GeneratorConfig):
+class CrossFlowConfig(FlowGeneratorConfig):
     """Config of :class:`CrossFlow`."""
 
     patch: int = Field(2, ge=1)
@@ -79,6 +80,14 @@ class CrossFlowConfig(GeneratorConfig):
     )
     positions: Literal["learned", "sincos"] = Field(
         "learned", description="patch positions: a learned table, or 2D sin-cos (any latent size: low-res phases)"
+    )
+    t_sampling: Literal["logit_normal", "uniform"] = "uniform"
+    shift: float = Field(
+        1.0, ge=1.0,
+        description=(
+            "time shift of training times and the sampling grid toward the text latent (t = 1), where the source "
+            "alone must tell the image; 1: none"
+        ),
     )
     default_steps: int = 25
     default_sampler: str = "euler"
@@ -147,7 +156,7 @@ class CrossFlow(GeneratorBase):
         low = z0.shape[-2:] != mu.shape[-2:]
         if low:  # a low-resolution phase: the text latent averaged down to the image latent's grid
             z_text = F.adaptive_avg_pool2d(z_text, z0.shape[-2:])
-        t = torch.rand(b, device=z0.device)
+        t = sample_flow_t(b, mode=cfg.t_sampling, mean=cfg.t_mean, std=cfg.t_std, shift=cfg.shift, device=z0.device)
         null = self.drop_mask(b, z0.device, cfg.indicator_drop)
         ind = (~null).long()  # 0: the null indicator
         target = z0
@@ -185,4 +194,4 @@ class CrossFlow(GeneratorBase):
         def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return guided(lambda xx, tt, ii: self.net(xx, tt, ii), x, t, on, on * 0, guidance)
 
-        return flow_sample(fn, x1, steps=steps, sampler=sampler, progress=progress)
+        return flow_sample(fn, x1, steps=steps, sampler=sampler, shift=self.config.shift, progress=progress)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from unicxr.config import StrictModel
 from unicxr.models.base import ModelMixin
 from unicxr.models.conditioning import ConditionConfig, ConditionEncoder, report_laterality, tokenize_reports
 
-__all__ = ["GeneratorConfig", "GeneratorBase"]
+__all__ = ["GeneratorConfig", "FlowGeneratorConfig", "GeneratorBase"]
 
 
 class GeneratorConfig(StrictModel):
@@ -40,6 +40,15 @@ class GeneratorConfig(StrictModel):
     default_steps: int = Field(25, ge=1, description="sampling steps when none are given")
     default_sampler: str = Field("euler", description="sampler when none is given")
     default_guidance: float = Field(2.0, ge=0.0, description="guidance scale when none is given")
+
+
+class FlowGeneratorConfig(GeneratorConfig):
+    """Generator config of the flow families: how training times t in (0, 1) are drawn
+    (:func:`unicxr.sampling.sample_flow_t`; t = 1 is the source: noise, or CrossFlow's text latent)."""
+
+    t_sampling: Literal["logit_normal", "uniform"] = "logit_normal"
+    t_mean: float = 0.0
+    t_std: float = Field(1.0, gt=0)
 
 
 class GeneratorBase(ModelMixin):

@@ -19,7 +19,7 @@ from torch import nn
 
 from unicxr.models.base import register_model
 from unicxr.models.dit import AdaLNBlock, FinalLayer, PatchEmbed, unpatchify
-from unicxr.models.generator_base import GeneratorBase, GeneratorConfig
+from unicxr.models.generator_base import FlowGeneratorConfig, GeneratorBase
 from unicxr.sampling import (
     FLOW_SAMPLERS,
     TimestepEmbedder,
@@ -37,7 +37,7 @@ def resolution_shift(numel: int, base_numel: int = 4 * 16 * 16) -> float:
     return max(1.0, math.sqrt(numel / base_numel))
 
 
-class LatentDiTConfig(GeneratorConfig):
+class LatentDiTConfig(FlowGeneratorConfig):
     """Config of :class:`LatentDiT`."""
 
     patch: int = Field(2, ge=1)
@@ -46,9 +46,6 @@ class LatentDiTConfig(GeneratorConfig):
     heads: int = Field(6, ge=1)
     mlp_ratio: float = Field(4.0, gt=0)
     text_mode: Literal["joint", "cross"] = "joint"
-    t_sampling: Literal["logit_normal", "uniform"] = "logit_normal"
-    t_mean: float = 0.0
-    t_std: float = Field(1.0, gt=0)
     shift: float | None = Field(None, ge=1.0, description="time shift (null: resolution_shift of the latent)")
     positions: Literal["learned", "sincos"] = Field(
         "learned", description="patch positions: a learned table, or 2D sin-cos (any latent size: low-res phases)"

@@ -405,7 +405,8 @@ def train(
             if cfg.clip_grad is not None:
                 params = [p for g in opt.param_groups for p in g["params"]]
                 grad_norms[sp.name] = float(accelerator.clip_grad_norm_(params, cfg.clip_grad))
-                if not math.isfinite(grad_norms[sp.name]):  # the step would write nan into every weight
+                # the step would write nan into every weight; under fp16 the grad scaler skips such steps itself
+                if not math.isfinite(grad_norms[sp.name]) and accelerator.mixed_precision != "fp16":
                     raise UnicxrError(
                         f"train: gradient norm ({sp.name}) is {grad_norms[sp.name]} at step {step} (rank {rank}) "
                         "with a finite loss: a loss term has an undefined gradient there; lower train.lr or "

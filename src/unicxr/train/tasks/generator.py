@@ -410,6 +410,7 @@ class CrossFlowTask(GeneratorTask):
             raise UnicxrError(f"data.nce_features: {len(images)} training images but {len(train)} training items")
         print(f"image features for InfoNCE ({d.nce_features}) of {len(images)} training images")
         feats, _ = extract_features(self._feature_extractor(), images, progress=self.progress, desc="nce features")
+        self._extractor = None  # the frozen network is not needed once every training image has its features
         f = torch.from_numpy(feats).float()
         f = (f - f.mean(0)) / f.std(0).clamp_min(1e-6)  # per dimension: no feature dominates the linear head
         return _WithFeatures(train, f), val

@@ -53,6 +53,20 @@ def test_own_extractor_from_model_dir_and_run_dir(tmp_path):
     torch.testing.assert_close(p, probs)
 
 
+def test_fingerprint_follows_the_weights_not_the_path(tmp_path):
+    """Stored features are keyed by fingerprint(): the same weights in another folder match, one changed
+    weight does not."""
+    model = _tiny_classifier()
+    model.save_pretrained(tmp_path / "a")
+    model.save_pretrained(tmp_path / "b")
+    fa = fx.parse_features_spec(f"own:{tmp_path / 'a'}").fingerprint()
+    assert fa == fx.parse_features_spec(f"own:{tmp_path / 'b'}").fingerprint() and len(fa) == 64
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] += 1e-3
+    model.save_pretrained(tmp_path / "c")
+    assert fx.parse_features_spec(f"own:{tmp_path / 'c'}").fingerprint() != fa
+
+
 def test_extract_features_from_iterables(tmp_path):
     model = _tiny_classifier()
     model.save_pretrained(tmp_path / "m")

@@ -122,6 +122,12 @@ def test_crossflow_infonce_on_a_frozen_networks_image_features(cache, tmp_path):
     lat = LatentCache(run / "latents" / "train_32px", split="train")
     img = CXRCache(cache / "c", split="train")
     assert [lat[i]["path"] for i in range(len(lat))] == [img[i]["path"] for i in range(len(img))]
+    # stored in the run under the network's fingerprint: a resumed run reads them back instead of recomputing
+    stored = run / "latents" / "nce_features_train.safetensors"
+    assert stored.is_file()
+    again = run_cli(*_train_args("crossflow_phantom", run, [*sets, "train.max_steps=4"]), check=True)
+    assert "image features for InfoNCE read from" in again.stdout and "training images" not in again.stdout
+    assert json.loads((run / "log.jsonl").read_text().splitlines()[-1])["step"] == 4
     bad = run_cli(*_train_args("crossflow_phantom", tmp_path / "bad",
                                [s if not s.startswith("data.nce_features") else "data.nce_features=own:/nowhere"
                                 for s in sets]))

@@ -185,6 +185,23 @@ class FeatureExtractor:
             "warnings": list(self.warnings),
         }
 
+    def fingerprint(self) -> str:
+        """SHA-256 of what decides the features: kind, dim, preprocessing and every tensor of the network
+        (``model`` or ``net``), so that stored features are reused only with the same weights."""
+        import hashlib
+        import json
+
+        h = hashlib.sha256()
+        desc = {k: v for k, v in self.describe().items() if k not in ("name", "warnings")}
+        desc["preprocessing"] = {k: v for k, v in desc["preprocessing"].items() if k != "model_dir"}
+        h.update(json.dumps(desc, sort_keys=True, default=str).encode())
+        net = getattr(self, "model", None) or getattr(self, "net", None)
+        if isinstance(net, torch.nn.Module):
+            for key, t in sorted(net.state_dict().items()):
+                h.update(key.encode())
+                h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, dim={self.dim})"
 

@@ -402,15 +402,63 @@ class CrossFlowTask(GeneratorTask):
         train, val = super().build_datasets(seed)
         if not self.data_cfg.nce_features:
             return train, val
-        from unicxr.eval.features import extract_features
-
         d = self.data_cfg
         images = CXRDataset(d.cache, d.train_split, size=None, max_items=d.max_items, fields=("image",))
         if len(images) != len(train):
             raise UnicxrError(f"data.nce_features: {len(images)} training images but {len(train)} training items")
-        print(f"image features for InfoNCE ({d.nce_features}) of {len(images)} training images")
-        feats, _ = extract_features(self._feature_extractor(), images, progress=self.progress, desc="nce features")
+        f = self._training_features(images)
         self._extractor = None  # the frozen network is not needed once every training image has its features
-        f = torch.from_numpy(feats).float()
         f = (f - f.mean(0)) / f.std(0).clamp_min(1e-6)  # per dimension: no feature dominates the linear head
         return _WithFeatures(train, f), val
+
+    def _training_features(self, images: CXRDataset) -> torch.Tensor:
+        """(N, F) float32 pooled features of the training images. Inside a run they are stored once in
+        ``RUN/latents/nce_features_{split}.safetensors`` under a fingerprint of the network's weights, the
+        cache and the split, so a resumed run reads them back; the main process computes, the others wait."""
+        import hashlib
+
+        from accelerate import PartialState
+        from safetensors import safe_open
+        from safetensors.torch import load_file, save
+
+        from unicxr.data.cache import CXRCache
+        from unicxr.eval.features import extract_features
+        from unicxr.utils.io import atomic_write
+
+        d = self.data_cfg
+        ext = self._feature_extractor()
+        key = hashlib.sha256("|".join([
+            ext.fingerprint(), str(CXRCache(d.cache).manifest.get("fingerprint")), str(d.train_split),
+            str(d.max_items), str(len(images)),
+        ]).encode()).hexdigest()
+        path = self.run_dir / "latents" / f"nce_features_{d.train_split}.safetensors" if self.run_dir else None
+
+        def stored() -> torch.Tensor | None:
+            if path is None or not path.is_file():
+                return None
+            try:
+                with safe_open(str(path), "pt") as fh:
+                    if (fh.metadata() or {}).get("fingerprint") != key:
+                        return None
+                return load_file(str(path))["features"]
+            except Exception:  # an unreadable file is recomputed, never trusted
+                return None
+
+        state = PartialState()
+        with state.main_process_first():
+            f = stored()
+            if f is None and state.is_main_process:
+                print(f"image features for InfoNCE ({d.nce_features}) of {len(images)} training images")
+                feats, _ = extract_features(ext, images, progress=self.progress, desc="nce features")
+                f = torch.from_numpy(feats).float().contiguous()
+                if path is not None:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    with atomic_write(path, "wb") as fh:
+                        fh.write(save({"features": f}, metadata={"fingerprint": key, "spec": str(d.nce_features)}))
+            elif f is not None:
+                print(f"image features for InfoNCE read from {path}")
+        if f is None:  # another process of a multi-process run: the main one has written them
+            f = stored()
+            if f is None:
+                raise UnicxrError(f"data.nce_features: {path} was not written by the main process")
+        return f.float()

@@ -151,6 +151,41 @@ def test_generate_and_report_from_the_unified_model(stages, tiny_phantom_cache, 
     capsys.readouterr()
 
 
+def test_flow_stage_reads_the_latents_encoded_once(tiny_phantom_cache, tmp_path):
+    """With an autoencoder the flow/REPA stage encodes the training split once into RUN/latents, and its
+    training items carry those latents beside the images (equal to encoding the item's image), so the
+    autoencoder's encoder does not run at every step; an understanding-only stage encodes nothing."""
+    from unicxr.data.latent_cache import LatentCache
+    from unicxr.models.autoencoder import AutoencoderConfig, build_autoencoder
+    from unicxr.train.config import load_recipe
+    from unicxr.train.tasks import get_task
+
+    torch.manual_seed(0)
+    build_autoencoder(AutoencoderConfig(kind="kl", image_size=32, channels=[8, 8, 8], latent_channels=2,
+                                        norm_num_groups=4, scale_factor=0.5)).save_pretrained(tmp_path / "ae")
+    run = tmp_path / "gen"
+    sets = [*TINY, f"data.cache={tiny_phantom_cache}", f"model.autoencoder={tmp_path / 'ae'}", "model.image_size=32",
+            "train.init_from=null", "model.repa_layer=1"]
+    _train("unified_phantom_gen", run, tiny_phantom_cache, sets[len(TINY):])
+    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert log and all(r["flow_loss"] == r["flow_loss"] for r in log)
+    lc = LatentCache(run / "latents" / "train_32px", split="train")
+    loaded = load_recipe("unified_phantom_gen", sets)
+    task = get_task(loaded.recipe.task)(loaded.model_cfg, loaded.data_cfg)
+    task.run_dir, task.progress = run, False
+    model = task.build_model()
+    train, _ = task.build_datasets(0)
+    for j in (0, len(train) - 1):
+        item = train[j]
+        assert item["image"].shape == (1, 32, 32) and item["latent"].shape == (2, 8, 8)
+        torch.testing.assert_close(item["latent"], lc.latent(task_index := train.keep[j]))
+        with torch.no_grad():
+            torch.testing.assert_close(item["latent"], model.to_latent(item["image"][None])[0], rtol=1e-4, atol=1e-5)
+        assert task_index == item["index"]
+    _train("unified_phantom_und", tmp_path / "und", tiny_phantom_cache, [f"model.autoencoder={tmp_path / 'ae'}"])
+    assert not (tmp_path / "und" / "latents").exists()
+
+
 def test_report_cleaning_counts():
     from unicxr.text.tokenizer import train_tokenizer
     from unicxr.train.tasks.unified import clean_reports

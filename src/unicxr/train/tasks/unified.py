@@ -16,7 +16,8 @@ reports, and stores them in the model config (the trainer's final evaluation sav
 ``train.init_from`` when the recipe leaves ``model.thresholds`` null.
 
 Like the generator tasks: image size from the cache unless ``model.image_size`` is set, latent shape
-from the autoencoder (``model.autoencoder: null`` = pixel space), ``data.latents`` (a ``unicxr
+from the autoencoder (``model.autoencoder: null`` = pixel space), the training split encoded once into
+``RUN/latents/`` when a flow or REPA loss is on (the items then carry ``latent`` beside ``image``), ``data.latents`` (a ``unicxr
 encode`` cache; text and REPA need images, so only with ``w_text = w_repa = 0``), and with
 ``train.init_from`` the tokenizer/autoencoder left null come from the init model, and so does the
 architecture (:attr:`UnifiedTask.ARCH_KEYS`) the recipe leaves out. Stages: see the ``unified_phantom_*``
@@ -104,6 +105,27 @@ class UnifiedItems(Dataset):
         item["report"] = self.texts[i]
         item["input_ids"] = torch.tensor(self.tokenizer.encode(self.texts[i], max_length=self.max_tokens), dtype=torch.long)
         return item
+
+
+class _ImagesWithLatents(Dataset):
+    """Image items of the training split, each with ``latent`` (C, h, w) from the latents encoded once
+    (:meth:`GeneratorTask._encode_once`, same items in the same order), so the flow loss does not run
+    the autoencoder's encoder at every step while the text, REPA and aux losses still see the image."""
+
+    def __init__(self, images: CXRDataset, encoded: _LatentItems) -> None:
+        if len(images) != len(encoded):
+            raise UnicxrError(f"{encoded.cache.root}: {len(encoded)} encoded items, but the training split has "
+                              f"{len(images)}")
+        self.images, self.latents = images, encoded.cache
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def report(self, i: int) -> str:
+        return self.images.report(i)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {**self.images[i], "latent": self.latents.latent(i)}
 
 
 @register_task("unified")
@@ -211,6 +233,8 @@ class UnifiedTask(GeneratorTask):
                               policy=cfg.uncertain_policy, blank_as_negative=cfg.blank_as_negative,
                               fields=("image", "labels", "report", "index"))
             raw = [base.report(i) for i in range(len(base))]
+            if self._encoded is not None and split == cfg.train_split:
+                base = _ImagesWithLatents(base, self._encoded)
         items = UnifiedItems(base, raw, self._load_tokenizer(), cfg.max_tokens)
         self.cleaning[split] = items.counts
         c = items.counts
@@ -221,6 +245,11 @@ class UnifiedTask(GeneratorTask):
         else:
             print(msg)
         return items
+
+    def _encode_once(self) -> Dataset | None:
+        """The generator tasks' encode-once latents, only when a loss uses latents (flow or REPA)."""
+        d = self.data_cfg
+        return super()._encode_once() if (d.w_flow > 0 or d.w_repa > 0) else None
 
     # -- data ---------------------------------------------------------------------------------------
     def collate(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -419,7 +419,7 @@ class CrossFlowTask(GeneratorTask):
 
         from accelerate import PartialState
         from safetensors import safe_open
-        from safetensors.torch import load_file, save
+        from safetensors.torch import save
 
         from unicxr.data.cache import CXRCache
         from unicxr.eval.features import extract_features
@@ -438,16 +438,18 @@ class CrossFlowTask(GeneratorTask):
                 return None
             try:
                 with safe_open(str(path), "pt") as fh:
-                    if (fh.metadata() or {}).get("fingerprint") != key:
-                        return None
-                return load_file(str(path))["features"]
+                    return fh.get_tensor("features") if (fh.metadata() or {}).get("fingerprint") == key else None
             except Exception:  # an unreadable file is recomputed, never trusted
                 return None
 
         state = PartialState()
-        with state.main_process_first():
+        with state.main_process_first():  # the other processes enter once the main one has written
             f = stored()
-            if f is None and state.is_main_process:
+            if f is not None:
+                print(f"image features for InfoNCE read from {path}")
+            elif not state.is_main_process:
+                raise UnicxrError(f"data.nce_features: {path} was not written by the main process")
+            else:
                 print(f"image features for InfoNCE ({d.nce_features}) of {len(images)} training images")
                 feats, _ = extract_features(ext, images, progress=self.progress, desc="nce features")
                 f = torch.from_numpy(feats).float().contiguous()
@@ -455,10 +457,4 @@ class CrossFlowTask(GeneratorTask):
                     path.parent.mkdir(parents=True, exist_ok=True)
                     with atomic_write(path, "wb") as fh:
                         fh.write(save({"features": f}, metadata={"fingerprint": key, "spec": str(d.nce_features)}))
-            elif f is not None:
-                print(f"image features for InfoNCE read from {path}")
-        if f is None:  # another process of a multi-process run: the main one has written them
-            f = stored()
-            if f is None:
-                raise UnicxrError(f"data.nce_features: {path} was not written by the main process")
         return f.float()

@@ -182,6 +182,40 @@ def test_ldm_unet_global_condition_reaches_every_resblock(tok):
     assert not fresh.unet.class_embedding.weight.detach().any()
 
 
+def test_ldm_unet_position_map_tells_left_from_right_and_starts_neutral(tok, tmp_path):
+    """``position_channels``: a fixed sin/cos code of the latent grid enters the UNet input through a
+    zero-initialised 1x1 convolution. The code differs between mirrored columns (the side of a finding
+    has something to attach to), a half-size grid gets the codes of the same places, a model gaining it
+    from an older run's weights (train.init_from) starts with that run's outputs, and it round-trips."""
+    from unicxr.train.init_from import load_init_weights
+
+    base = _make("ldm_unet", tok).eval()
+    model = LDMUNet(base.config.model_copy(update={"position_channels": 8}), components={"tokenizer": tok}).eval()
+    pos = model.position_map(16, 16)
+    assert pos.shape == (1, 8, 16, 16)
+    assert torch.equal(pos[:, :4], pos[:, :4, :, :1].expand(-1, -1, -1, 16))  # rows: constant along a row
+    assert not torch.allclose(pos[:, 4:], pos[:, 4:].flip(-1), atol=1e-3)  # columns: left != mirrored right
+    half = model.position_map(8, 8)  # cell i of 8 sits between cells 2i and 2i+1 of 16
+    assert torch.all((half[0, 7, 0, :] - pos[0, 7, 0, ::2]).abs() <= (pos[0, 7, 0, 1::2] - pos[0, 7, 0, ::2]).abs() + 1e-6)
+    base.save_pretrained(tmp_path / "old")
+    report = load_init_weights(model, tmp_path / "old")
+    assert sorted(report["missing"]) == ["position_proj.bias", "position_proj.weight"]
+    x, t = torch.randn(2, 1, 16, 16), torch.tensor([10, 50])
+    tokens, mask, pooled = base.encode_condition(base.condition_batch(_labels(2), REPORTS[:2]), None)
+    with torch.no_grad():
+        assert torch.equal(model.net(x, t, tokens, mask, pooled), base.net(x, t, tokens, mask, pooled))
+        model.position_proj.weight.normal_(0, 0.5)
+        moved = model.net(x, t, tokens, mask, pooled)
+        assert not torch.allclose(moved, base.net(x, t, tokens, mask, pooled))
+        assert torch.isfinite(model.net(x[..., :8, :8], t, tokens, mask, pooled)).all()  # low-res phase grid
+    model.save_pretrained(tmp_path / "new")
+    back = load_model(tmp_path / "new").eval()
+    with torch.no_grad():
+        assert torch.equal(back.net(x, t, tokens, mask, pooled), moved)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        LDMUNetConfig(**base.config.model_dump(exclude={"position_channels"}), position_channels=6)
+
+
 def test_weights_that_do_not_fit_the_config_are_a_one_line_error(tok, tmp_path):
     """A model saved without the global condition, its config edited to ask for it: the load names
     the missing tensors instead of failing inside the message."""

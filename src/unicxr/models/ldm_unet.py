@@ -16,6 +16,7 @@ from pydantic import Field
 
 from unicxr.models.base import register_model
 from unicxr.models.generator_base import GeneratorBase, GeneratorConfig
+from unicxr.models.layers import sinusoidal_positions_2d
 from unicxr.sampling.diffusion import (
     DIFFUSION_SAMPLERS,
     DiffusionScheduleConfig,
@@ -41,6 +42,12 @@ class LDMUNetConfig(GeneratorConfig):
         False, description="also add a linear map of the pooled condition to the timestep embedding of every "
         "ResBlock (MONAI's class-embedding slot), beside cross-attention to the condition tokens (the recipes "
         "turn it on; off by default so that models saved before it load unchanged)")
+    position_channels: int = Field(
+        0, ge=0, multiple_of=4, description="add a fixed 2D sin/cos map of the latent grid (this many "
+        "channels: half for rows, half for columns), through a zero-initialised 1x1 convolution, to the "
+        "UNet's input; MONAI's UNet has no position code (its attention is content-only), so without it the "
+        "side of a finding (left/right) has to be told from the image borders alone. A smaller grid (the "
+        "low-resolution phase) gets the codes of the same places. 0 (default) keeps saved models unchanged")
     schedule: DiffusionScheduleConfig = Field(default_factory=DiffusionScheduleConfig)
     default_steps: int = 50
     default_sampler: str = "ddim"
@@ -91,13 +98,29 @@ class LDMUNet(GeneratorBase):
             self.unet.class_embedding = torch.nn.Linear(cfg.condition.dim, emb)
             torch.nn.init.zeros_(self.unet.class_embedding.weight)
             torch.nn.init.zeros_(self.unet.class_embedding.bias)
+        self.position_proj: torch.nn.Conv2d | None = None
+        if cfg.position_channels:
+            # zero-initialised: a model gaining the map (train.init_from an older run) starts unchanged
+            self.position_proj = torch.nn.Conv2d(cfg.position_channels, c, kernel_size=1)
+            torch.nn.init.zeros_(self.position_proj.weight)
+            torch.nn.init.zeros_(self.position_proj.bias)
         self.scheduler = make_scheduler(cfg.schedule, "ddpm")
+
+    def position_map(self, h: int, w: int) -> torch.Tensor:
+        """Fixed (1, P, h, w) sin/cos code of an h×w latent grid (P = ``position_channels``), the places
+        of the model's ``latent_size`` grid: channels [0, P/2) encode the row, [P/2, P) the column."""
+        n = self.config.latent_size
+        table = sinusoidal_positions_2d(h, w, self.config.position_channels, ref=(n, n) if n else None)  # (h·w, P)
+        return table.t().reshape(1, -1, h, w)
 
     def net(self, x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
             pooled: torch.Tensor) -> torch.Tensor:
         """UNet output for x (B, C, h, w), integer t (B,), condition tokens (B, N, D) and pooled
         condition (B, D). Masked (padding) tokens are zeroed; MONAI's cross-attention has no key mask."""
         context = tokens * mask.unsqueeze(-1).to(tokens.dtype)
+        if self.position_proj is not None:
+            pos = self.position_map(x.shape[-2], x.shape[-1]).to(device=x.device, dtype=x.dtype)
+            x = x + self.position_proj(pos)
         labels = pooled if self.config.global_condition else None
         return self.unet(x, timesteps=t.long(), context=context, class_labels=labels)
 

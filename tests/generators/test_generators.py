@@ -460,6 +460,28 @@ def test_crossflow_contrasts_the_text_latent_with_frozen_image_features(tok):
     assert "nce" not in logs3 and logs3["flow"] == logs["flow"]
 
 
+def test_crossflow_contrast_on_the_sampled_text_latent_sees_its_noise(tok):
+    """``nce_source='sample'`` contrasts the drawn z_text (what the flow starts from), so σ enters the term
+    and its gradient reaches the log σ² half of the encoder's output; on μ (default) neither happens."""
+    model = _make("crossflow", tok).train()
+    cond = model.condition_batch(_labels(4), REPORTS[:4])
+    z0 = torch.randn(4, *model.latent_shape)
+    half = model.ve_out.weight.shape[0] // 2  # rows of ve_out that give log σ²
+
+    def loss(source, min_std, lambda_nce):
+        model.config.nce_source, model.config.min_std, model.config.lambda_nce = source, min_std, lambda_nce
+        torch.manual_seed(3)
+        return model(z0, cond)
+
+    for source in ("mean", "sample"):
+        a, b = loss(source, 0.5, 1.0)[1]["nce"], loss(source, 3.0, 1.0)[1]["nce"]
+        assert (a == b) == (source == "mean")
+        model.zero_grad()
+        (loss(source, 0.0, 1.0)[0] - loss(source, 0.0, 0.0)[0]).backward()  # the InfoNCE term's own gradient
+        grad = model.ve_out.weight.grad[half:].abs().sum().item()
+        assert (grad == 0.0) == (source == "mean")
+
+
 def test_crossflow_time_shift_moves_training_and_sampling_times_toward_the_text_latent(tok):
     """``shift`` > 1 draws training times nearer t = 1 (the text latent, where the source alone must tell
     the image) and samples on the shifted grid; shift 1 with uniform times is the plain schedule."""

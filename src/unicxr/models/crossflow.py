@@ -68,6 +68,15 @@ class CrossFlowConfig(FlowGeneratorConfig):
             "data.nce_features); null: a linear map of the flattened image latent"
         ),
     )
+    nce_source: Literal["mean", "sample"] = Field(
+        "mean",
+        description=(
+            "text side of InfoNCE: 'mean' (μ) or 'sample' (the drawn z_text = μ + σ·ε the flow starts from). "
+            "On μ the term is blind to scale (the head's output is normalised), so μ can identify its image along "
+            "directions far smaller than σ and the source the flow sees stays mostly noise; on the sample the "
+            "identifying part has to stand above σ"
+        ),
+    )
     indicator_drop: float = Field(0.1, ge=0, lt=1, description="probability of the null indicator in training")
     null_target: Literal["shuffled", "paired"] = Field(
         "shuffled",
@@ -153,6 +162,7 @@ class CrossFlow(GeneratorBase):
         b = z0.shape[0]
         mu, logvar = self.text_latent(cond)
         z_text = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        nce_text = mu if cfg.nce_source == "mean" else z_text  # full-size, before any pooling below
         low = z0.shape[-2:] != mu.shape[-2:]
         if low:  # a low-resolution phase: the text latent averaged down to the image latent's grid
             z_text = F.adaptive_avg_pool2d(z_text, z0.shape[-2:])
@@ -171,7 +181,7 @@ class CrossFlow(GeneratorBase):
         loss = fm + cfg.lambda_kl * kl
         logs = {"flow": float(fm.detach()), "kl": float(kl.detach())}
         if cfg.lambda_nce > 0 and b > 1 and (cfg.nce_feature_dim is None or image_features is not None):
-            a = F.normalize(self.nce_text(mu.flatten(1).float()), dim=-1)
+            a = F.normalize(self.nce_text(nce_text.flatten(1).float()), dim=-1)
             if cfg.nce_feature_dim is not None:
                 i = F.normalize(self.nce_image(image_features.float()), dim=-1)
             else:

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from unicxr.models.classifier import CXRClassifier, CXRClassifierConfig
-from unicxr.text.laterality import report_side, report_sides
+from unicxr.text.laterality import mirror_sides, report_side, report_sides
 
 
 @pytest.mark.parametrize(("text", "finding", "side"), [
@@ -31,6 +31,15 @@ from unicxr.text.laterality import report_side, report_sides
 ])
 def test_report_side(text, finding, side):
     assert report_side(text, finding) == side
+
+
+def test_mirror_sides_swaps_whole_words_and_keeps_case():
+    text = "FINDINGS: Left pleural effusion. RIGHT IJ catheter; no right pneumothorax. Bilateral leftover opacities."
+    mirrored = mirror_sides(text)
+    assert mirrored == ("FINDINGS: Right pleural effusion. LEFT IJ catheter; no left pneumothorax. "
+                        "Bilateral leftover opacities.")
+    assert mirror_sides(mirrored) == text
+    assert report_side(mirrored, "Pleural Effusion") == "right"
 
 
 def test_report_sides_rejects_unknown_finding():

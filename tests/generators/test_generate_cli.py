@@ -72,6 +72,17 @@ def test_train_then_generate(cache, recipe, tmp_path):
         im = Image.open(out1 / rel)
         assert im.size == (32, 32)
         assert im.text["synthetic"] == "true" and im.text["seed"] and im.text["sampler"] and im.text["model"]
+    # left/right guidance: recorded, one more network pass per step; CrossFlow refuses it in one line
+    res = run_cli("generate", "--model", run, "--findings", "Cardiomegaly, left Pleural Effusion", "--steps", "2",
+                  "--side-guidance", "2", "--out", tmp_path / "gs", "--no-progress")
+    if recipe == "crossflow_phantom":
+        assert res.returncode != 0 and len(res.stderr.strip().splitlines()) == 1 and "side-guidance" in res.stderr
+    else:
+        assert res.returncode == 0, res.stderr
+        gs = json.loads((tmp_path / "gs" / "generate.json").read_text())
+        assert gs["side_guidance"] == 2.0 and gs["network_passes_per_image"] == gs["nfe_per_image"] * (
+            3 if gs["guidance"] != 1.0 else 2)
+        assert Image.open(tmp_path / "gs" / "images" / "000000.png").text["side_guidance"] == "2.0"
     # one image per test report of a cache; the folder opens as an evaluation image set
     out3 = tmp_path / "g3"
     res = run_cli("generate", "--model", run, "--prompts", cache / "c", "--split", "test", "--steps", "2",

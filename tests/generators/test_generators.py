@@ -320,6 +320,35 @@ def test_guidance_one_is_conditional_and_sampling_is_deterministic(family, tok):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_side_guidance_contrasts_the_prompt_with_its_mirror(family, tok):
+    """``side_guidance`` adds s · (cond − mirrored cond): a prompt without a side mirrors to itself and
+    samples as plain guidance; a sided one moves; the mirror swaps the laterality codes too. CrossFlow
+    (its text is the flow's source, not a guidance branch) refuses it in one line."""
+    model = _make(family, tok).eval()
+    sampler, steps = SAMPLERS[family]
+    lab = _labels(2)
+    if family == "crossflow":
+        with pytest.raises(ValueError, match="no guidance branches"):
+            model.generate(lab, REPORTS[:2], steps=steps, sampler=sampler, side_guidance=2.0)
+        return
+    unsided = [REPORTS[1], REPORTS[1]]  # "Lungs are clear. No pneumothorax."
+    plain, nfe = model.generate(lab, unsided, steps=steps, sampler=sampler, guidance=3.0, seed=1)
+    side, nfe2 = model.generate(lab, unsided, steps=steps, sampler=sampler, guidance=3.0, seed=1, side_guidance=4.0)
+    torch.testing.assert_close(side, plain, atol=1e-5, rtol=0)
+    assert nfe2 == nfe
+    sided = [REPORTS[0], REPORTS[2]]  # left effusion; right pneumothorax
+    plain, _ = model.generate(lab, sided, steps=steps, sampler=sampler, guidance=3.0, seed=1)
+    side, _ = model.generate(lab, sided, steps=steps, sampler=sampler, guidance=3.0, seed=1, side_guidance=4.0)
+    assert (side - plain).abs().max() > 1e-3
+    lat = np.zeros((2, 14), np.int64)
+    lat[0, FINDINGS.index("Pleural Effusion")] = 1  # left
+    lat[1, FINDINGS.index("Pneumothorax")] = 3  # bilateral stays
+    mir = model.mirrored_condition(lab, ["Left effusion.", "Bilateral pneumothorax."], lat)
+    assert mir["laterality"][0, FINDINGS.index("Pleural Effusion")] == 2 and mir["laterality"][1, FINDINGS.index("Pneumothorax")] == 3
+    assert torch.equal(mir["input_ids"], model.condition_batch(lab, ["Right effusion.", "Bilateral pneumothorax."])["input_ids"])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_save_load_equality(family, tok, tmp_path):
     model = _make(family, tok).eval()
     model.save_pretrained(tmp_path / "m")

@@ -102,6 +102,27 @@ def test_guidance_scale_one_is_the_conditional_output():
     torch.testing.assert_close(d, x + 2)
 
 
+def test_guidance_with_a_contrast_branch():
+    """``contrast``: a third branch of the same batch; the output gains s · (cond − contrast), also at
+    scale 1 (then two branches), and contrast scale 0 leaves plain guidance."""
+    calls = []
+
+    def fn(x, t, cond):
+        calls.append(x.shape[0])
+        return x * cond.view(-1, 1)
+
+    x, t = torch.randn(3, 2), torch.rand(3)
+    cond, null, mirror = torch.tensor([1.0, 2.0, 3.0]), torch.zeros(3), torch.tensor([3.0, 2.0, 1.0])
+    c, u, m = (x * v.view(-1, 1) for v in (cond, null, mirror))
+    torch.testing.assert_close(guided(fn, x, t, cond, null, 4.0, contrast=mirror, contrast_scale=2.0),
+                               cfg_combine(c, u, 4.0) + 2.0 * (c - m))
+    assert calls[-1] == 9  # one tripled batch
+    torch.testing.assert_close(guided(fn, x, t, cond, null, 1.0, contrast=mirror, contrast_scale=2.0), c + 2.0 * (c - m))
+    assert calls[-1] == 6
+    assert torch.equal(guided(fn, x, t, cond, null, 4.0, contrast=mirror, contrast_scale=0.0),
+                       guided(fn, x, t, cond, null, 4.0))
+
+
 @pytest.mark.parametrize("sampler,steps", [("ddim", 50), ("pndm", 50), ("ddpm", 250)])
 @pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
 def test_monai_samplers_recover_a_point_mass(sampler, steps, prediction):

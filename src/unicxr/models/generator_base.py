@@ -174,11 +174,18 @@ class GeneratorBase(ModelMixin):
         seeds: Sequence[int],
         negative: dict[str, Any] | None = None,
         progress: bool = False,
+        mirror: dict[str, Any] | None = None,
+        side_guidance: float = 0.0,
     ) -> tuple[torch.Tensor, int]:
         """Latents (B, C, h, w) for the condition, starting from :meth:`initial_noise` of ``seeds``
-        (one per item); ``generator`` drives stochastic sampler steps. Returns (latents, network
+        (one per item); ``generator`` drives stochastic sampler steps; ``mirror`` / ``side_guidance``:
+        see :meth:`guided_fn` (only families with :attr:`side_guidance_ok`). Returns (latents, network
         evaluations)."""
         raise NotImplementedError
+
+    #: whether :meth:`sample_latents` takes ``mirror`` / ``side_guidance`` (its guidance combines network
+    #: branches of one condition encoder: LDM-UNet, latent DiT)
+    side_guidance_ok: bool = False
 
     #: set by :meth:`forced_drop`: every item's condition kept (False) or nulled (True)
     _forced_drop: bool | None = None
@@ -219,16 +226,27 @@ class GeneratorBase(ModelMixin):
         guidance: float | None = None,
         seed: int | Sequence[int] = 0,
         progress: bool = False,
+        side_guidance: float = 0.0,
     ) -> tuple[torch.Tensor, int]:
         """Images (B, 1, H, W) in [0, 1] for B conditions, and the network evaluations used.
 
         ``seed``: one seed for the batch, or one per item (each item's starting noise then depends
         only on its own seed). ``negative_labels`` (B, 14): a negative prompt (the other branch of
-        guidance is conditioned on these findings instead of the null condition).
+        guidance is conditioned on these findings instead of the null condition). ``side_guidance`` s > 0
+        adds s · (conditional − mirrored) to the guided output, where the mirror is the same condition
+        with left and right swapped (in the report text and in ``laterality``): guidance along the side
+        alone, one more network pass per step (LDM-UNet and latent DiT).
         """
         self.eval()
         cond = self.condition_batch(labels, reports, laterality, severity)
         negative = self.condition_batch(negative_labels) if negative_labels is not None else None
+        extra: dict[str, Any] = {}
+        if side_guidance:
+            if not self.side_guidance_ok:
+                raise ValueError(f"side guidance: {self.model_type} has no guidance branches to contrast "
+                                 "(ldm_unet and latent_dit have)")
+            extra = {"mirror": self.mirrored_condition(labels, reports, laterality, severity),
+                     "side_guidance": float(side_guidance)}
         b = self.batch_size_of(cond)
         seeds = [int(seed) + i for i in range(b)] if isinstance(seed, int) else [int(s) for s in seed]
         if len(seeds) != b:
@@ -242,8 +260,30 @@ class GeneratorBase(ModelMixin):
             seeds=seeds,
             negative=negative,
             progress=progress,
+            **extra,
         )
         return self.from_latent(z), nfe
+
+    def mirrored_condition(
+        self,
+        labels: torch.Tensor | np.ndarray | None = None,
+        reports: Sequence[str] | None = None,
+        laterality: torch.Tensor | np.ndarray | None = None,
+        severity: torch.Tensor | np.ndarray | None = None,
+    ) -> dict[str, Any]:
+        """:meth:`condition_batch` of the same condition on the patient's other side: ``left`` and
+        ``right`` swapped in every report and in ``laterality`` (B, 14) (bilateral and unspecified stay)."""
+        from unicxr.models.conditioning import LATERALITY
+        from unicxr.text.laterality import mirror_sides
+
+        if reports is None and laterality is None:
+            raise ValueError("side guidance needs reports or laterality to mirror")
+        if laterality is not None:
+            lat = torch.as_tensor(np.asarray(laterality) if not torch.is_tensor(laterality) else laterality).long()
+            left, right = LATERALITY.index("left"), LATERALITY.index("right")
+            laterality = torch.where(lat == left, right, torch.where(lat == right, left, lat))
+        mirrored = [mirror_sides(r) for r in reports] if reports is not None else None
+        return self.condition_batch(labels, mirrored, laterality, severity)
 
     def initial_noise(self, seeds: Sequence[int], shape: tuple[int, ...] | None = None) -> torch.Tensor:
         """Gaussian noise (B, *shape) (default shape: the latent's), item ``i`` from a CPU generator
@@ -252,12 +292,21 @@ class GeneratorBase(ModelMixin):
         shape = tuple(shape or self.latent_shape)
         return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds]).to(device)
 
-    def guided_fn(self, net, cond: dict[str, Any], negative: dict[str, Any] | None, guidance: float):
+    def guided_fn(self, net, cond: dict[str, Any], negative: dict[str, Any] | None, guidance: float,
+                  mirror: dict[str, Any] | None = None, side_guidance: float = 0.0):
         """``f(x, t)`` = guided output of ``net(x, t, tokens, mask, pooled)`` for ``cond`` (the other
-        branch: the null condition, or ``negative``); guidance 1 runs the conditional branch only."""
+        branch: the null condition, or ``negative``); guidance 1 runs the conditional branch only. With
+        ``mirror`` (the condition with its sides swapped) and ``side_guidance`` s it adds
+        s · (net(cond) − net(mirror)) from a third branch of the same batch."""
         from unicxr.sampling import guided
 
         c = self.encode_condition(cond, None)
+        m = self.encode_condition(mirror, None) if mirror is not None and side_guidance else None
+        if m is not None:
+            u = self.encode_condition(negative, None) if negative is not None else self.encode_condition(
+                cond, torch.ones(self.batch_size_of(cond), dtype=torch.bool, device=c[0].device))
+            return lambda x, t: guided(lambda xx, tt, cc: net(xx, tt, *cc), x, t, c, u, guidance, concat=concat_tokens,
+                                       contrast=m, contrast_scale=side_guidance)
         if guidance == 1.0:
             return lambda x, t: net(x, t, *c)
         if negative is not None:

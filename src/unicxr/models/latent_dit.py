@@ -60,6 +60,7 @@ class LatentDiT(GeneratorBase):
 
     model_type = "latent_dit"
     config_class = LatentDiTConfig
+    side_guidance_ok = True
     default_samplers = FLOW_SAMPLERS
 
     def __init__(self, config: LatentDiTConfig, components: dict[str, Any] | None = None) -> None:
@@ -117,7 +118,8 @@ class LatentDiT(GeneratorBase):
         return loss, {"mse": float(loss.detach())}
 
     @torch.no_grad()
-    def sample_latents(self, cond, *, steps, sampler, guidance, generator, seeds, negative=None, progress=False):
-        fn = self.guided_fn(self.net, cond, negative, guidance)
+    def sample_latents(self, cond, *, steps, sampler, guidance, generator, seeds, negative=None, progress=False,
+                       mirror=None, side_guidance=0.0):
+        fn = self.guided_fn(self.net, cond, negative, guidance, mirror, side_guidance)
         x1 = self.initial_noise(seeds)
         return flow_sample(fn, x1, steps=steps, sampler=sampler, shift=self.shift, progress=progress)

@@ -59,6 +59,7 @@ class LDMUNet(GeneratorBase):
 
     model_type = "ldm_unet"
     config_class = LDMUNetConfig
+    side_guidance_ok = True
     default_samplers = DIFFUSION_SAMPLERS
     @property
     def trims_padding(self) -> bool:
@@ -142,10 +143,11 @@ class LDMUNet(GeneratorBase):
         return loss, {"mse": float(per.mean().detach()), "weighted": float(loss.detach())}
 
     @torch.no_grad()
-    def sample_latents(self, cond, *, steps, sampler, guidance, generator, seeds, negative=None, progress=False):
+    def sample_latents(self, cond, *, steps, sampler, guidance, generator, seeds, negative=None, progress=False,
+                       mirror=None, side_guidance=0.0):
         if sampler not in DIFFUSION_SAMPLERS:
             raise ValueError(f"ldm_unet samples with {', '.join(DIFFUSION_SAMPLERS)}, not {sampler!r}")
-        fn = self.guided_fn(self.net, cond, negative, guidance)
+        fn = self.guided_fn(self.net, cond, negative, guidance, mirror, side_guidance)
         x = self.initial_noise(seeds)
         return diffusion_sample(fn, self.config.schedule, x, steps=steps, sampler=sampler, generator=generator,
                                 progress=progress)

@@ -21,6 +21,11 @@ def generate_command(
     steps: int = typer.Option(None, "--steps", min=1, help="Sampling steps (default: the model's)."),
     sampler: str = typer.Option(None, "--sampler", help="euler|heun|monai_rflow (flow models), ddpm|ddim|pndm (LDM-UNet)."),
     guidance: float = typer.Option(None, "--guidance", min=0.0, help="Classifier-free guidance scale (1: none)."),
+    side_guidance: float = typer.Option(
+        0.0, "--side-guidance", min=0.0,
+        help="Left/right guidance S: add S x (prompt - the prompt with left and right swapped) to the guided "
+        "output, so a finding's side is pushed apart from its mirror (one more network pass per step; "
+        "LDM-UNet and latent DiT). 0: off."),
     seed: int = typer.Option(0, "--seed", min=0, help="Image i starts from noise seeded with seed + i."),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (images/, metadata.csv, rejects.csv)."),
@@ -38,7 +43,7 @@ def generate_command(
 
     items, rejects = read_prompts(prompt, findings, prompts, split)
     summary = generate_images(model, items, out, n=n, steps=steps, sampler=sampler, guidance=guidance, seed=seed,
-                              batch_size=batch_size, rejects=rejects, progress=progress)
+                              batch_size=batch_size, rejects=rejects, progress=progress, side_guidance=side_guidance)
     typer.echo(json.dumps(summary, indent=2))
 
 

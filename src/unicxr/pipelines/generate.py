@@ -115,10 +115,11 @@ def read_prompts(
     return out, rejects
 
 
-def network_passes(nfe: int, guidance: float) -> int:
+def network_passes(nfe: int, guidance: float, side_guidance: float = 0.0) -> int:
     """Denoiser passes per image for ``nfe`` solver calls: classifier-free guidance other than 1 runs the
-    conditional and the null branch at every call (batched together), so twice the NFE."""
-    return nfe * (1 if guidance == 1.0 else 2)
+    conditional and the null branch at every call (batched together), so twice the NFE; side guidance
+    adds the mirrored branch."""
+    return nfe * (1 + (guidance != 1.0) + bool(side_guidance))
 
 
 def generate_images(
@@ -135,6 +136,7 @@ def generate_images(
     device: str = "cpu",
     rejects: list[tuple[str, str]] | None = None,
     progress: bool = True,
+    side_guidance: float = 0.0,
 ) -> dict[str, Any]:
     """Sample ``n`` images per prompt into ``out`` (see module docstring); returns a summary."""
     import pandas as pd
@@ -152,6 +154,9 @@ def generate_images(
     guidance = cfg.default_guidance if guidance is None else guidance
     if model.default_samplers and sampler not in model.default_samplers:
         raise UnicxrError(f"--sampler: {model.model_type} samples with {', '.join(model.default_samplers)}, not {sampler!r}")
+    if side_guidance and not model.side_guidance_ok:
+        raise UnicxrError(f"--side-guidance: {model.model_type} has no guidance branches to contrast (ldm_unet and "
+                          "latent_dit have)")
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     jobs = [(p, k) for p in prompts for k in range(n)]
@@ -165,11 +170,14 @@ def generate_images(
         lat = np.stack([p.laterality for p, _ in chunk])
         with torch.no_grad():
             images, nfe_used = model.generate(labels, [p.text for p, _ in chunk], laterality=lat, steps=steps,
-                                              sampler=sampler, guidance=guidance, seed=seeds)
+                                              sampler=sampler, guidance=guidance, seed=seeds,
+                                              side_guidance=side_guidance)
         for i, ((p, _), s) in enumerate(zip(chunk, seeds, strict=True)):
             name = f"images/{start + i:06d}.png"
             text = {"prompt": p.text, "seed": str(s), "steps": str(steps), "sampler": sampler,
                     "guidance": str(guidance), "model": str(model_dir)}
+            if side_guidance:
+                text["side_guidance"] = str(side_guidance)
             save_png(out / name, to_uint8(images[i]), text, synthetic=True, source=f"generate ({model.model_type})")
             row = {"image_path": name, "prompt": p.text}
             for j, f in enumerate(FINDINGS):
@@ -184,6 +192,9 @@ def generate_images(
     atomic_write_text(out / "rejects.csv", "path,reason\n" + "".join(f'"{a}","{b}"\n' for a, b in rej))
     summary = {"model": str(model_dir), "model_type": model.model_type, "images": len(rows), "prompts": len(prompts),
                "steps": steps, "sampler": sampler, "guidance": guidance, "nfe_per_image": nfe_used,
-               "network_passes_per_image": network_passes(nfe_used, guidance), "rejected": len(rej), "synthetic": True}
+               "network_passes_per_image": network_passes(nfe_used, guidance, side_guidance), "rejected": len(rej),
+               "synthetic": True}
+    if side_guidance:
+        summary["side_guidance"] = side_guidance
     atomic_write_text(out / "generate.json", json.dumps(summary, indent=2) + "\n")
     return summary

@@ -31,6 +31,8 @@ def guided(
     null_cond: Any,
     scale: float,
     concat: Callable[[Any, Any], Any] | None = None,
+    contrast: Any = None,
+    contrast_scale: float = 0.0,
 ) -> torch.Tensor:
     """Guided model output ``fn(x, t, cond)`` with scale ``scale``.
 
@@ -44,10 +46,19 @@ def guided(
         scale: guidance scale.
         concat: joins two conditions along the batch (default: ``torch.cat`` for tensors, per key for
             dicts of tensors).
+        contrast, contrast_scale: a third condition (same structure) and its scale s: the output gains
+            ``s · (fn(cond) − fn(contrast))``, a guidance term along what tells ``cond`` from ``contrast``
+            alone (e.g. the prompt with its sides swapped); its branch joins the same batch.
     """
+    join = concat or _concat
+    if contrast_scale and contrast is not None:
+        if scale == 1.0:
+            c, m = fn(torch.cat([x, x]), torch.cat([t, t]), join(cond, contrast)).chunk(2)
+            return c + contrast_scale * (c - m)
+        c, u, m = fn(torch.cat([x, x, x]), torch.cat([t, t, t]), join(join(cond, null_cond), contrast)).chunk(3)
+        return cfg_combine(c, u, scale) + contrast_scale * (c - m)
     if scale == 1.0:
         return fn(x, t, cond)
-    join = concat or _concat
     out = fn(torch.cat([x, x]), torch.cat([t, t]), join(cond, null_cond))
     c, u = out.chunk(2)
     return cfg_combine(c, u, scale)

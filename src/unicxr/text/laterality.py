@@ -13,7 +13,7 @@ import re
 
 from unicxr.labels import FINDINGS
 
-__all__ = ["SIDES", "report_side", "report_sides", "all_sides"]
+__all__ = ["SIDES", "report_side", "report_sides", "all_sides", "mirror_sides"]
 
 SIDES = ("left", "right", "bilateral")
 _SIDE_WORD = re.compile(r" (left|right|bilateral|bilaterally|both) ")
@@ -65,3 +65,18 @@ def all_sides(text: str) -> dict[str, str]:
         elif sides:
             out[finding] = next(iter(sides))
     return out
+
+
+_LEFT_RIGHT = re.compile(r"\b(left|right)\b", re.IGNORECASE)
+
+
+def mirror_sides(text: str) -> str:
+    """``text`` with every whole word ``left`` and ``right`` swapped, case kept ("Left" → "Right",
+    "LEFT" → "RIGHT"): the same report on the other side of the patient."""
+
+    def swap(m: re.Match[str]) -> str:
+        w = m.group(0)
+        other = "right" if w.lower() == "left" else "left"
+        return other.upper() if w.isupper() else other.capitalize() if w[0].isupper() else other
+
+    return _LEFT_RIGHT.sub(swap, text or "")

@@ -343,7 +343,7 @@ def test_side_guidance_contrasts_the_prompt_with_its_mirror(family, tok):
     lat = np.zeros((2, 14), np.int64)
     lat[0, FINDINGS.index("Pleural Effusion")] = 1  # left
     lat[1, FINDINGS.index("Pneumothorax")] = 3  # bilateral stays
-    mir = model.mirrored_condition(lab, ["Left effusion.", "Bilateral pneumothorax."], lat)
+    mir = model.condition_batch(lab, ["Left effusion.", "Bilateral pneumothorax."], lat, mirrored=True)
     assert mir["laterality"][0, FINDINGS.index("Pleural Effusion")] == 2 and mir["laterality"][1, FINDINGS.index("Pneumothorax")] == 3
     assert torch.equal(mir["input_ids"], model.condition_batch(lab, ["Right effusion.", "Bilateral pneumothorax."])["input_ids"])
 

@@ -128,11 +128,16 @@ class GeneratorBase(ModelMixin):
         reports: Sequence[str] | None = None,
         laterality: torch.Tensor | np.ndarray | None = None,
         severity: torch.Tensor | np.ndarray | None = None,
+        *,
+        mirrored: bool = False,
     ) -> dict[str, Any]:
         """A condition dict for :class:`~unicxr.models.conditioning.ConditionEncoder` (reports are
         tokenized into windows; ``overflow`` counts reports longer than all windows). With
         ``condition.report_laterality`` each finding's side is read from the report where ``laterality``
-        (B, 14) gives none."""
+        (B, 14) gives none. ``mirrored``: the same condition on the patient's other side, ``left`` and
+        ``right`` swapped in every report and in ``laterality`` (bilateral and unspecified stay)."""
+        if mirrored:
+            reports, laterality = _mirror(reports, laterality)
         ccfg = self.config.condition
         device = next(self.parameters()).device
         cond: dict[str, Any] = {}
@@ -245,7 +250,7 @@ class GeneratorBase(ModelMixin):
             if not self.side_guidance_ok:
                 raise ValueError(f"side guidance: {self.model_type} has no guidance branches to contrast "
                                  "(ldm_unet and latent_dit have)")
-            extra = {"mirror": self.mirrored_condition(labels, reports, laterality, severity),
+            extra = {"mirror": self.condition_batch(labels, reports, laterality, severity, mirrored=True),
                      "side_guidance": float(side_guidance)}
         b = self.batch_size_of(cond)
         seeds = [int(seed) + i for i in range(b)] if isinstance(seed, int) else [int(s) for s in seed]
@@ -263,27 +268,6 @@ class GeneratorBase(ModelMixin):
             **extra,
         )
         return self.from_latent(z), nfe
-
-    def mirrored_condition(
-        self,
-        labels: torch.Tensor | np.ndarray | None = None,
-        reports: Sequence[str] | None = None,
-        laterality: torch.Tensor | np.ndarray | None = None,
-        severity: torch.Tensor | np.ndarray | None = None,
-    ) -> dict[str, Any]:
-        """:meth:`condition_batch` of the same condition on the patient's other side: ``left`` and
-        ``right`` swapped in every report and in ``laterality`` (B, 14) (bilateral and unspecified stay)."""
-        from unicxr.models.conditioning import LATERALITY
-        from unicxr.text.laterality import mirror_sides
-
-        if reports is None and laterality is None:
-            raise ValueError("side guidance needs reports or laterality to mirror")
-        if laterality is not None:
-            lat = torch.as_tensor(np.asarray(laterality) if not torch.is_tensor(laterality) else laterality).long()
-            left, right = LATERALITY.index("left"), LATERALITY.index("right")
-            laterality = torch.where(lat == left, right, torch.where(lat == right, left, lat))
-        mirrored = [mirror_sides(r) for r in reports] if reports is not None else None
-        return self.condition_batch(labels, mirrored, laterality, severity)
 
     def initial_noise(self, seeds: Sequence[int], shape: tuple[int, ...] | None = None) -> torch.Tensor:
         """Gaussian noise (B, *shape) (default shape: the latent's), item ``i`` from a CPU generator
@@ -315,6 +299,20 @@ class GeneratorBase(ModelMixin):
             b = self.batch_size_of(cond)
             u = self.encode_condition(cond, torch.ones(b, dtype=torch.bool, device=c[0].device))
         return lambda x, t: guided(lambda xx, tt, cc: net(xx, tt, *cc), x, t, c, u, guidance, concat=concat_tokens)
+
+
+def _mirror(reports: Sequence[str] | None, laterality: Any) -> tuple[list[str] | None, torch.Tensor | None]:
+    """Reports and laterality codes (B, 14) with left and right swapped (see ``condition_batch``)."""
+    from unicxr.models.conditioning import LATERALITY
+    from unicxr.text.laterality import mirror_sides
+
+    if reports is None and laterality is None:
+        raise ValueError("side guidance needs reports or laterality to mirror")
+    if laterality is not None:
+        lat = torch.as_tensor(np.asarray(laterality) if not torch.is_tensor(laterality) else laterality).long()
+        left, right = LATERALITY.index("left"), LATERALITY.index("right")
+        laterality = torch.where(lat == left, right, torch.where(lat == right, left, lat))
+    return ([mirror_sides(r) for r in reports] if reports is not None else None), laterality
 
 
 def concat_tokens(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:

@@ -286,19 +286,16 @@ class GeneratorBase(ModelMixin):
 
         c = self.encode_condition(cond, None)
         m = self.encode_condition(mirror, None) if mirror is not None and side_guidance else None
-        if m is not None:
-            u = self.encode_condition(negative, None) if negative is not None else self.encode_condition(
-                cond, torch.ones(self.batch_size_of(cond), dtype=torch.bool, device=c[0].device))
-            return lambda x, t: guided(lambda xx, tt, cc: net(xx, tt, *cc), x, t, c, u, guidance, concat=concat_tokens,
-                                       contrast=m, contrast_scale=side_guidance)
-        if guidance == 1.0:
+        if guidance == 1.0 and m is None:
             return lambda x, t: net(x, t, *c)
         if negative is not None:
             u = self.encode_condition(negative, None)
         else:
             b = self.batch_size_of(cond)
             u = self.encode_condition(cond, torch.ones(b, dtype=torch.bool, device=c[0].device))
-        return lambda x, t: guided(lambda xx, tt, cc: net(xx, tt, *cc), x, t, c, u, guidance, concat=concat_tokens)
+        s = side_guidance if m is not None else 0.0
+        return lambda x, t: guided(lambda xx, tt, cc: net(xx, tt, *cc), x, t, c, u, guidance, concat=concat_tokens,
+                                   contrast=m, contrast_scale=s)
 
 
 def _mirror(reports: Sequence[str] | None, laterality: Any) -> tuple[list[str] | None, torch.Tensor | None]:

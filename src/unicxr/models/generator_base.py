@@ -293,9 +293,8 @@ class GeneratorBase(ModelMixin):
         else:
             b = self.batch_size_of(cond)
             u = self.encode_condition(cond, torch.ones(b, dtype=torch.bool, device=c[0].device))
-        s = side_guidance if m is not None else 0.0
         return lambda x, t: guided(lambda xx, tt, cc: net(xx, tt, *cc), x, t, c, u, guidance, concat=concat_tokens,
-                                   contrast=m, contrast_scale=s)
+                                   contrast=m, contrast_scale=side_guidance)
 
 
 def _mirror(reports: Sequence[str] | None, laterality: Any) -> tuple[list[str] | None, torch.Tensor | None]:
@@ -306,7 +305,7 @@ def _mirror(reports: Sequence[str] | None, laterality: Any) -> tuple[list[str] |
     if reports is None and laterality is None:
         raise ValueError("side guidance needs reports or laterality to mirror")
     if laterality is not None:
-        lat = torch.as_tensor(np.asarray(laterality) if not torch.is_tensor(laterality) else laterality).long()
+        lat = torch.as_tensor(laterality).long()
         left, right = LATERALITY.index("left"), LATERALITY.index("right")
         laterality = torch.where(lat == left, right, torch.where(lat == right, left, lat))
     return ([mirror_sides(r) for r in reports] if reports is not None else None), laterality

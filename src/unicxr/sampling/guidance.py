@@ -50,18 +50,20 @@ def guided(
             ``s · (fn(cond) − fn(contrast))``, a guidance term along what tells ``cond`` from ``contrast``
             alone (e.g. the prompt with its sides swapped); its branch joins the same batch.
     """
-    join = concat or _concat
-    if contrast_scale and contrast is not None:
-        if scale == 1.0:
-            c, m = fn(torch.cat([x, x]), torch.cat([t, t]), join(cond, contrast)).chunk(2)
-            return c + contrast_scale * (c - m)
-        c, u, m = fn(torch.cat([x, x, x]), torch.cat([t, t, t]), join(join(cond, null_cond), contrast)).chunk(3)
-        return cfg_combine(c, u, scale) + contrast_scale * (c - m)
-    if scale == 1.0:
+    use_null = scale != 1.0
+    use_contrast = bool(contrast_scale) and contrast is not None
+    branches = [cond] + [null_cond] * use_null + [contrast] * use_contrast
+    if len(branches) == 1:
         return fn(x, t, cond)
-    out = fn(torch.cat([x, x]), torch.cat([t, t]), join(cond, null_cond))
-    c, u = out.chunk(2)
-    return cfg_combine(c, u, scale)
+    join = concat or _concat
+    joined = branches[0]
+    for other in branches[1:]:
+        joined = join(joined, other)
+    k = len(branches)
+    outs = fn(torch.cat([x] * k), torch.cat([t] * k), joined).chunk(k)
+    c = outs[0]
+    out = cfg_combine(c, outs[1], scale) if use_null else c
+    return out + contrast_scale * (c - outs[-1]) if use_contrast else out
 
 
 def _concat(a: Any, b: Any) -> Any:

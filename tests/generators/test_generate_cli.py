@@ -358,3 +358,29 @@ def test_latents_are_encoded_once_and_equal_on_the_fly_encoding(cache, tmp_path)
 
     assert len(losses(once)) == 4
     np.testing.assert_allclose(losses(once), losses(fly), rtol=1e-4)
+
+
+def test_repeat_factor_sampling_oversamples_rare_findings(cache, tmp_path):
+    """`train.repeat_threshold`: the steps draw the items the repeat-factor sampler over the cache's labels
+    gives (rare-finding images more often), and the run says so."""
+    import numpy as np
+
+    from unicxr.data.cache import CXRCache
+    from unicxr.train.sampler import StepBatchSampler, repeat_factors
+
+    run = tmp_path / "rep"
+    sets = [f"data.cache={cache / 'c'}", "model.autoencoder=null", "train.max_steps=12", "train.batch_size=8",
+            "train.ckpt_every=12", "train.eval_every=0", "data.media_n=0", "data.tokenizer_vocab=300",
+            "train.tensorboard=false", "train.record_indices=true", "train.repeat_threshold=0.3",
+            *TINY["rf_dit_phantom"], *COND]
+    res = run_cli(*_train_args("rf_dit_phantom", run, sets), check=True)
+    assert "repeat-factor sampling" in res.stdout + res.stderr
+    labels = CXRCache(cache / "c", split="train").labels
+    factors = repeat_factors(labels, 0.3)
+    assert factors.max() > 1.0  # the tiny cache has rare findings
+    want = StepBatchSampler(len(labels), batch_size=8, grad_accum=1, world_size=1, rank=0, seed=0, start_step=0,
+                            max_steps=12, repeat=factors)
+    got = [json.loads(x)["indices"] for x in (run / "indices_rank0.jsonl").read_text().splitlines()]
+    assert got == [want.indices_for(s, 0) for s in range(12)]
+    drawn = np.bincount(np.concatenate(got), minlength=len(labels))
+    assert drawn[factors > 1.5].mean() > drawn[factors == 1.0].mean()

@@ -10,12 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from unicxr.train.checkpoint import list_checkpoints, load_checkpoint
-from unicxr.train.sampler import StepBatchSampler
+from unicxr.train.sampler import StepBatchSampler, repeat_factors
 from unicxr.train.schedule import lr_at
 
 BASE = [
@@ -73,6 +74,44 @@ def test_schedule_and_sampler_units():
     assert len(set(seen)) == 96
     resumed = StepBatchSampler(100, batch_size=8, grad_accum=1, world_size=1, rank=0, seed=3, start_step=7, max_steps=30)
     assert list(resumed)[0] == one.indices_for(7, 0)
+
+
+def test_repeat_factor_sampler():
+    # 10 images: finding 0 positive in 1 (f = 0.1), finding 1 in 5 (f = 0.5), finding 2 never
+    labels = np.zeros((10, 3), dtype=np.float32)
+    labels[0, 0] = 1.0
+    labels[:5, 1] = 1.0
+    labels[5, 2] = np.nan
+    labels[6, 2] = -1.0
+    r = repeat_factors(labels, 0.4)
+    assert r[0] == pytest.approx(2.0)  # sqrt(0.4 / 0.1), its rarest finding
+    assert np.all(r[1:] == 1.0)  # sqrt(0.4 / 0.5) < 1; uncertain and NaN do not count
+    kw = dict(batch_size=4, grad_accum=1, world_size=1, rank=0, seed=5, start_step=0, max_steps=60)
+    plain = StepBatchSampler(10, **kw)
+    ones = StepBatchSampler(10, **kw, repeat=np.ones(10))
+    assert [plain.indices_for(s, 0) for s in range(60)] == [ones.indices_for(s, 0) for s in range(60)]
+    rep = np.array([2.5] + [1.0] * 9)
+    s1 = StepBatchSampler(10, **kw, repeat=rep)
+    seen = [i for st in range(60) for i in s1.indices_for(st, 0)]
+    # item 0 is drawn 2.5x as often as the others on average (12 items per epoch on average)
+    others = np.mean([seen.count(i) for i in range(1, 10)])
+    assert 2.0 < seen.count(0) / others < 3.0
+    resumed = StepBatchSampler(10, **{**kw, "start_step": 37}, repeat=rep)
+    assert list(resumed) == [s1.indices_for(s, 0) for s in range(37, 60)]  # epochs located from scratch
+    a = StepBatchSampler(10, **{**kw, "world_size": 2, "rank": 0}, repeat=rep)
+    b = StepBatchSampler(10, **{**kw, "world_size": 2, "rank": 1}, repeat=rep)
+    for st in range(60):
+        assert sorted(a.indices_for(st, 0) + b.indices_for(st, 0)) == sorted(s1.indices_for(st, 0))
+    with pytest.raises(ValueError):
+        StepBatchSampler(10, **kw, repeat=np.full(10, 0.5))
+
+
+def test_repeat_threshold_needs_labels(tmp_path):
+    from tests.conftest import run_cli
+
+    res = run_cli(*_args(tmp_path / "r", ["train.repeat_threshold=0.3"]))
+    assert res.returncode != 0 and len(res.stderr.strip().splitlines()) == 1
+    assert "train.repeat_threshold" in res.stderr and "labels" in res.stderr
 
 
 def test_train_outputs_and_loss_decreases(reference_run):

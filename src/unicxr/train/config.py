@@ -53,6 +53,15 @@ class TrainConfig(StrictModel):
             "minutes of training, with snapshot.json (step, seconds): anytime curves, e.g. FD against training time"
         ),
     )
+    repeat_threshold: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description=(
+            "repeat-factor sampling (LVIS): an image whose rarest positive finding has training frequency f < t "
+            "is seen max(1, sqrt(t / f)) times per epoch on average; null: each image once"
+        ),
+    )
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes per rank")
     num_threads: int | None = Field(
         None, gt=0, description="torch intra-op threads per rank (null: torch default); 1 is often fastest on a busy CPU"

@@ -115,6 +115,21 @@ def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
         fh.write(json.dumps(record, sort_keys=True) + "\n")
 
 
+def _repeat_factors(dataset: Any, threshold: float, task_name: str) -> Any:
+    """Repeat factors (N,) of the training set from its ``labels`` (N, 14); error if it has none."""
+    import numpy as np
+
+    from unicxr.train.sampler import repeat_factors
+
+    labels = getattr(dataset, "labels", None)
+    if labels is None:
+        raise UnicxrError(f"train.repeat_threshold: the training set of task {task_name} carries no finding labels")
+    labels = np.asarray(labels)[: len(dataset)]
+    if len(labels) != len(dataset):
+        raise UnicxrError(f"train.repeat_threshold: {len(labels)} label rows for {len(dataset)} training items")
+    return repeat_factors(labels, threshold)
+
+
 def _build_optimizer(spec: Any, cfg: Any) -> torch.optim.Optimizer:
     """AdamW for one :class:`~unicxr.train.tasks.OptimizerSpec` (frozen parameters dropped)."""
     groups: list[dict[str, Any]] = []
@@ -279,6 +294,13 @@ def train(
     raw_model = accelerator.unwrap_model(wrapped["model"])
     raw_modules = {n: accelerator.unwrap_model(m) for n, m in wrapped.items()}
 
+    repeat = None
+    if cfg.repeat_threshold is not None:
+        repeat = _repeat_factors(train_ds, cfg.repeat_threshold, task.name)
+        accelerator.print(
+            f"repeat-factor sampling (t = {cfg.repeat_threshold}): {int((repeat > 1).sum())} of {len(repeat)} images "
+            f"repeated, {repeat.sum():.0f} items per epoch on average (max factor {repeat.max():.2f})"
+        )
     sampler = StepBatchSampler(
         len(train_ds),
         batch_size=cfg.batch_size,
@@ -288,6 +310,7 @@ def train(
         seed=cfg.seed,
         start_step=start_step,
         max_steps=cfg.max_steps,
+        repeat=repeat,
     )
     loader = DataLoader(
         train_ds,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from pydantic import Field
 from torch.utils.data import Dataset
@@ -320,6 +321,11 @@ class _LatentItems(Dataset):
     def __len__(self) -> int:
         return self.n
 
+    @property
+    def labels(self) -> np.ndarray:
+        """(N, 14) float32 labels of the items (NaN = not mentioned)."""
+        return self.cache.labels[: self.n]
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         item = self.cache[i]
         out = {"latent": item["latent"], "labels": item["labels"], "report": item["report"], "index": int(i)}
@@ -364,6 +370,11 @@ class _WithFeatures(Dataset):
 
     def __len__(self) -> int:
         return len(self.base)
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        """The base dataset's (N, 14) labels, if it has them."""
+        return getattr(self.base, "labels", None)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         item = self.base[i]

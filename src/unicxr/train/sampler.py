@@ -35,8 +35,7 @@ def repeat_factors(labels: np.ndarray, threshold: float) -> np.ndarray:
     pos = np.asarray(labels) == 1.0
     freq = pos.mean(axis=0) if len(pos) else np.zeros(pos.shape[1])
     per_finding = np.sqrt(threshold / np.maximum(freq, 1e-12))
-    factors = np.where(pos, per_finding[None, :], 1.0).max(axis=1, initial=1.0)
-    return np.maximum(factors, 1.0)
+    return np.where(pos, per_finding[None, :], 1.0).max(axis=1, initial=1.0)  # initial: never below 1
 
 
 def micro_batch_size(batch_size: int, world_size: int, grad_accum: int) -> int:

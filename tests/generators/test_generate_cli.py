@@ -13,6 +13,8 @@ from tests.conftest import run_cli
 from unicxr.labels import FINDINGS
 
 TINY = {
+    "ldm_unet_phantom": ["model.channels=[8,16]", "model.attention_levels=[false,true]", "model.num_head_channels=8",
+                         "model.norm_num_groups=4", "model.schedule.num_train_timesteps=100"],
     "rf_dit_phantom": ["model.dim=32", "model.depth=1", "model.heads=2", "model.patch=4"],
     "crossflow_phantom": ["model.dim=32", "model.depth=1", "model.heads=2", "model.patch=4", "model.ve_depth=1",
                           "model.nce_dim=16"],
@@ -44,7 +46,7 @@ def cache(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("recipe", ["rf_dit_phantom", "crossflow_phantom"])
+@pytest.mark.parametrize("recipe", ["ldm_unet_phantom", "rf_dit_phantom", "crossflow_phantom"])
 def test_train_then_generate(cache, recipe, tmp_path):
     run = tmp_path / "run"
     sets = [f"data.cache={cache / 'c'}", "model.autoencoder=null", "train.max_steps=6", "train.batch_size=8",
@@ -55,6 +57,7 @@ def test_train_then_generate(cache, recipe, tmp_path):
     assert all(r["loss"] == r["loss"] for r in log)  # finite
     cfg = json.loads((run / "model" / "config.json").read_text())["config"]
     assert cfg["image_size"] == 32 and cfg["latent_size"] == 32  # from the cache, pixel space
+    assert cfg.get("side_map", False) is (recipe == "ldm_unet_phantom")  # the LDM recipe draws sides as planes
     assert (run / "model" / "tokenizer" / "tokenizer.json").is_file()  # the tokenizer travels with the model
     media = run / "media" / "step_000006"
     assert Image.open(media / "samples.png").text.get("synthetic") == "true"

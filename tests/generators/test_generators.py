@@ -216,6 +216,60 @@ def test_ldm_unet_position_map_tells_left_from_right_and_starts_neutral(tok, tmp
         LDMUNetConfig(**base.config.model_dump(exclude={"position_channels"}), position_channels=6)
 
 
+def test_ldm_unet_side_map_puts_each_finding_on_its_half(tok, tmp_path):
+    """``side_map``: two input planes per finding, the patient's right over the image's left half and the
+    left over its right half; present 1, uncertain 0.5, absent/unsided/dropped 0. The side reaches the
+    output, the mirrored prompt gets the mirrored planes, the loss trains, sampling with guidance and side
+    guidance runs (the sides batch with the tokens) and the model round-trips."""
+    base = _make("ldm_unet", tok)
+    torch.manual_seed(0)
+    ccfg = base.config.condition.model_copy(update={"report_laterality": True})  # sides read from the reports
+    model = _perturb(LDMUNet(base.config.model_copy(update={"side_map": True, "condition": ccfg}),
+                             components={"tokenizer": tok})).eval()
+    assert model.unet.conv_in.conv.in_channels == 1 + 28
+    eff, ptx = FINDINGS.index("Pleural Effusion"), FINDINGS.index("Pneumothorax")
+    lab = np.full((3, 14), np.nan, np.float32)
+    lab[:, eff] = [1, -1, 0]
+    lab[0, ptx] = 1
+    reports = ["Small left pleural effusion. Right pneumothorax.", "Possible bilateral effusions.",
+               "No left effusion."]
+    cond = model.condition_batch(lab, reports)
+    sides = model.finding_sides(cond, None)
+    assert sides.shape == (3, 2, 14)
+    assert sides[0, 1, eff] == 1 and sides[0, 0, eff] == 0  # left effusion: patient's left row only
+    assert sides[0, 0, ptx] == 1 and sides[0, 1, ptx] == 0
+    assert torch.equal(sides[1, :, eff], torch.tensor([0.5, 0.5]))  # uncertain, bilateral
+    assert not sides[2].any()  # absent: nothing
+    assert not model.finding_sides(cond, torch.tensor([True, False, False]))[0].any()  # the null condition
+    planes = model.side_planes(sides, 4, 6)
+    assert planes.shape == (3, 28, 4, 6)
+    assert planes[0, 14 + eff, :, 3:].eq(1).all() and not planes[0, 14 + eff, :, :3].any()  # left → image right
+    assert planes[0, ptx, :, :3].eq(1).all() and not planes[0, ptx, :, 3:].any()  # right → image left
+    mirrored = model.finding_sides(model.condition_batch(lab, reports, mirrored=True), None)
+    assert torch.equal(mirrored, sides.flip(1))
+    x, t = torch.randn(3, 1, 16, 16), torch.tensor([10, 50, 90])
+    enc = model.encode_condition(cond, None)
+    assert len(enc) == 4
+    with torch.no_grad():
+        a = model.net(x, t, *enc)
+        b = model.net(x, t, *enc[:3], enc[3].flip(1))
+    assert not torch.allclose(a[0], b[0]) and torch.allclose(a[2], b[2])  # the third item has no side
+    model.train()
+    loss, _ = model(torch.randn(3, 1, 16, 16), cond)
+    loss.backward()
+    assert model.unet.conv_in.conv.weight.grad[:, 1:].abs().sum() > 0  # the planes get gradient
+    model.eval()
+    img, _ = model.generate(lab, reports, steps=4, guidance=3.0, seed=2, side_guidance=2.0)
+    assert img.shape == (3, 1, 16, 16) and torch.isfinite(img).all()
+    model.save_pretrained(tmp_path / "m")
+    back = load_model(tmp_path / "m").eval()
+    img2, _ = back.generate(lab, reports, steps=4, guidance=3.0, seed=2, side_guidance=2.0)
+    assert torch.equal(img, img2)
+    with pytest.raises(ValueError, match="side_map needs findings"):
+        LDMUNet(base.config.model_copy(update={"side_map": True, "condition": _cond(tok, "text")}),
+                components={"tokenizer": tok})
+
+
 def test_weights_that_do_not_fit_the_config_are_a_one_line_error(tok, tmp_path):
     """A model saved without the global condition, its config edited to ask for it: the load names
     the missing tensors instead of failing inside the message."""

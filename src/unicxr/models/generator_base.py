@@ -312,17 +312,17 @@ def _mirror(reports: Sequence[str] | None, laterality: Any) -> tuple[list[str] |
 
 
 def concat_tokens(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-    """Batch two encoded conditions (tokens, mask, pooled) whose token counts may differ (padding
-    tokens are masked out)."""
+    """Batch two encoded conditions (tokens, mask, pooled, *per-item extras such as an LDM-UNet's sides)
+    whose token counts may differ (padding tokens are masked out)."""
     n = max(a[0].shape[1], b[0].shape[1])
 
     def pad(x: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        tok, mask, pooled = x
+        tok, mask, *rest = x
         extra = n - tok.shape[1]
         if extra:
             tok = torch.cat([tok, tok.new_zeros(tok.shape[0], extra, tok.shape[2])], 1)
             mask = torch.cat([mask, mask.new_zeros(mask.shape[0], extra)], 1)
-        return tok, mask, pooled
+        return (tok, mask, *rest)
 
     return tuple(torch.cat([x, y]) for x, y in zip(pad(a), pad(b), strict=True))
 

@@ -86,6 +86,19 @@ def test_train_then_generate(cache, recipe, tmp_path):
         assert gs["side_guidance"] == 2.0 and gs["network_passes_per_image"] == gs["nfe_per_image"] * (
             3 if gs["guidance"] != 1.0 else 2)
         assert Image.open(tmp_path / "gs" / "images" / "000000.png").text["side_guidance"] == "2.0"
+        # finding guidance and negative findings: recorded in the summary and each PNG; one more pass per step
+        run_cli("generate", "--model", run, "--findings", "Cardiomegaly, Support Devices", "--steps", "2",
+                "--finding-guidance", "3", "--negative", "Pneumothorax", "--out", tmp_path / "gf", "--no-progress",
+                check=True)
+        gf = json.loads((tmp_path / "gf" / "generate.json").read_text())
+        assert gf["finding_guidance"] == 3.0 and gf["negative"] == "Pneumothorax"
+        assert gf["network_passes_per_image"] == gf["nfe_per_image"] * (3 if gf["guidance"] != 1.0 else 2)
+        png = Image.open(tmp_path / "gf" / "images" / "000000.png").text
+        assert png["finding_guidance"] == "3.0" and png["negative"] == "Pneumothorax"
+        bad = run_cli("generate", "--model", run, "--findings", "Cardiomegaly", "--steps", "2", "--negative",
+                      "Cardiomegally", "--out", tmp_path / "gb", "--no-progress")
+        assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "Cardiomegally" in bad.stderr
+        assert not (tmp_path / "gb" / "metadata.csv").exists()
     # one image per test report of a cache; the folder opens as an evaluation image set
     out3 = tmp_path / "g3"
     res = run_cli("generate", "--model", run, "--prompts", cache / "c", "--split", "test", "--steps", "2",

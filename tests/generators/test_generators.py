@@ -240,6 +240,15 @@ def test_ldm_unet_side_map_puts_each_finding_on_its_half(tok, tmp_path):
     assert sides[0, 0, ptx] == 1 and sides[0, 1, ptx] == 0
     assert torch.equal(sides[1, :, eff], torch.tensor([0.5, 0.5]))  # uncertain, bilateral
     assert not sides[2].any()  # absent: nothing
+    dev = FINDINGS.index("Support Devices")
+    lab_dev = lab.copy()
+    lab_dev[:, dev] = [1, -1, 0]
+    cond_dev = model.condition_batch(lab_dev, reports)
+    assert not model.finding_sides(cond_dev, None)[:, :, dev].any()  # no side: no plane by default
+    both = model.finding_sides(cond_dev, None, unsided=True)  # side_map_unsided: no side = both halves
+    assert torch.equal(both[:, :, dev], torch.tensor([[1.0, 1.0], [0.5, 0.5], [0.0, 0.0]]))
+    assert torch.equal(both[:, :, [eff, ptx]], model.finding_sides(cond_dev, None)[:, :, [eff, ptx]])  # sided: same
+    assert not model.finding_sides(cond_dev, torch.tensor([True, True, True]), unsided=True).any()
     assert not model.finding_sides(cond, torch.tensor([True, False, False]))[0].any()  # the null condition
     planes = model.side_planes(sides, 4, 6)
     assert planes.shape == (3, 28, 4, 6)
@@ -268,6 +277,55 @@ def test_ldm_unet_side_map_puts_each_finding_on_its_half(tok, tmp_path):
     with pytest.raises(ValueError, match="side_map needs findings"):
         LDMUNet(base.config.model_copy(update={"side_map": True, "condition": _cond(tok, "text")}),
                 components={"tokenizer": tok})
+    with pytest.raises(ValueError, match="side_map_unsided needs side_map"):
+        LDMUNet(base.config.model_copy(update={"side_map_unsided": True}), components={"tokenizer": tok})
+    unsided = LDMUNet(base.config.model_copy(update={"side_map": True, "side_map_unsided": True, "condition": ccfg}),
+                      components={"tokenizer": tok}).eval()
+    assert torch.equal(unsided.encode_condition(cond_dev, None)[3], both)  # the config reaches the network
+
+
+def test_latent_dit_side_map_embeds_each_finding_side_per_patch(tok, tmp_path):
+    """The latent DiT takes the same side map as the LDM-UNet (shared :meth:`finding_sides`), through a
+    zero-initialised per-patch embedding: at init the output is the map-free model's; trained (perturbed),
+    the side changes the output only for items that have one, the embedding gets gradient, guided and
+    side-guided sampling runs and the model round-trips bit-equal."""
+    base = _make("latent_dit", tok)
+    ccfg = base.config.condition.model_copy(update={"report_laterality": True})
+    cfg = base.config.model_copy(update={"side_map": True, "side_map_unsided": True, "condition": ccfg})
+    torch.manual_seed(0)
+    fresh = LatentDiT(cfg, components={"tokenizer": tok}).eval()
+    torch.manual_seed(0)
+    plain = LatentDiT(base.config.model_copy(update={"condition": ccfg}), components={"tokenizer": tok}).eval()
+    plain.load_state_dict({k: v for k, v in fresh.state_dict().items() if not k.startswith("side_embed")})
+    eff, dev = FINDINGS.index("Pleural Effusion"), FINDINGS.index("Support Devices")
+    lab = np.full((3, 14), np.nan, np.float32)
+    lab[:, eff] = [1, 1, 0]
+    lab[1, dev] = 1
+    reports = ["Left pleural effusion.", "Right pleural effusion. Support devices.", "No effusion."]
+    cond = fresh.condition_batch(lab, reports)
+    enc = fresh.encode_condition(cond, None)
+    assert len(enc) == 4 and enc[3][1, :, dev].eq(1).all()  # unsided devices: both halves
+    x, t = torch.randn(3, 1, 16, 16), torch.tensor([0.2, 0.5, 0.9])
+    with torch.no_grad():
+        assert torch.equal(fresh.net(x, t, *enc), plain.net(x, t, *enc[:3]))  # zero-initialised embedding
+    model = _perturb(fresh)
+    with torch.no_grad():
+        a = model.net(x, t, *enc)
+        b = model.net(x, t, *enc[:3], enc[3].flip(1))
+    assert not torch.allclose(a[0], b[0]) and torch.equal(a[2], b[2])  # the third item has no side
+    with pytest.raises(ValueError, match="needs the condition's sides"):
+        model.net(x, t, *enc[:3])
+    model.train()
+    loss, _ = model(torch.randn(3, 1, 16, 16), cond)
+    loss.backward()
+    assert model.side_embed.weight.grad.abs().sum() > 0
+    model.eval()
+    img, _ = model.generate(lab, reports, steps=3, guidance=3.0, seed=1, side_guidance=2.0)
+    assert img.shape == (3, 1, 16, 16) and torch.isfinite(img).all()
+    model.save_pretrained(tmp_path / "m")
+    back = load_model(tmp_path / "m").eval()
+    img2, _ = back.generate(lab, reports, steps=3, guidance=3.0, seed=1, side_guidance=2.0)
+    assert torch.equal(img, img2)
 
 
 def test_weights_that_do_not_fit_the_config_are_a_one_line_error(tok, tmp_path):
@@ -400,6 +458,41 @@ def test_side_guidance_contrasts_the_prompt_with_its_mirror(family, tok):
     mir = model.condition_batch(lab, ["Left effusion.", "Bilateral pneumothorax."], lat, mirrored=True)
     assert mir["laterality"][0, FINDINGS.index("Pleural Effusion")] == 2 and mir["laterality"][1, FINDINGS.index("Pneumothorax")] == 3
     assert torch.equal(mir["input_ids"], model.condition_batch(lab, ["Right effusion.", "Bilateral pneumothorax."])["input_ids"])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_finding_guidance_and_negative_findings(family, tok):
+    """``finding_guidance`` adds s · (cond − the cond with its present/uncertain findings set absent): a
+    prompt with no present finding contrasts with itself and samples as plain guidance; one with findings
+    moves, and equals guidance whose contrast branch is given by hand. ``negative_labels`` replaces the
+    null branch. CrossFlow refuses finding guidance in one line."""
+    from unicxr.models.generator_base import findings_off
+
+    model = _make(family, tok).eval()
+    sampler, steps = SAMPLERS[family]
+    lab = _labels(2)
+    if family == "crossflow":
+        with pytest.raises(ValueError, match="no guidance branches"):
+            model.generate(lab, REPORTS[:2], steps=steps, sampler=sampler, finding_guidance=2.0)
+        return
+    off = findings_off(lab)
+    assert not ((off == 1) | (off == -1)).any() and np.array_equal(np.isnan(off), np.isnan(lab))
+    kw = dict(steps=steps, sampler=sampler, guidance=3.0, seed=1)
+    plain, nfe = model.generate(off, REPORTS[:2], **kw)
+    fg, nfe2 = model.generate(off, REPORTS[:2], finding_guidance=4.0, **kw)
+    torch.testing.assert_close(fg, plain, atol=1e-5, rtol=0)  # nothing to switch off
+    assert nfe2 == nfe
+    assert ((lab == 1) | (lab == -1)).any()
+    plain, _ = model.generate(lab, REPORTS[:2], **kw)
+    fg, _ = model.generate(lab, REPORTS[:2], finding_guidance=4.0, **kw)
+    assert (fg - plain).abs().max() > 1e-3
+    cond = model.condition_batch(lab, REPORTS[:2])
+    by_hand, _ = model.sample_latents(cond, steps=steps, sampler=sampler, guidance=3.0,
+                                      generator=torch.Generator().manual_seed(1), seeds=[1, 2],
+                                      contrasts=[(model.condition_batch(off, REPORTS[:2]), 4.0)])
+    torch.testing.assert_close(model.from_latent(by_hand), fg)
+    neg, _ = model.generate(lab, REPORTS[:2], negative_labels=off, **kw)
+    assert (neg - plain).abs().max() > 1e-3  # the other branch is the negative, not the null condition
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -102,9 +102,9 @@ def test_guidance_scale_one_is_the_conditional_output():
     torch.testing.assert_close(d, x + 2)
 
 
-def test_guidance_with_a_contrast_branch():
-    """``contrast``: a third branch of the same batch; the output gains s · (cond − contrast), also at
-    scale 1 (then two branches), and contrast scale 0 leaves plain guidance."""
+def test_guidance_with_contrast_branches():
+    """``contrasts``: more branches of the same batch; each (c', s) adds s · (cond − c'), also at scale 1
+    (then no null branch), and a contrast of scale 0 runs no branch."""
     calls = []
 
     def fn(x, t, cond):
@@ -112,15 +112,21 @@ def test_guidance_with_a_contrast_branch():
         return x * cond.view(-1, 1)
 
     x, t = torch.randn(3, 2), torch.rand(3)
-    cond, null, mirror = torch.tensor([1.0, 2.0, 3.0]), torch.zeros(3), torch.tensor([3.0, 2.0, 1.0])
-    c, u, m = (x * v.view(-1, 1) for v in (cond, null, mirror))
-    torch.testing.assert_close(guided(fn, x, t, cond, null, 4.0, contrast=mirror, contrast_scale=2.0),
+    cond, null = torch.tensor([1.0, 2.0, 3.0]), torch.zeros(3)
+    mirror, off = torch.tensor([3.0, 2.0, 1.0]), torch.tensor([0.5, 0.5, 0.5])
+    c, u, m, o = (x * v.view(-1, 1) for v in (cond, null, mirror, off))
+    torch.testing.assert_close(guided(fn, x, t, cond, null, 4.0, contrasts=[(mirror, 2.0)]),
                                cfg_combine(c, u, 4.0) + 2.0 * (c - m))
     assert calls[-1] == 9  # one tripled batch
-    torch.testing.assert_close(guided(fn, x, t, cond, null, 1.0, contrast=mirror, contrast_scale=2.0), c + 2.0 * (c - m))
+    torch.testing.assert_close(guided(fn, x, t, cond, null, 1.0, contrasts=[(mirror, 2.0)]), c + 2.0 * (c - m))
     assert calls[-1] == 6
-    assert torch.equal(guided(fn, x, t, cond, null, 4.0, contrast=mirror, contrast_scale=0.0),
-                       guided(fn, x, t, cond, null, 4.0))
+    torch.testing.assert_close(guided(fn, x, t, cond, null, 4.0, contrasts=[(mirror, 2.0), (off, 3.0)]),
+                               cfg_combine(c, u, 4.0) + 2.0 * (c - m) + 3.0 * (c - o))
+    assert calls[-1] == 12
+    torch.testing.assert_close(guided(fn, x, t, cond, null, 4.0, contrasts=[(mirror, 0.0), (off, 3.0)]),
+                               cfg_combine(c, u, 4.0) + 3.0 * (c - o))
+    assert calls[-1] == 9  # the zero-scale branch is not run
+    assert torch.equal(guided(fn, x, t, cond, null, 4.0, contrasts=[(mirror, 0.0)]), guided(fn, x, t, cond, null, 4.0))
 
 
 @pytest.mark.parametrize("sampler,steps", [("ddim", 50), ("pndm", 50), ("ddpm", 250)])

@@ -22,10 +22,17 @@ import torch
 from pydantic import Field
 
 from unicxr.config import StrictModel
+from unicxr.labels import NUM_FINDINGS
 from unicxr.models.base import ModelMixin
-from unicxr.models.conditioning import ConditionConfig, ConditionEncoder, report_laterality, tokenize_reports
+from unicxr.models.conditioning import (
+    LATERALITY,
+    ConditionConfig,
+    ConditionEncoder,
+    report_laterality,
+    tokenize_reports,
+)
 
-__all__ = ["GeneratorConfig", "FlowGeneratorConfig", "GeneratorBase"]
+__all__ = ["GeneratorConfig", "FlowGeneratorConfig", "SideMapConfig", "GeneratorBase", "findings_off"]
 
 
 class GeneratorConfig(StrictModel):
@@ -49,6 +56,25 @@ class FlowGeneratorConfig(GeneratorConfig):
     t_sampling: Literal["logit_normal", "uniform"] = "logit_normal"
     t_mean: float = 0.0
     t_std: float = Field(1.0, gt=0)
+
+
+class SideMapConfig(StrictModel):
+    """Fields of the families that can take a side map (LDM-UNet, latent DiT): where the condition puts
+    each finding, as a map over the latent grid (:meth:`GeneratorBase.finding_sides`)."""
+
+    side_map: bool = Field(
+        False, description="give the network a side map: two planes per finding that are 1 over the image half "
+        "where the condition places that finding (patient's right = image left half, as a PA film is read; "
+        "bilateral: both halves), 0.5 when it is uncertain, 0 where it is absent, has no side or the condition "
+        "is dropped (LDM-UNet: concatenated to the UNet input; latent DiT: a zero-initialised per-patch "
+        "embedding added to the patch tokens). The side then reaches every latent position directly instead of "
+        "through attention, which has no notion of where a token's finding belongs. Needs condition.laterality "
+        "(condition.report_laterality reads sides from reports). False (default) keeps saved models unchanged")
+    side_map_unsided: bool = Field(
+        False, description="with side_map: a present (or uncertain) finding the condition gives no side fills "
+        "both halves (it may be anywhere) instead of neither, so every finding's presence, not only a sided "
+        "one's, reaches every latent position (Support Devices, Cardiomegaly, Fracture, ...). "
+        "False (default) keeps saved models unchanged")
 
 
 class GeneratorBase(ModelMixin):
@@ -93,6 +119,17 @@ class GeneratorBase(ModelMixin):
         if self.uses_condition_encoder:
             pad = self.tokenizer.pad_id if self.tokenizer is not None else 0
             self.cond = ConditionEncoder(cfg.condition, pad_id=pad)
+        if self.side_map:
+            if not (cfg.condition.laterality and cfg.condition.kind != "text"):
+                raise ValueError("side_map needs findings with laterality (condition.kind findings/both, "
+                                 "laterality true)")
+        elif getattr(cfg, "side_map_unsided", False):
+            raise ValueError("side_map_unsided needs side_map: true")
+
+    @property
+    def side_map(self) -> bool:
+        """Whether the network takes the side map (:class:`SideMapConfig`)."""
+        return bool(getattr(self.config, "side_map", False))
 
     # -- latent space -------------------------------------------------------------------------------
     @property
@@ -179,18 +216,17 @@ class GeneratorBase(ModelMixin):
         seeds: Sequence[int],
         negative: dict[str, Any] | None = None,
         progress: bool = False,
-        mirror: dict[str, Any] | None = None,
-        side_guidance: float = 0.0,
+        contrasts: Sequence[tuple[dict[str, Any], float]] = (),
     ) -> tuple[torch.Tensor, int]:
         """Latents (B, C, h, w) for the condition, starting from :meth:`initial_noise` of ``seeds``
-        (one per item); ``generator`` drives stochastic sampler steps; ``mirror`` / ``side_guidance``:
-        see :meth:`guided_fn` (only families with :attr:`side_guidance_ok`). Returns (latents, network
-        evaluations)."""
+        (one per item); ``generator`` drives stochastic sampler steps; ``contrasts`` (conditions and
+        scales): see :meth:`guided_fn` (only families with :attr:`contrast_guidance_ok`). Returns
+        (latents, network evaluations)."""
         raise NotImplementedError
 
-    #: whether :meth:`sample_latents` takes ``mirror`` / ``side_guidance`` (its guidance combines network
-    #: branches of one condition encoder: LDM-UNet, latent DiT)
-    side_guidance_ok: bool = False
+    #: whether :meth:`sample_latents` takes ``contrasts`` (side and finding guidance): its guidance
+    #: combines network branches of one condition encoder (LDM-UNet, latent DiT)
+    contrast_guidance_ok: bool = False
 
     #: set by :meth:`forced_drop`: every item's condition kept (False) or nulled (True)
     _forced_drop: bool | None = None
@@ -215,7 +251,46 @@ class GeneratorBase(ModelMixin):
             self._forced_drop = None
 
     def encode_condition(self, cond: dict[str, Any], drop: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
-        return self.cond(cond, drop, trim=self.trims_padding)
+        """(tokens, mask, pooled), plus with ``side_map`` the sides (B, 2, 14) of :meth:`finding_sides`
+        (extras after the first three batch with them: :func:`concat_tokens`)."""
+        out = self.cond(cond, drop, trim=self.trims_padding)
+        if not self.side_map:
+            return out
+        return (*out, self.finding_sides(cond, drop, unsided=self.config.side_map_unsided))
+
+    @staticmethod
+    def finding_sides(cond: dict[str, Any], drop: torch.Tensor | None, unsided: bool = False) -> torch.Tensor:
+        """Float (B, 2, 14): row 0 the patient's right, row 1 the left; 1 where the condition's finding is
+        present on that side (bilateral: both rows; with ``unsided`` also a finding without a side),
+        0.5 where it is uncertain, 0 otherwise and for dropped items (the null condition has no sides)."""
+        labels = cond.get("labels")
+        lat = cond.get("laterality")
+        ref = labels if labels is not None else cond["input_ids"]
+        b, device = ref.shape[0], ref.device
+        if labels is None or lat is None:
+            return torch.zeros(b, 2, NUM_FINDINGS, device=device)
+        labels = labels.to(device).float()
+        weight = torch.where(labels == 1, 1.0, torch.where(labels == -1, 0.5, 0.0))  # NaN → 0
+        lat = lat.to(device).long()
+        both = LATERALITY.index("bilateral")
+        if unsided:
+            lat = torch.where(lat == LATERALITY.index("unspecified"), both, lat)
+        right = (lat == LATERALITY.index("right")) | (lat == both)
+        left = (lat == LATERALITY.index("left")) | (lat == both)
+        sides = torch.stack([right, left], 1).float() * weight.unsqueeze(1)
+        if drop is not None:
+            sides = sides * (~drop.to(device)).view(b, 1, 1).float()
+        return sides
+
+    @staticmethod
+    def side_planes(sides: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """Sides (B, 2, 14) → map (B, 28, h, w): the right-side row over the image's left half
+        (columns < w/2), the left-side row over its right half."""
+        b = sides.shape[0]
+        cols = torch.arange(w, device=sides.device) + 0.5
+        halves = torch.stack([cols < w / 2, cols > w / 2]).to(sides.dtype)  # (2, w): image left, right
+        planes = sides.unsqueeze(-1) * halves.view(1, 2, 1, w)  # (B, 2, 14, w)
+        return planes.reshape(b, 2 * NUM_FINDINGS, 1, w).expand(b, 2 * NUM_FINDINGS, h, w)
 
     @torch.no_grad()
     def generate(
@@ -232,6 +307,7 @@ class GeneratorBase(ModelMixin):
         seed: int | Sequence[int] = 0,
         progress: bool = False,
         side_guidance: float = 0.0,
+        finding_guidance: float = 0.0,
     ) -> tuple[torch.Tensor, int]:
         """Images (B, 1, H, W) in [0, 1] for B conditions, and the network evaluations used.
 
@@ -240,18 +316,27 @@ class GeneratorBase(ModelMixin):
         guidance is conditioned on these findings instead of the null condition). ``side_guidance`` s > 0
         adds s · (conditional − mirrored) to the guided output, where the mirror is the same condition
         with left and right swapped (in the report text and in ``laterality``): guidance along the side
-        alone, one more network pass per step (LDM-UNet and latent DiT).
+        alone, one more network pass per step (LDM-UNet and latent DiT). ``finding_guidance`` s > 0 adds
+        s · (conditional − the condition with its present and uncertain findings set absent): guidance along
+        what the condition's findings alone change (the findings path: labels, pooled findings, side map;
+        the report text stays), one more network pass per step (same families).
         """
         self.eval()
         cond = self.condition_batch(labels, reports, laterality, severity)
         negative = self.condition_batch(negative_labels) if negative_labels is not None else None
-        extra: dict[str, Any] = {}
-        if side_guidance:
-            if not self.side_guidance_ok:
-                raise ValueError(f"side guidance: {self.model_type} has no guidance branches to contrast "
+        contrasts: list[tuple[dict[str, Any], float]] = []
+        if side_guidance or finding_guidance:
+            if not self.contrast_guidance_ok:
+                raise ValueError(f"side/finding guidance: {self.model_type} has no guidance branches to contrast "
                                  "(ldm_unet and latent_dit have)")
-            extra = {"mirror": self.condition_batch(labels, reports, laterality, severity, mirrored=True),
-                     "side_guidance": float(side_guidance)}
+        if side_guidance:
+            contrasts.append((self.condition_batch(labels, reports, laterality, severity, mirrored=True),
+                              float(side_guidance)))
+        if finding_guidance:
+            if labels is None:
+                raise ValueError("finding guidance needs the condition's findings (labels)")
+            contrasts.append((self.condition_batch(findings_off(labels), reports, laterality, severity),
+                              float(finding_guidance)))
         b = self.batch_size_of(cond)
         seeds = [int(seed) + i for i in range(b)] if isinstance(seed, int) else [int(s) for s in seed]
         if len(seeds) != b:
@@ -265,7 +350,7 @@ class GeneratorBase(ModelMixin):
             seeds=seeds,
             negative=negative,
             progress=progress,
-            **extra,
+            **({"contrasts": contrasts} if contrasts else {}),
         )
         return self.from_latent(z), nfe
 
@@ -277,16 +362,16 @@ class GeneratorBase(ModelMixin):
         return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds]).to(device)
 
     def guided_fn(self, net, cond: dict[str, Any], negative: dict[str, Any] | None, guidance: float,
-                  mirror: dict[str, Any] | None = None, side_guidance: float = 0.0):
-        """``f(x, t)`` = guided output of ``net(x, t, tokens, mask, pooled)`` for ``cond`` (the other
-        branch: the null condition, or ``negative``); guidance 1 runs the conditional branch only. With
-        ``mirror`` (the condition with its sides swapped) and ``side_guidance`` s it adds
-        s · (net(cond) − net(mirror)) from a third branch of the same batch."""
+                  contrasts: Sequence[tuple[dict[str, Any], float]] = ()):
+        """``f(x, t)`` = guided output of ``net(x, t, tokens, mask, pooled, ...)`` for ``cond`` (the other
+        branch: the null condition, or ``negative``); guidance 1 runs the conditional branch only. Each
+        contrast (a condition c' such as the prompt mirrored, and its scale s) adds
+        s · (net(cond) − net(c')) from one more branch of the same batch."""
         from unicxr.sampling import guided
 
         c = self.encode_condition(cond, None)
-        m = self.encode_condition(mirror, None) if mirror is not None and side_guidance else None
-        if guidance == 1.0 and m is None:
+        extra = [(self.encode_condition(k, None), float(s)) for k, s in contrasts if s]
+        if guidance == 1.0 and not extra:
             return lambda x, t: net(x, t, *c)
         if negative is not None:
             u = self.encode_condition(negative, None)
@@ -294,7 +379,15 @@ class GeneratorBase(ModelMixin):
             b = self.batch_size_of(cond)
             u = self.encode_condition(cond, torch.ones(b, dtype=torch.bool, device=c[0].device))
         return lambda x, t: guided(lambda xx, tt, cc: net(xx, tt, *cc), x, t, c, u, guidance, concat=concat_tokens,
-                                   contrast=m, contrast_scale=side_guidance)
+                                   contrasts=extra)
+
+
+def findings_off(labels: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Labels (B, 14) with every present (1) and uncertain (−1) finding set absent (0); absent and
+    unspecified (NaN) stay: the contrast of finding guidance."""
+    lab = np.array(labels.detach().cpu() if torch.is_tensor(labels) else labels, dtype=np.float32)
+    lab[(lab == 1) | (lab == -1)] = 0.0
+    return lab
 
 
 def _mirror(reports: Sequence[str] | None, laterality: Any) -> tuple[list[str] | None, torch.Tensor | None]:

@@ -17,9 +17,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from unicxr.labels import NUM_FINDINGS
 from unicxr.models.base import register_model
-from unicxr.models.dit import AdaLNBlock, FinalLayer, PatchEmbed, unpatchify
-from unicxr.models.generator_base import FlowGeneratorConfig, GeneratorBase
+from unicxr.models.dit import AdaLNBlock, FinalLayer, PatchEmbed, patchify, unpatchify
+from unicxr.models.generator_base import FlowGeneratorConfig, GeneratorBase, SideMapConfig
 from unicxr.sampling import (
     FLOW_SAMPLERS,
     TimestepEmbedder,
@@ -37,7 +38,7 @@ def resolution_shift(numel: int, base_numel: int = 4 * 16 * 16) -> float:
     return max(1.0, math.sqrt(numel / base_numel))
 
 
-class LatentDiTConfig(FlowGeneratorConfig):
+class LatentDiTConfig(FlowGeneratorConfig, SideMapConfig):
     """Config of :class:`LatentDiT`."""
 
     patch: int = Field(2, ge=1)
@@ -60,7 +61,7 @@ class LatentDiT(GeneratorBase):
 
     model_type = "latent_dit"
     config_class = LatentDiTConfig
-    side_guidance_ok = True
+    contrast_guidance_ok = True
     default_samplers = FLOW_SAMPLERS
 
     def __init__(self, config: LatentDiTConfig, components: dict[str, Any] | None = None) -> None:
@@ -74,6 +75,12 @@ class LatentDiT(GeneratorBase):
         cross = cfg.condition.dim if cfg.text_mode == "cross" else None
         self.blocks = nn.ModuleList(AdaLNBlock(d, cfg.heads, cfg.mlp_ratio, cross_dim=cross) for _ in range(cfg.depth))
         self.final = FinalLayer(d, c * cfg.patch * cfg.patch)
+        self.side_embed: nn.Linear | None = None
+        if cfg.side_map:
+            # per-patch embedding of the side map, zero-initialised: the model starts as without it
+            self.side_embed = nn.Linear(2 * NUM_FINDINGS * cfg.patch * cfg.patch, d)
+            nn.init.zeros_(self.side_embed.weight)
+            nn.init.zeros_(self.side_embed.bias)
 
     @property
     def shift(self) -> float:
@@ -85,11 +92,17 @@ class LatentDiT(GeneratorBase):
         return cfg.shift if cfg.shift is not None else resolution_shift(numel)
 
     def net(self, x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
-            pooled: torch.Tensor) -> torch.Tensor:
+            pooled: torch.Tensor, sides: torch.Tensor | None = None) -> torch.Tensor:
         """Velocity (B, C, h, w) at x (B, C, h, w), flow time t (B,) in [0, 1], condition tokens
-        (B, S, Dc) with mask (B, S) and pooled (B, Dc)."""
+        (B, S, Dc) with mask (B, S), pooled (B, Dc) and, with ``side_map``, the finding sides (B, 2, 14)
+        (:meth:`finding_sides`), embedded per patch and added to the patch tokens."""
         cfg = self.config
         h = self.embed(x)
+        if self.side_embed is not None:
+            if sides is None:
+                raise ValueError("side_map: the network needs the condition's sides")
+            planes = self.side_planes(sides.to(x.dtype), x.shape[-2], x.shape[-1])  # (B, 28, h, w)
+            h = h + self.side_embed(patchify(planes, cfg.patch))
         n = h.shape[1]
         c = self.t_embed(t) + self.pool_proj(pooled)
         if cfg.text_mode == "joint":
@@ -112,14 +125,13 @@ class LatentDiT(GeneratorBase):
         t = sample_flow_t(b, mode=cfg.t_sampling, mean=cfg.t_mean, std=cfg.t_std, shift=self.shift_for(z0[0].numel()),
                           device=z0.device)
         xt = flow_interpolate(z0, noise, t)
-        tokens, mask, pooled = self.encode_condition(cond, self.drop_mask(b, z0.device))
-        pred = self.net(xt, t, tokens, mask, pooled)
+        pred = self.net(xt, t, *self.encode_condition(cond, self.drop_mask(b, z0.device)))
         loss = F.mse_loss(pred.float(), flow_target(z0, noise).float())
         return loss, {"mse": float(loss.detach())}
 
     @torch.no_grad()
     def sample_latents(self, cond, *, steps, sampler, guidance, generator, seeds, negative=None, progress=False,
-                       mirror=None, side_guidance=0.0):
-        fn = self.guided_fn(self.net, cond, negative, guidance, mirror, side_guidance)
+                       contrasts=()):
+        fn = self.guided_fn(self.net, cond, negative, guidance, contrasts)
         x1 = self.initial_noise(seeds)
         return flow_sample(fn, x1, steps=steps, sampler=sampler, shift=self.shift, progress=progress)

@@ -16,8 +16,7 @@ from pydantic import Field
 
 from unicxr.labels import NUM_FINDINGS
 from unicxr.models.base import register_model
-from unicxr.models.conditioning import LATERALITY
-from unicxr.models.generator_base import GeneratorBase, GeneratorConfig
+from unicxr.models.generator_base import GeneratorBase, GeneratorConfig, SideMapConfig
 from unicxr.models.layers import sinusoidal_positions_2d
 from unicxr.sampling.diffusion import (
     DIFFUSION_SAMPLERS,
@@ -31,7 +30,7 @@ from unicxr.sampling.diffusion import (
 __all__ = ["LDMUNetConfig", "LDMUNet"]
 
 
-class LDMUNetConfig(GeneratorConfig):
+class LDMUNetConfig(GeneratorConfig, SideMapConfig):
     """Config of :class:`LDMUNet`."""
 
     channels: tuple[int, ...] = Field((64, 128, 128), min_length=1)
@@ -50,13 +49,6 @@ class LDMUNetConfig(GeneratorConfig):
         "UNet's input; MONAI's UNet has no position code (its attention is content-only), so without it the "
         "side of a finding (left/right) has to be told from the image borders alone. A smaller grid (the "
         "low-resolution phase) gets the codes of the same places. 0 (default) keeps saved models unchanged")
-    side_map: bool = Field(
-        False, description="concatenate a side map to the UNet input: two channels per finding that are 1 over "
-        "the image half where the condition places that finding (patient's right = image left half, as a PA "
-        "film is read; bilateral: both halves), 0.5 when it is uncertain, 0 where it is absent, has no side or the "
-        "condition is dropped. The side then reaches every latent position directly instead of through "
-        "cross-attention, which has no notion of where a token's finding belongs. Needs condition.laterality "
-        "(condition.report_laterality reads sides from reports). False (default) keeps saved models unchanged")
     schedule: DiffusionScheduleConfig = Field(default_factory=DiffusionScheduleConfig)
     default_steps: int = 50
     default_sampler: str = "ddim"
@@ -68,7 +60,7 @@ class LDMUNet(GeneratorBase):
 
     model_type = "ldm_unet"
     config_class = LDMUNetConfig
-    side_guidance_ok = True
+    contrast_guidance_ok = True
     default_samplers = DIFFUSION_SAMPLERS
     @property
     def trims_padding(self) -> bool:
@@ -86,8 +78,6 @@ class LDMUNet(GeneratorBase):
         if len(cfg.channels) != len(cfg.attention_levels):
             raise ValueError("channels and attention_levels need the same length")
         c = cfg.latent_channels
-        if cfg.side_map and not (cfg.condition.laterality and cfg.condition.kind != "text"):
-            raise ValueError("side_map needs findings with laterality (condition.kind findings/both, laterality true)")
         self.unet = DiffusionModelUNet(
             spatial_dims=2,
             in_channels=c + (2 * NUM_FINDINGS if cfg.side_map else 0),
@@ -125,45 +115,6 @@ class LDMUNet(GeneratorBase):
         table = sinusoidal_positions_2d(h, w, self.config.position_channels, ref=(n, n) if n else None)  # (h·w, P)
         return table.t().reshape(1, -1, h, w)
 
-    def encode_condition(self, cond: dict[str, Any], drop: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
-        """(tokens, mask, pooled), plus with ``side_map`` the sides (B, 2, 14) of :meth:`finding_sides`."""
-        out = super().encode_condition(cond, drop)
-        if not self.config.side_map:
-            return out
-        return (*out, self.finding_sides(cond, drop))
-
-    @staticmethod
-    def finding_sides(cond: dict[str, Any], drop: torch.Tensor | None) -> torch.Tensor:
-        """Float (B, 2, 14): row 0 the patient's right, row 1 the left; 1 where the condition's finding is
-        present on that side (bilateral: both rows), 0.5 where it is uncertain, 0 otherwise and for
-        dropped items (the null condition has no sides)."""
-        labels = cond.get("labels")
-        lat = cond.get("laterality")
-        ref = labels if labels is not None else cond["input_ids"]
-        b, device = ref.shape[0], ref.device
-        if labels is None or lat is None:
-            return torch.zeros(b, 2, NUM_FINDINGS, device=device)
-        labels = labels.to(device).float()
-        weight = torch.where(labels == 1, 1.0, torch.where(labels == -1, 0.5, 0.0))  # NaN → 0
-        lat = lat.to(device).long()
-        both = LATERALITY.index("bilateral")
-        right = (lat == LATERALITY.index("right")) | (lat == both)
-        left = (lat == LATERALITY.index("left")) | (lat == both)
-        sides = torch.stack([right, left], 1).float() * weight.unsqueeze(1)
-        if drop is not None:
-            sides = sides * (~drop.to(device)).view(b, 1, 1).float()
-        return sides
-
-    @staticmethod
-    def side_planes(sides: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        """Sides (B, 2, 14) → map (B, 28, h, w): the right-side row over the image's left half
-        (columns < w/2), the left-side row over its right half."""
-        b = sides.shape[0]
-        cols = torch.arange(w, device=sides.device) + 0.5
-        halves = torch.stack([cols < w / 2, cols > w / 2]).to(sides.dtype)  # (2, w): image left, right
-        planes = sides.unsqueeze(-1) * halves.view(1, 2, 1, w)  # (B, 2, 14, w)
-        return planes.reshape(b, 2 * NUM_FINDINGS, 1, w).expand(b, 2 * NUM_FINDINGS, h, w)
-
     def net(self, x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
             pooled: torch.Tensor, sides: torch.Tensor | None = None) -> torch.Tensor:
         """UNet output for x (B, C, h, w), integer t (B,), condition tokens (B, N, D), pooled
@@ -198,10 +149,10 @@ class LDMUNet(GeneratorBase):
 
     @torch.no_grad()
     def sample_latents(self, cond, *, steps, sampler, guidance, generator, seeds, negative=None, progress=False,
-                       mirror=None, side_guidance=0.0):
+                       contrasts=()):
         if sampler not in DIFFUSION_SAMPLERS:
             raise ValueError(f"ldm_unet samples with {', '.join(DIFFUSION_SAMPLERS)}, not {sampler!r}")
-        fn = self.guided_fn(self.net, cond, negative, guidance, mirror, side_guidance)
+        fn = self.guided_fn(self.net, cond, negative, guidance, contrasts)
         x = self.initial_noise(seeds)
         return diffusion_sample(fn, self.config.schedule, x, steps=steps, sampler=sampler, generator=generator,
                                 progress=progress)

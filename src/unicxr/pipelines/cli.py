@@ -26,6 +26,16 @@ def generate_command(
         help="Left/right guidance S: add S x (prompt - the prompt with left and right swapped) to the guided "
         "output, so a finding's side is pushed apart from its mirror (one more network pass per step; "
         "LDM-UNet and latent DiT). 0: off."),
+    finding_guidance: float = typer.Option(
+        0.0, "--finding-guidance", min=0.0,
+        help="Finding guidance F: add F x (prompt - the prompt with its present and uncertain findings set "
+        "absent) to the guided output, pushing each prompted finding further than classifier-free guidance "
+        "alone (the findings path changes, the report text stays; one more network pass per step; LDM-UNet "
+        "and latent DiT). 0: off."),
+    negative: str = typer.Option(
+        None, "--negative", help='Negative findings, e.g. "Support Devices, Pneumothorax": the other branch of '
+        "classifier-free guidance is conditioned on them instead of the null condition, so images move away "
+        "from them (LDM-UNet and latent DiT)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Image i starts from noise seeded with seed + i."),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (images/, metadata.csv, rejects.csv)."),
@@ -43,7 +53,8 @@ def generate_command(
 
     items, rejects = read_prompts(prompt, findings, prompts, split)
     summary = generate_images(model, items, out, n=n, steps=steps, sampler=sampler, guidance=guidance, seed=seed,
-                              batch_size=batch_size, rejects=rejects, progress=progress, side_guidance=side_guidance)
+                              batch_size=batch_size, rejects=rejects, progress=progress, side_guidance=side_guidance,
+                              finding_guidance=finding_guidance, negative=negative)
     typer.echo(json.dumps(summary, indent=2))
 
 

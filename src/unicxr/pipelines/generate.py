@@ -115,11 +115,11 @@ def read_prompts(
     return out, rejects
 
 
-def network_passes(nfe: int, guidance: float, side_guidance: float = 0.0) -> int:
+def network_passes(nfe: int, guidance: float, side_guidance: float = 0.0, finding_guidance: float = 0.0) -> int:
     """Denoiser passes per image for ``nfe`` solver calls: classifier-free guidance other than 1 runs the
     conditional and the null branch at every call (batched together), so twice the NFE; side guidance
-    adds the mirrored branch."""
-    return nfe * (1 + (guidance != 1.0) + bool(side_guidance))
+    adds the mirrored branch, finding guidance the findings-off branch."""
+    return nfe * (1 + (guidance != 1.0) + bool(side_guidance) + bool(finding_guidance))
 
 
 def generate_images(
@@ -137,6 +137,8 @@ def generate_images(
     rejects: list[tuple[str, str]] | None = None,
     progress: bool = True,
     side_guidance: float = 0.0,
+    finding_guidance: float = 0.0,
+    negative: str | None = None,
 ) -> dict[str, Any]:
     """Sample ``n`` images per prompt into ``out`` (see module docstring); returns a summary."""
     import pandas as pd
@@ -154,9 +156,16 @@ def generate_images(
     guidance = cfg.default_guidance if guidance is None else guidance
     if model.default_samplers and sampler not in model.default_samplers:
         raise UnicxrError(f"--sampler: {model.model_type} samples with {', '.join(model.default_samplers)}, not {sampler!r}")
-    if side_guidance and not model.side_guidance_ok:
-        raise UnicxrError(f"--side-guidance: {model.model_type} has no guidance branches to contrast (ldm_unet and "
-                          "latent_dit have)")
+    for flag, value in (("--side-guidance", side_guidance), ("--finding-guidance", finding_guidance),
+                        ("--negative", negative)):
+        if value and not model.contrast_guidance_ok:
+            raise UnicxrError(f"{flag}: {model.model_type} has no guidance branches to contrast (ldm_unet and "
+                              "latent_dit have)")
+    neg_labels = None
+    if negative:
+        from unicxr.models.conditioning import parse_findings_prompt
+
+        neg_labels, _ = parse_findings_prompt(negative)
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     jobs = [(p, k) for p in prompts for k in range(n)]
@@ -171,13 +180,17 @@ def generate_images(
         with torch.no_grad():
             images, nfe_used = model.generate(labels, [p.text for p, _ in chunk], laterality=lat, steps=steps,
                                               sampler=sampler, guidance=guidance, seed=seeds,
-                                              side_guidance=side_guidance)
+                                              side_guidance=side_guidance, finding_guidance=finding_guidance,
+                                              negative_labels=None if neg_labels is None else
+                                              np.repeat(neg_labels[None], len(chunk), 0))
         for i, ((p, _), s) in enumerate(zip(chunk, seeds, strict=True)):
             name = f"images/{start + i:06d}.png"
             text = {"prompt": p.text, "seed": str(s), "steps": str(steps), "sampler": sampler,
                     "guidance": str(guidance), "model": str(model_dir)}
-            if side_guidance:
-                text["side_guidance"] = str(side_guidance)
+            for key, value in (("side_guidance", side_guidance), ("finding_guidance", finding_guidance),
+                               ("negative", negative)):
+                if value:
+                    text[key] = str(value)
             save_png(out / name, to_uint8(images[i]), text, synthetic=True, source=f"generate ({model.model_type})")
             row = {"image_path": name, "prompt": p.text}
             for j, f in enumerate(FINDINGS):
@@ -192,9 +205,11 @@ def generate_images(
     atomic_write_text(out / "rejects.csv", "path,reason\n" + "".join(f'"{a}","{b}"\n' for a, b in rej))
     summary = {"model": str(model_dir), "model_type": model.model_type, "images": len(rows), "prompts": len(prompts),
                "steps": steps, "sampler": sampler, "guidance": guidance, "nfe_per_image": nfe_used,
-               "network_passes_per_image": network_passes(nfe_used, guidance, side_guidance), "rejected": len(rej),
+               "network_passes_per_image": network_passes(nfe_used, guidance, side_guidance, finding_guidance), "rejected": len(rej),
                "synthetic": True}
-    if side_guidance:
-        summary["side_guidance"] = side_guidance
+    for key, value in (("side_guidance", side_guidance), ("finding_guidance", finding_guidance),
+                       ("negative", negative)):
+        if value:
+            summary[key] = value
     atomic_write_text(out / "generate.json", json.dumps(summary, indent=2) + "\n")
     return summary

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -31,8 +31,7 @@ def guided(
     null_cond: Any,
     scale: float,
     concat: Callable[[Any, Any], Any] | None = None,
-    contrast: Any = None,
-    contrast_scale: float = 0.0,
+    contrasts: Sequence[tuple[Any, float]] = (),
 ) -> torch.Tensor:
     """Guided model output ``fn(x, t, cond)`` with scale ``scale``.
 
@@ -46,13 +45,14 @@ def guided(
         scale: guidance scale.
         concat: joins two conditions along the batch (default: ``torch.cat`` for tensors, per key for
             dicts of tensors).
-        contrast, contrast_scale: a third condition (same structure) and its scale s: the output gains
-            ``s · (fn(cond) − fn(contrast))``, a guidance term along what tells ``cond`` from ``contrast``
-            alone (e.g. the prompt with its sides swapped); its branch joins the same batch.
+        contrasts: more conditions (same structure) with their scales: each (c', s) adds
+            ``s · (fn(cond) − fn(c'))``, a guidance term along what alone tells ``cond`` from ``c'`` (e.g.
+            the prompt with its sides swapped, or with its findings switched off); a scale of 0 runs no
+            branch. All branches join one batch.
     """
     use_null = scale != 1.0
-    use_contrast = bool(contrast_scale) and contrast is not None
-    branches = [cond] + [null_cond] * use_null + [contrast] * use_contrast
+    extra = [(c, float(s)) for c, s in contrasts if s and c is not None]
+    branches = [cond] + [null_cond] * use_null + [c for c, _ in extra]
     if len(branches) == 1:
         return fn(x, t, cond)
     join = concat or _concat
@@ -63,7 +63,9 @@ def guided(
     outs = fn(torch.cat([x] * k), torch.cat([t] * k), joined).chunk(k)
     c = outs[0]
     out = cfg_combine(c, outs[1], scale) if use_null else c
-    return out + contrast_scale * (c - outs[-1]) if use_contrast else out
+    for (_, s), o in zip(extra, outs[1 + use_null:], strict=True):
+        out = out + s * (c - o)
+    return out
 
 
 def _concat(a: Any, b: Any) -> Any:

@@ -216,6 +216,22 @@ def test_ldm_unet_position_map_tells_left_from_right_and_starts_neutral(tok, tmp
         LDMUNetConfig(**base.config.model_dump(exclude={"position_channels"}), position_channels=6)
 
 
+def _side_map_trains_samples_and_round_trips(model, cond, lab, reports, tmp_path, side_grad) -> None:
+    """A side-map model: the side weights (``side_grad(model)``) get gradient from the loss; guided and
+    side-guided sampling gives finite images; save/load gives the same images."""
+    model.train()
+    loss, _ = model(torch.randn(3, 1, 16, 16), cond)
+    loss.backward()
+    assert side_grad(model).abs().sum() > 0
+    model.eval()
+    img, _ = model.generate(lab, reports, steps=3, guidance=3.0, seed=2, side_guidance=2.0)
+    assert img.shape == (3, 1, 16, 16) and torch.isfinite(img).all()
+    model.save_pretrained(tmp_path / "m")
+    back = load_model(tmp_path / "m").eval()
+    img2, _ = back.generate(lab, reports, steps=3, guidance=3.0, seed=2, side_guidance=2.0)
+    assert torch.equal(img, img2)
+
+
 def test_ldm_unet_side_map_puts_each_finding_on_its_half(tok, tmp_path):
     """``side_map``: two input planes per finding, the patient's right over the image's left half and the
     left over its right half; present 1, uncertain 0.5, absent/unsided/dropped 0. The side reaches the
@@ -263,17 +279,8 @@ def test_ldm_unet_side_map_puts_each_finding_on_its_half(tok, tmp_path):
         a = model.net(x, t, *enc)
         b = model.net(x, t, *enc[:3], enc[3].flip(1))
     assert not torch.allclose(a[0], b[0]) and torch.allclose(a[2], b[2])  # the third item has no side
-    model.train()
-    loss, _ = model(torch.randn(3, 1, 16, 16), cond)
-    loss.backward()
-    assert model.unet.conv_in.conv.weight.grad[:, 1:].abs().sum() > 0  # the planes get gradient
-    model.eval()
-    img, _ = model.generate(lab, reports, steps=4, guidance=3.0, seed=2, side_guidance=2.0)
-    assert img.shape == (3, 1, 16, 16) and torch.isfinite(img).all()
-    model.save_pretrained(tmp_path / "m")
-    back = load_model(tmp_path / "m").eval()
-    img2, _ = back.generate(lab, reports, steps=4, guidance=3.0, seed=2, side_guidance=2.0)
-    assert torch.equal(img, img2)
+    _side_map_trains_samples_and_round_trips(model, cond, lab, reports, tmp_path,
+                                             lambda m: m.unet.conv_in.conv.weight.grad[:, 1:])
     with pytest.raises(ValueError, match="side_map needs findings"):
         LDMUNet(base.config.model_copy(update={"side_map": True, "condition": _cond(tok, "text")}),
                 components={"tokenizer": tok})
@@ -315,17 +322,7 @@ def test_latent_dit_side_map_embeds_each_finding_side_per_patch(tok, tmp_path):
     assert not torch.allclose(a[0], b[0]) and torch.equal(a[2], b[2])  # the third item has no side
     with pytest.raises(ValueError, match="needs the condition's sides"):
         model.net(x, t, *enc[:3])
-    model.train()
-    loss, _ = model(torch.randn(3, 1, 16, 16), cond)
-    loss.backward()
-    assert model.side_embed.weight.grad.abs().sum() > 0
-    model.eval()
-    img, _ = model.generate(lab, reports, steps=3, guidance=3.0, seed=1, side_guidance=2.0)
-    assert img.shape == (3, 1, 16, 16) and torch.isfinite(img).all()
-    model.save_pretrained(tmp_path / "m")
-    back = load_model(tmp_path / "m").eval()
-    img2, _ = back.generate(lab, reports, steps=3, guidance=3.0, seed=1, side_guidance=2.0)
-    assert torch.equal(img, img2)
+    _side_map_trains_samples_and_round_trips(model, cond, lab, reports, tmp_path, lambda m: m.side_embed.weight.grad)
 
 
 def test_weights_that_do_not_fit_the_config_are_a_one_line_error(tok, tmp_path):
@@ -431,18 +428,23 @@ def test_guidance_one_is_conditional_and_sampling_is_deterministic(family, tok):
         assert not torch.equal(g, fn(x, t))
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+def test_crossflow_refuses_contrast_guidance(tok):
+    """CrossFlow's text is the flow's source, not a guidance branch: side and finding guidance are refused
+    in one line."""
+    model = _make("crossflow", tok).eval()
+    sampler, steps = SAMPLERS["crossflow"]
+    for kw in ({"side_guidance": 2.0}, {"finding_guidance": 2.0}):
+        with pytest.raises(ValueError, match="no guidance branches"):
+            model.generate(_labels(2), REPORTS[:2], steps=steps, sampler=sampler, **kw)
+
+
+@pytest.mark.parametrize("family", ["ldm_unet", "latent_dit"])
 def test_side_guidance_contrasts_the_prompt_with_its_mirror(family, tok):
     """``side_guidance`` adds s · (cond − mirrored cond): a prompt without a side mirrors to itself and
-    samples as plain guidance; a sided one moves; the mirror swaps the laterality codes too. CrossFlow
-    (its text is the flow's source, not a guidance branch) refuses it in one line."""
+    samples as plain guidance; a sided one moves; the mirror swaps the laterality codes too."""
     model = _make(family, tok).eval()
     sampler, steps = SAMPLERS[family]
     lab = _labels(2)
-    if family == "crossflow":
-        with pytest.raises(ValueError, match="no guidance branches"):
-            model.generate(lab, REPORTS[:2], steps=steps, sampler=sampler, side_guidance=2.0)
-        return
     unsided = [REPORTS[1], REPORTS[1]]  # "Lungs are clear. No pneumothorax."
     plain, nfe = model.generate(lab, unsided, steps=steps, sampler=sampler, guidance=3.0, seed=1)
     side, nfe2 = model.generate(lab, unsided, steps=steps, sampler=sampler, guidance=3.0, seed=1, side_guidance=4.0)
@@ -460,21 +462,17 @@ def test_side_guidance_contrasts_the_prompt_with_its_mirror(family, tok):
     assert torch.equal(mir["input_ids"], model.condition_batch(lab, ["Right effusion.", "Bilateral pneumothorax."])["input_ids"])
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", ["ldm_unet", "latent_dit"])
 def test_finding_guidance_and_negative_findings(family, tok):
     """``finding_guidance`` adds s · (cond − the cond with its present/uncertain findings set absent): a
     prompt with no present finding contrasts with itself and samples as plain guidance; one with findings
     moves, and equals guidance whose contrast branch is given by hand. ``negative_labels`` replaces the
-    null branch. CrossFlow refuses finding guidance in one line."""
+    null branch."""
     from unicxr.models.generator_base import findings_off
 
     model = _make(family, tok).eval()
     sampler, steps = SAMPLERS[family]
     lab = _labels(2)
-    if family == "crossflow":
-        with pytest.raises(ValueError, match="no guidance branches"):
-            model.generate(lab, REPORTS[:2], steps=steps, sampler=sampler, finding_guidance=2.0)
-        return
     off = findings_off(lab)
     assert not ((off == 1) | (off == -1)).any() and np.array_equal(np.isnan(off), np.isnan(lab))
     kw = dict(steps=steps, sampler=sampler, guidance=3.0, seed=1)

@@ -265,6 +265,9 @@ def test_ldm_unet_side_map_puts_each_finding_on_its_half(tok, tmp_path):
     assert torch.equal(both[:, :, dev], torch.tensor([[1.0, 1.0], [0.5, 0.5], [0.0, 0.0]]))
     assert torch.equal(both[:, :, [eff, ptx]], model.finding_sides(cond_dev, None)[:, :, [eff, ptx]])  # sided: same
     assert not model.finding_sides(cond_dev, torch.tensor([True, True, True]), unsided=True).any()
+    no_lat = {"labels": cond_dev["labels"]}  # a findings-only condition (a negative prompt): all unsided
+    assert not model.finding_sides(no_lat, None).any()
+    assert torch.equal(model.finding_sides(no_lat, None, unsided=True)[:, :, dev], both[:, :, dev])
     assert not model.finding_sides(cond, torch.tensor([True, False, False]))[0].any()  # the null condition
     planes = model.side_planes(sides, 4, 6)
     assert planes.shape == (3, 28, 4, 6)

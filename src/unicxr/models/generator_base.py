@@ -267,11 +267,12 @@ class GeneratorBase(ModelMixin):
         lat = cond.get("laterality")
         ref = labels if labels is not None else cond["input_ids"]
         b, device = ref.shape[0], ref.device
-        if labels is None or lat is None:
+        if labels is None:
             return torch.zeros(b, 2, NUM_FINDINGS, device=device)
         labels = labels.to(device).float()
         weight = torch.where(labels == 1, 1.0, torch.where(labels == -1, 0.5, 0.0))  # NaN → 0
-        lat = lat.to(device).long()
+        # no laterality given (a findings-only negative prompt): every finding unsided
+        lat = lat.to(device).long() if lat is not None else torch.zeros(labels.shape, dtype=torch.long, device=device)
         both = LATERALITY.index("bilateral")
         if unsided:
             lat = torch.where(lat == LATERALITY.index("unspecified"), both, lat)

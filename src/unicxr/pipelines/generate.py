@@ -156,11 +156,13 @@ def generate_images(
     guidance = cfg.default_guidance if guidance is None else guidance
     if model.default_samplers and sampler not in model.default_samplers:
         raise UnicxrError(f"--sampler: {model.model_type} samples with {', '.join(model.default_samplers)}, not {sampler!r}")
-    for flag, value in (("--side-guidance", side_guidance), ("--finding-guidance", finding_guidance),
-                        ("--negative", negative)):
-        if value and not model.contrast_guidance_ok:
-            raise UnicxrError(f"{flag}: {model.model_type} has no guidance branches to contrast (ldm_unet and "
-                              "latent_dit have)")
+    # the guidance options in use, recorded in each PNG and the summary
+    extras = {k: v for k, v in (("side_guidance", side_guidance), ("finding_guidance", finding_guidance),
+                                ("negative", negative)) if v}
+    for key in extras:
+        if not model.contrast_guidance_ok:
+            raise UnicxrError(f"--{key.replace('_', '-')}: {model.model_type} has no guidance branches to contrast "
+                              "(ldm_unet and latent_dit have)")
     neg_labels = None
     if negative:
         from unicxr.models.conditioning import parse_findings_prompt
@@ -187,10 +189,7 @@ def generate_images(
             name = f"images/{start + i:06d}.png"
             text = {"prompt": p.text, "seed": str(s), "steps": str(steps), "sampler": sampler,
                     "guidance": str(guidance), "model": str(model_dir)}
-            for key, value in (("side_guidance", side_guidance), ("finding_guidance", finding_guidance),
-                               ("negative", negative)):
-                if value:
-                    text[key] = str(value)
+            text.update({k: str(v) for k, v in extras.items()})
             save_png(out / name, to_uint8(images[i]), text, synthetic=True, source=f"generate ({model.model_type})")
             row = {"image_path": name, "prompt": p.text}
             for j, f in enumerate(FINDINGS):
@@ -207,9 +206,6 @@ def generate_images(
                "steps": steps, "sampler": sampler, "guidance": guidance, "nfe_per_image": nfe_used,
                "network_passes_per_image": network_passes(nfe_used, guidance, side_guidance, finding_guidance), "rejected": len(rej),
                "synthetic": True}
-    for key, value in (("side_guidance", side_guidance), ("finding_guidance", finding_guidance),
-                       ("negative", negative)):
-        if value:
-            summary[key] = value
+    summary.update(extras)
     atomic_write_text(out / "generate.json", json.dumps(summary, indent=2) + "\n")
     return summary

@@ -25,6 +25,7 @@ from unicxr.models.base import ModelMixin, register_model
 from unicxr.models.finding_tokens import label_token_embeddings, label_token_values, threshold_tensor
 from unicxr.models.image_encoder import ImageEncoder, ImageEncoderConfig
 from unicxr.models.layers import KVCache, TransformerBlock, make_norm, prefix_lm_mask
+from unicxr.sampling.decoding import ReportWriter
 from unicxr.utils.errors import UnicxrError
 
 __all__ = ["CausalDecoder", "ReportGeneratorConfig", "CXRReportGenerator", "load_gpt2_weights", "hf_decoder_dims"]
@@ -225,7 +226,7 @@ class ReportGeneratorConfig(StrictModel):
 
 
 @register_model
-class CXRReportGenerator(ModelMixin):
+class CXRReportGenerator(ReportWriter, ModelMixin):
     """Images (B, 1, H, W) in [0, 1] → report token logits; ``generate`` writes reports.
 
     Components: ``tokenizer`` (:class:`~unicxr.text.tokenizer.ReportTokenizer`).
@@ -320,36 +321,17 @@ class CXRReportGenerator(ModelMixin):
 
         return step
 
-    @torch.no_grad()
+    def report_start(self, images: torch.Tensor) -> tuple[dict[str, Any], torch.Tensor | None]:
+        """The decoding cache of :meth:`step_fn` for images (B, 1, H, W), and the aux logits (B, 14) or None."""
+        mem, aux = self.encode(images)
+        return {"memory": mem, "layers": None, "pos": 0}, aux
+
+    def teacher_forced_logits(self, images: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Next-token logits (B, T, V) under teacher forcing (see :meth:`forward`)."""
+        return self.forward(images, ids)[0]
+
     def generate(
         self, images: torch.Tensor, decode_cfg: Any = None, generator: torch.Generator | None = None
     ) -> dict[str, Any]:
-        """Write reports for images (B, 1, H, W) in [0, 1].
-
-        Returns:
-            ``{"reports": [str]*B, "ids": [[int]]*B, "scores": (B,) log-likelihoods,
-            "probabilities": (B, 14) aux head sigmoids or None}``.
-        """
-        from unicxr.sampling.decoding import decode_reports
-
-        dev = next(self.parameters()).device
-        mem, aux = self.encode(images.to(dev))
-        out = decode_reports(self.step_fn(), {"memory": mem, "layers": None, "pos": 0}, self.tokenizer,
-                             images.shape[0], self.config.max_len, dev, decode_cfg, generator)  # fmt: skip
-        out["probabilities"] = None if aux is None else torch.sigmoid(aux.float()).cpu()
-        return out
-
-    def generate_reports(
-        self, images: torch.Tensor, decode_cfg: Any = None, generator: torch.Generator | None = None
-    ) -> dict[str, Any]:
-        """The report-writer interface of ``unicxr report`` (shared with the unified model): :meth:`generate`."""
-        return self.generate(images, decode_cfg, generator)
-
-    @torch.no_grad()
-    def sequence_log_likelihood(self, images: torch.Tensor, ids: list[list[int]]) -> torch.Tensor:
-        """Sum log p of each generated sequence (+ eos) under teacher forcing: (B,). For tests/scoring."""
-        from unicxr.sampling.decoding import sequence_log_likelihood, teacher_forced_rows
-
-        dev = next(self.parameters()).device
-        x, keep = teacher_forced_rows(self.tokenizer, ids, dev)
-        return sequence_log_likelihood(self.forward(images.to(dev), x[:, :-1])[0], x, keep)
+        """Write reports for images (B, 1, H, W) in [0, 1]: :meth:`generate_reports`."""
+        return self.generate_reports(images, decode_cfg, generator)

@@ -66,6 +66,7 @@ from unicxr.sampling import (
     flow_target,
     sample_flow_t,
 )
+from unicxr.sampling.decoding import ReportWriter
 
 __all__ = ["UnifiedConfig", "UnifiedModel", "MoTLayer", "prompt_text"]
 
@@ -183,7 +184,7 @@ class MoTLayer(nn.Module):
 
 
 @register_model
-class UnifiedModel(GeneratorBase):
+class UnifiedModel(ReportWriter, GeneratorBase):
     """Reads (report writing) and draws (text-conditioned rectified flow) with one network; see the
     module docstring. Components: ``tokenizer`` (required) and ``autoencoder`` (null: pixel space)."""
 
@@ -630,31 +631,11 @@ class UnifiedModel(GeneratorBase):
 
         return step
 
-    @torch.no_grad()
-    def generate_reports(
-        self, images: torch.Tensor, decode_cfg: Any = None, generator: torch.Generator | None = None
-    ) -> dict[str, Any]:
-        """Write reports for images (B, 1, H, W) in [0, 1].
+    def report_start(self, images: torch.Tensor) -> tuple[dict[str, Any], torch.Tensor | None]:
+        """The decoding cache of :meth:`step_fn` for images (B, 1, H, W), and the aux logits (B, 14) or None."""
+        prefix, aux = self.und_prefix(images)
+        return {"prefix": prefix, "layers": None, "pos": 0}, aux
 
-        Returns:
-            ``{"reports": [str]*B, "ids": [[int]]*B, "scores": (B,) log-likelihoods,
-            "probabilities": (B, 14) aux head sigmoids or None}``.
-        """
-        from unicxr.sampling.decoding import decode_reports
-
-        dev = next(self.parameters()).device
-        prefix, aux = self.und_prefix(images.to(dev))
-        out = decode_reports(self.step_fn(), {"prefix": prefix, "layers": None, "pos": 0}, self.tokenizer,
-                             images.shape[0], self.config.max_len, dev, decode_cfg, generator)  # fmt: skip
-        out["probabilities"] = None if aux is None else torch.sigmoid(aux.float()).cpu()
-        return out
-
-    @torch.no_grad()
-    def sequence_log_likelihood(self, images: torch.Tensor, ids: list[list[int]]) -> torch.Tensor:
-        """Sum log p of each sequence (+ eos) under teacher forcing: (B,)."""
-        from unicxr.sampling.decoding import sequence_log_likelihood, teacher_forced_rows
-
-        dev = next(self.parameters()).device
-        x, keep = teacher_forced_rows(self.tokenizer, ids, dev)
-        logits, _, _ = self.forward_packed(images.to(dev), x[:, :-1])  # causal: trailing padding is unseen
-        return sequence_log_likelihood(logits, x, keep)
+    def teacher_forced_logits(self, images: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Next-token logits (B, T, V) for images (B, 1, H, W) and tokens ``ids`` (B, T) (packed, causal)."""
+        return self.forward_packed(images, ids)[0]

@@ -41,6 +41,7 @@ __all__ = [
     "decode_reports",
     "teacher_forced_rows",
     "sequence_log_likelihood",
+    "ReportWriter",
 ]
 
 StepFn = Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]]
@@ -348,3 +349,46 @@ def sequence_log_likelihood(logits: torch.Tensor, tokens: torch.Tensor, keep: to
     """Sum of log p(tokens[:, 1:]) under teacher-forced ``logits`` (B, W-1, V), masked by ``keep``: (B,)."""
     logp = torch.log_softmax(logits.float(), dim=-1).gather(2, tokens[:, 1:, None])[..., 0]
     return (logp * keep).sum(1).cpu()
+
+
+class ReportWriter:
+    """Mixin for the models that write reports (report generator, unified model): report writing and
+    scoring over the model's own :meth:`step_fn`, so both share one path from images to text.
+
+    The model provides ``step_fn()`` (a :data:`StepFn`), ``tokenizer``, ``config.max_len`` and
+    :meth:`report_start` / :meth:`teacher_forced_logits`.
+    """
+
+    def report_start(self, images: torch.Tensor) -> tuple[Any, torch.Tensor | None]:
+        """Images (B, 1, H, W) on the model's device → (the initial decoding cache of ``step_fn``, aux
+        finding logits (B, 14) or None)."""
+        raise NotImplementedError
+
+    def teacher_forced_logits(self, images: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Next-token logits (B, T, V) for images (B, 1, H, W) and input tokens ``ids`` (B, T)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def generate_reports(
+        self, images: torch.Tensor, decode_cfg: DecodeConfig | None = None, generator: torch.Generator | None = None
+    ) -> dict[str, Any]:
+        """Write reports for images (B, 1, H, W) in [0, 1].
+
+        Returns:
+            ``{"reports": [str]*B, "ids": [[int]]*B, "scores": (B,) log-likelihoods,
+            "probabilities": (B, 14) aux head sigmoids or None}``.
+        """
+        dev = next(self.parameters()).device  # type: ignore[attr-defined]
+        cache, aux = self.report_start(images.to(dev))
+        out = decode_reports(self.step_fn(), cache, self.tokenizer, images.shape[0],  # type: ignore[attr-defined]
+                             self.config.max_len, dev, decode_cfg, generator)  # type: ignore[attr-defined]  # fmt: skip
+        out["probabilities"] = None if aux is None else torch.sigmoid(aux.float()).cpu()
+        return out
+
+    @torch.no_grad()
+    def sequence_log_likelihood(self, images: torch.Tensor, ids: list[list[int]]) -> torch.Tensor:
+        """Sum log p of each sequence (+ eos) under teacher forcing: (B,). For tests and scoring."""
+        dev = next(self.parameters()).device  # type: ignore[attr-defined]
+        x, keep = teacher_forced_rows(self.tokenizer, ids, dev)  # type: ignore[attr-defined]
+        # causal: the trailing padding of shorter rows is never seen by the real positions
+        return sequence_log_likelihood(self.teacher_forced_logits(images.to(dev), x[:, :-1]), x, keep)

@@ -111,6 +111,11 @@ def test_eval_laterality_end_to_end(tmp_path, encoder_run, cli):
     assert mirror["fake"]["agree"] <= 0.1
     lo, hi = same["fake"]["ci"]
     assert lo <= same["fake"]["agree"] <= hi
+    for r in (same["fake"], mirror["fake"]):  # the per-side figures add up to the total
+        by, n_left = r["agree_by_side"], r["left"]
+        assert 0 < n_left < r["n"]
+        assert by["left"] * n_left + by["right"] * (r["n"] - n_left) == pytest.approx(r["agree"] * r["n"])
+    assert max(mirror["fake"]["agree_by_side"].values()) <= 0.2  # mirrored: wrong on both sides
     bad = cli("eval", "laterality", "--real", tmp_path / "real", "--encoder", f"own:{encoder_run}",
               "--findings", "Pneumothorax", "--out", tmp_path / "bad", "--no-progress")
     assert bad.returncode != 0 and "at least 5 of each" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

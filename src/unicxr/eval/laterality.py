@@ -13,7 +13,9 @@ image with the evaluation encoder (a ``cxr_classifier`` run):
   report: how often the check itself is right on real images. A fake set cannot be expected to score
   above it.
 * **The fakes.** The fraction of fake images whose prompt puts the finding on one side and whose probe
-  decision agrees, with a bootstrap CI. Bilateral and side-less prompts are left out.
+  decision agrees, with a bootstrap CI, and apart for left and for right prompts (``agree_by_side``: a
+  generator that draws every finding on one side scores 1.0 on that side and 0.0 on the other).
+  Bilateral and side-less prompts are left out.
 
 Agreement on real phantom images is measured against sides parsed from reports that our own phantom
 wrote, so it shows that the check is consistent on this data, not that it is accurate on real CXRs.
@@ -169,10 +171,13 @@ def evaluate_laterality(
             sel = np.flatnonzero(np.isin(side, ("left", "right")))
             pred = probe.predict_left(half_features(model, ds, sel.tolist(), progress=progress, desc=f"{name} {f}")
                                       ) if len(sel) else np.zeros(0, bool)
-            hits = pred == (side[sel] == "left")
+            is_left = side[sel] == "left"
+            hits = pred == is_left
             row[name] = {**_agreement(hits.astype(np.float64), n_boot, seed),
-                         "left": int((side[sel] == "left").sum()),
-                         "bilateral_or_unsided": int(np.isin(side, ("bilateral",)).sum())}
+                         "left": int(is_left.sum()),
+                         "bilateral_or_unsided": int(np.isin(side, ("bilateral",)).sum()),
+                         "agree_by_side": {k: float(hits[m].mean()) if m.any() else None
+                                           for k, m in (("left", is_left), ("right", ~is_left))}}
         rows[f] = row
     result = {"real": str(real), "fake": None if fake is None else str(fake), "encoder": enc_path,
               "fit_split": fit_split, "split": split, "n_boot": n_boot, "seed": seed, "findings": rows}
@@ -196,7 +201,9 @@ def render_laterality(result: dict[str, Any]) -> str:
             return "–"
         lo, hi = r["ci"]
         ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None else ""
-        return f"{r['agree']:.3f}{ci} (n={r['n']})"
+        by = r.get("agree_by_side") or {}
+        sides = "; ".join(f"{k} {v:.2f}" for k, v in by.items() if v is not None)
+        return f"{r['agree']:.3f}{ci} (n={r['n']}{'; ' + sides if sides else ''})"
 
     lines = [
         f"Side agreement (text vs image) with encoder `{result['encoder']}`; probe fitted on "

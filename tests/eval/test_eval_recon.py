@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import torch
 
 from unicxr.eval.recon import bicubic_baseline, image_scores
@@ -31,7 +32,7 @@ def test_eval_recon_end_to_end(tiny_phantom_cache, tmp_path, capsys):
     out = tmp_path / "recon"
     assert main(["eval", "recon", "--model", str(tmp_path / "ae"), "--cache", str(tiny_phantom_cache), "--split", "all",
                  "--features", f"own:{tmp_path / 'enc'}", "--out", str(out), "--min-count", "2", "--n-grid", "4",
-                 "--no-progress"]) == 0
+                 "--n-boot", "40", "--no-progress"]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"psnr", "ssim", "ms_ssim", "fd", "max_abs_delta_auroc"} <= set(line)
     res = json.loads((out / "metrics.json").read_text())
@@ -42,13 +43,15 @@ def test_eval_recon_end_to_end(tiny_phantom_cache, tmp_path, capsys):
         assert {"psnr", "ssim", "ms_ssim", "fd"} <= set(res[key])
     assert res["throughput"]["encode_img_s"] > 0 and res["throughput"]["decode_img_s"] > 0
     per = res["auroc"]["per_finding"]
-    assert per and all({"auroc_orig", "auroc_recon", "delta", "n_pos"} <= set(v) for v in per.values())
+    assert per and all({"auroc_orig", "auroc_recon", "delta", "n_pos", "delta_ci"} <= set(v) for v in per.values())
+    assert all(v["delta_ci"][0] <= v["delta_ci"][1] for v in per.values() if None not in v["delta_ci"])
+    assert "ci_low" in res["recon"]["fd"]
     from PIL import Image
 
     grid = Image.open(out / "grid.png")
     assert grid.text.get("synthetic") == "true" and grid.size[0] > 3 * 32
     md = (out / "report.md").read_text()
-    assert "| autoencoder (2, 8, 8) |" in md and "bicubic 11px" in md and "grid.png" in md
+    assert "Δ [95% CI]" in md and "| autoencoder (2, 8, 8) |" in md and "bicubic 11px" in md and "grid.png" in md
     assert "<table>" in (out / "report.html").read_text()
 
 
@@ -71,3 +74,23 @@ def test_eval_recon_vq_has_an_equal_bits_baseline(tiny_phantom_cache, tmp_path):
     # fewer kept values -> a worse copy than the equal-values one
     assert bits["psnr"]["mean"] < res["bicubic"]["psnr"]["mean"]
     assert "bicubic 6px (as many bits" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_paired_auroc_deltas_see_a_one_sided_change():
+    """The bootstrap is paired: lowering the score of positives can only lower the AUROC on every
+    resample, so the whole interval is at or below 0 (an unpaired interval would straddle 0), and an
+    unchanged scorer gives exactly 0."""
+    from unicxr.eval.image_metrics import percentile_ci
+    from unicxr.utils.metrics import auroc, paired_auroc_deltas
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((120, 2)) < 0.3).astype(float)
+    before = y * 0.6 + rng.random((120, 2))
+    after = before - 0.3 * y * (rng.random((120, 2)) < 0.5)  # half the positives drop
+    reps = paired_auroc_deltas(y, before, after, n_boot=100, seed=1)
+    assert reps.shape == (100, 2)
+    for j in range(2):
+        lo, hi = percentile_ci(reps[:, j])
+        assert hi <= 0 and lo < 0
+        assert lo <= auroc(y[:, j], after[:, j]) - auroc(y[:, j], before[:, j]) <= hi
+    assert np.all(paired_auroc_deltas(y, before, before, n_boot=20) == 0)

@@ -2,7 +2,8 @@
 
 On one split of an image cache: PSNR, SSIM and MS-SSIM of ``decode(encode(x))`` against ``x``; FD
 between the features of originals and reconstructions in any ``--features`` space; per-finding AUROC
-of the evaluation encoder on originals vs on reconstructions (do findings survive the round trip?);
+of the evaluation encoder on originals vs on reconstructions (do findings survive the round trip?), with
+``n_boot`` a paired bootstrap CI of each change (``delta_ci``: both AUROCs on the same resamples);
 encode/decode throughput; and the same image metrics for a bicubic down/up-sampling baseline that
 keeps as many values as the latent (side ``round(sqrt(C·h·w))``). A VQ model stores one code index of
 ``log2(K)`` bits per latent position, far less than ``C`` floats; it is also scored against a second
@@ -189,6 +190,14 @@ def evaluate_recon(
                 a_o, a_r = auroc(y, po[:, j]), auroc(y, pr[:, j])
                 per[name] = {"n_pos": n_pos, "n_neg": n_neg, "auroc_orig": a_o, "auroc_recon": a_r,
                              "delta": a_r - a_o, "counted": bool(n_pos >= min_count and n_neg >= min_count)}
+            if n_boot and per:
+                from unicxr.eval.image_metrics import percentile_ci
+                from unicxr.utils.metrics import paired_auroc_deltas
+
+                cols = [FINDINGS.index(name) for name in per]
+                reps = paired_auroc_deltas(target[:, cols], po[:, cols], pr[:, cols], n_boot=n_boot)
+                for k, name in enumerate(per):
+                    per[name]["delta_ci"] = list(percentile_ci(reps[:, k]))
             counted = [v["delta"] for v in per.values() if v["counted"]]
             result["auroc"] = {
                 "per_finding": per,
@@ -231,9 +240,11 @@ def _auroc_rows(result: dict[str, Any]) -> list[list[str]]:
     a = result.get("auroc")
     if not a:
         return []
-    rows = [["finding", "pos", "AUROC orig", "AUROC recon", "Δ", f"≥{a['min_count']} pos"]]
+    rows = [["finding", "pos", "AUROC orig", "AUROC recon", "Δ [95% CI]", f"≥{a['min_count']} pos"]]
     for name, v in a["per_finding"].items():
-        rows.append([name, str(v["n_pos"]), _f(v["auroc_orig"]), _f(v["auroc_recon"]), f"{v['delta']:+.4f}",
+        ci = v.get("delta_ci")
+        ci_s = f" [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci and None not in ci and all(map(math.isfinite, ci)) else ""
+        rows.append([name, str(v["n_pos"]), _f(v["auroc_orig"]), _f(v["auroc_recon"]), f"{v['delta']:+.4f}{ci_s}",
                      "yes" if v["counted"] else "no"])
     return rows
 

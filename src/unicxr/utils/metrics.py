@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["auroc", "bootstrap_aurocs", "auprc", "f1_at", "best_f1_threshold", "expected_calibration_error"]
+__all__ = ["auroc", "bootstrap_aurocs", "paired_auroc_deltas", "auprc", "f1_at", "best_f1_threshold", "expected_calibration_error"]
 
 
 def auroc(y: Any, score: Any) -> float:
@@ -47,6 +47,21 @@ def bootstrap_aurocs(y: Any, score: Any, n_boot: int = 200, seed: int = 0) -> np
         for j in range(y.shape[1]):
             out[b, j] = auroc(y[idx, j], s[idx, j])
     return out
+
+
+def paired_auroc_deltas(y: Any, before: Any, after: Any, n_boot: int = 200, seed: int = 0) -> np.ndarray:
+    """Bootstrap replicates of AUROC(after) − AUROC(before) per column, both on the same resamples of the
+    rows (paired: the change of one scorer on the same images, e.g. an encoder on originals and on their
+    reconstructions).
+
+    Args:
+        y: (N, F) binary targets (NaN ignored per column); before, after: (N, F) scores.
+
+    Returns:
+        (n_boot, F) replicates; NaN where a resample lacks a class.
+    """
+    # the same seed and row count draw the same resamples in both calls
+    return bootstrap_aurocs(y, after, n_boot, seed) - bootstrap_aurocs(y, before, n_boot, seed)
 
 
 def auprc(y: Any, score: Any) -> float:

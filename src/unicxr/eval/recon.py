@@ -243,7 +243,7 @@ def _auroc_rows(result: dict[str, Any]) -> list[list[str]]:
     rows = [["finding", "pos", "AUROC orig", "AUROC recon", "Δ [95% CI]", f"≥{a['min_count']} pos"]]
     for name, v in a["per_finding"].items():
         ci = v.get("delta_ci")
-        ci_s = f" [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci and None not in ci and all(map(math.isfinite, ci)) else ""
+        ci_s = f" [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci and all(map(math.isfinite, ci)) else ""  # NaN: no resample had both classes
         rows.append([name, str(v["n_pos"]), _f(v["auroc_orig"]), _f(v["auroc_recon"]), f"{v['delta']:+.4f}{ci_s}",
                      "yes" if v["counted"] else "no"])
     return rows

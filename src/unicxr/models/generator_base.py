@@ -272,10 +272,11 @@ class GeneratorBase(ModelMixin):
         labels = labels.to(device).float()
         weight = torch.where(labels == 1, 1.0, torch.where(labels == -1, 0.5, 0.0))  # NaN → 0
         # no laterality given (a findings-only negative prompt): every finding unsided
-        lat = lat.to(device).long() if lat is not None else torch.zeros(labels.shape, dtype=torch.long, device=device)
-        both = LATERALITY.index("bilateral")
+        unspecified, both = LATERALITY.index("unspecified"), LATERALITY.index("bilateral")
+        lat = (lat.to(device).long() if lat is not None
+               else torch.full(labels.shape, unspecified, dtype=torch.long, device=device))
         if unsided:
-            lat = torch.where(lat == LATERALITY.index("unspecified"), both, lat)
+            lat = torch.where(lat == unspecified, both, lat)
         right = (lat == LATERALITY.index("right")) | (lat == both)
         left = (lat == LATERALITY.index("left")) | (lat == both)
         sides = torch.stack([right, left], 1).float() * weight.unsqueeze(1)

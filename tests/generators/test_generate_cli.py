@@ -99,6 +99,19 @@ def test_train_then_generate(cache, recipe, tmp_path):
                       "Cardiomegally", "--out", tmp_path / "gb", "--no-progress")
         assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "Cardiomegally" in bad.stderr
         assert not (tmp_path / "gb" / "metadata.csv").exists()
+        # guidance rescale and interval: recorded; a partial interval takes fewer passes than plain guidance
+        run_cli("generate", "--model", run, "--findings", "Cardiomegaly", "--steps", "4", "--guidance", "4",
+                "--guidance-rescale", "0.7", "--guidance-interval", "0,0.5", "--out", tmp_path / "gr",
+                "--no-progress", check=True)
+        gr = json.loads((tmp_path / "gr" / "generate.json").read_text())
+        assert gr["guidance_rescale"] == 0.7 and gr["guidance_interval"] == "0,0.5"
+        assert gr["nfe_per_image"] <= gr["network_passes_per_image"] < 2 * gr["nfe_per_image"]
+        png = Image.open(tmp_path / "gr" / "images" / "000000.png").text
+        assert png["guidance_rescale"] == "0.7" and png["guidance_interval"] == "0,0.5"
+        bad = run_cli("generate", "--model", run, "--findings", "Cardiomegaly", "--steps", "2",
+                      "--guidance-interval", "0.8,0.2", "--out", tmp_path / "gi", "--no-progress")
+        assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "guidance-interval" in bad.stderr
+        assert not (tmp_path / "gi").exists()
     # one image per test report of a cache; the folder opens as an evaluation image set
     out3 = tmp_path / "g3"
     res = run_cli("generate", "--model", run, "--prompts", cache / "c", "--split", "test", "--steps", "2",

@@ -436,7 +436,8 @@ def test_crossflow_refuses_contrast_guidance(tok):
     in one line."""
     model = _make("crossflow", tok).eval()
     sampler, steps = SAMPLERS["crossflow"]
-    for kw in ({"side_guidance": 2.0}, {"finding_guidance": 2.0}):
+    for kw in ({"side_guidance": 2.0}, {"finding_guidance": 2.0}, {"guidance_rescale": 0.7},
+               {"guidance_interval": (0.1, 0.8)}):
         with pytest.raises(ValueError, match="no guidance branches"):
             model.generate(_labels(2), REPORTS[:2], steps=steps, sampler=sampler, **kw)
 
@@ -494,6 +495,32 @@ def test_finding_guidance_and_negative_findings(family, tok):
     torch.testing.assert_close(model.from_latent(by_hand), fg)
     neg, _ = model.generate(lab, REPORTS[:2], negative_labels=off, **kw)
     assert (neg - plain).abs().max() > 1e-3  # the other branch is the negative, not the null condition
+
+
+@pytest.mark.parametrize("family", ["ldm_unet", "latent_dit"])
+def test_guidance_rescale_and_interval(family, tok):
+    """``guidance_rescale`` changes a guided sample (not one at scale 1) and is seeded like the rest; a
+    guidance interval covering every step ("0,1") equals plain guidance, and a partial one runs the null
+    branch only on its steps (counted in ``network_passes``) and changes the sample."""
+    model = _make(family, tok).eval()
+    sampler, steps = SAMPLERS[family]
+    kw = dict(steps=steps, sampler=sampler, seed=1)
+    lab = _labels(2)
+    plain, nfe = model.generate(lab, REPORTS[:2], guidance=4.0, **kw)
+    assert model.network_passes == 2 * nfe
+    resc, _ = model.generate(lab, REPORTS[:2], guidance=4.0, guidance_rescale=0.7, **kw)
+    assert (resc - plain).abs().max() > 1e-4 and torch.isfinite(resc).all()
+    assert torch.equal(resc, model.generate(lab, REPORTS[:2], guidance=4.0, guidance_rescale=0.7, **kw)[0])
+    one, _ = model.generate(lab, REPORTS[:2], guidance=1.0, **kw)
+    assert torch.equal(model.generate(lab, REPORTS[:2], guidance=1.0, guidance_rescale=0.7, **kw)[0], one)
+    full, _ = model.generate(lab, REPORTS[:2], guidance=4.0, guidance_interval=(0.0, 1.0), **kw)
+    torch.testing.assert_close(full, plain)
+    assert model.network_passes == 2 * nfe
+    part, nfe3 = model.generate(lab, REPORTS[:2], guidance=4.0, guidance_interval=(0.0, 0.5), **kw)
+    assert nfe3 == nfe and nfe < model.network_passes < 2 * nfe
+    assert (part - plain).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="rescale"):
+        model.generate(lab, REPORTS[:2], guidance=4.0, guidance_rescale=1.5, **kw)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

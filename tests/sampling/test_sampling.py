@@ -8,10 +8,13 @@ import torch
 from unicxr.sampling import (
     TimestepEmbedder,
     cfg_combine,
+    cfg_rescale,
     flow_interpolate,
     flow_sample,
     flow_target,
     guided,
+    in_interval,
+    parse_interval,
     sample_flow_t,
     shift_t,
     time_grid,
@@ -127,6 +130,43 @@ def test_guidance_with_contrast_branches():
                                cfg_combine(c, u, 4.0) + 3.0 * (c - o))
     assert calls[-1] == 9  # the zero-scale branch is not run
     assert torch.equal(guided(fn, x, t, cond, null, 4.0, contrasts=[(mirror, 0.0)]), guided(fn, x, t, cond, null, 4.0))
+
+
+def test_guidance_rescale_matches_the_conditional_spread():
+    """``cfg_rescale``: phi 0 is the identity; phi 1 gives each item the conditional output's standard
+    deviation and keeps the guided direction (a positive multiple); phi in between mixes linearly."""
+    g = torch.Generator().manual_seed(0)
+    cond = torch.randn(3, 2, 4, 4, generator=g)
+    out = cond * 9.0 + torch.randn(3, 2, 4, 4, generator=g)
+    assert torch.equal(cfg_rescale(out, cond, 0.0), out)
+    full = cfg_rescale(out, cond, 1.0)
+    torch.testing.assert_close(full.flatten(1).std(1), cond.flatten(1).std(1))
+    ratio = full / out
+    torch.testing.assert_close(ratio, ratio.flatten(1)[:, :1].view(3, 1, 1, 1).expand_as(ratio))
+    assert (ratio > 0).all() and (ratio < 1).all()
+    torch.testing.assert_close(cfg_rescale(out, cond, 0.7), 0.7 * full + 0.3 * out)
+    # through ``guided``: the rescaled combination of the branches
+    x, t = torch.randn(3, 8, generator=g), torch.rand(3)
+    c = torch.tensor([1.0, 2.0, 3.0])
+
+    def fn(x, t, cond):
+        return x * cond.view(-1, 1) + cond.view(-1, 1)
+
+    combined = cfg_combine(fn(x, t, c), fn(x, t, c * 0), 6.0)
+    torch.testing.assert_close(guided(fn, x, t, c, c * 0, 6.0, rescale=0.5),
+                               cfg_rescale(combined, fn(x, t, c), 0.5))
+    assert torch.equal(guided(fn, x, t, c, c * 0, 1.0, rescale=0.5), fn(x, t, c))  # scale 1: nothing to rescale
+
+
+def test_guidance_interval_parsing_and_membership():
+    assert parse_interval(None) is None and parse_interval(" ") is None
+    assert parse_interval("0.1, 0.8") == (0.1, 0.8)
+    for bad in ("0.8,0.1", "0.1", "a,b", "0,1.5", "0.1,0.2,0.3"):
+        with pytest.raises(ValueError, match="guidance interval"):
+            parse_interval(bad)
+    assert in_interval(0.99, None) and in_interval(0.8, (0.1, 0.8)) and in_interval(0.1, (0.1, 0.8))
+    assert in_interval(0.0, (0.0, 1.0)) and not in_interval(0.05, (0.1, 0.8))
+    assert not in_interval(0.9, (0.1, 0.8))
 
 
 @pytest.mark.parametrize("sampler,steps", [("ddim", 50), ("pndm", 50), ("ddpm", 250)])

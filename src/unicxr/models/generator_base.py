@@ -228,6 +228,9 @@ class GeneratorBase(ModelMixin):
     #: combines network branches of one condition encoder (LDM-UNet, latent DiT)
     contrast_guidance_ok: bool = False
 
+    #: network passes per item of the last sampling run's guided function (see :meth:`guided_fn`)
+    network_passes: int | None = None
+
     #: set by :meth:`forced_drop`: every item's condition kept (False) or nulled (True)
     _forced_drop: bool | None = None
 
@@ -310,6 +313,8 @@ class GeneratorBase(ModelMixin):
         progress: bool = False,
         side_guidance: float = 0.0,
         finding_guidance: float = 0.0,
+        guidance_rescale: float = 0.0,
+        guidance_interval: tuple[float, float] | None = None,
     ) -> tuple[torch.Tensor, int]:
         """Images (B, 1, H, W) in [0, 1] for B conditions, and the network evaluations used.
 
@@ -321,16 +326,22 @@ class GeneratorBase(ModelMixin):
         alone, one more network pass per step (LDM-UNet and latent DiT). ``finding_guidance`` s > 0 adds
         s · (conditional − the condition with its present and uncertain findings set absent): guidance along
         what the condition's findings alone change (the findings path: labels, pooled findings, side map;
-        the report text stays), one more network pass per step (same families).
+        the report text stays), one more network pass per step (same families). ``guidance_rescale`` phi
+        in [0, 1] rescales the guided output to the conditional output's spread
+        (:func:`unicxr.sampling.cfg_rescale`), against blown-out images at large scales;
+        ``guidance_interval`` (lo, hi) applies guidance only at noise levels in [lo, hi] (same families).
         """
         self.eval()
         cond = self.condition_batch(labels, reports, laterality, severity)
         negative = self.condition_batch(negative_labels) if negative_labels is not None else None
         contrasts: list[tuple[dict[str, Any], float]] = []
-        if side_guidance or finding_guidance:
+        shaping = {k: v for k, v in (("rescale", float(guidance_rescale)), ("interval", guidance_interval)) if v}
+        if side_guidance or finding_guidance or shaping:
             if not self.contrast_guidance_ok:
-                raise ValueError(f"side/finding guidance: {self.model_type} has no guidance branches to contrast "
-                                 "(ldm_unet and latent_dit have)")
+                raise ValueError(f"side/finding guidance, guidance rescale and interval: {self.model_type} has no "
+                                 "guidance branches to shape (ldm_unet and latent_dit have)")
+        if not 0.0 <= float(guidance_rescale) <= 1.0:
+            raise ValueError(f"guidance rescale must be in [0, 1], got {guidance_rescale}")
         if side_guidance:
             contrasts.append((self.condition_batch(labels, reports, laterality, severity, mirrored=True),
                               float(side_guidance)))
@@ -353,6 +364,7 @@ class GeneratorBase(ModelMixin):
             negative=negative,
             progress=progress,
             **({"contrasts": contrasts} if contrasts else {}),
+            **shaping,
         )
         return self.from_latent(z), nfe
 
@@ -363,25 +375,48 @@ class GeneratorBase(ModelMixin):
         shape = tuple(shape or self.latent_shape)
         return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds]).to(device)
 
+    def noise_level(self, t: torch.Tensor) -> float:
+        """The noise level in [0, 1] (1: pure noise, 0: clean) of the sampler's time ``t`` (B,), as
+        :func:`unicxr.sampling.in_interval` reads it (families with :attr:`contrast_guidance_ok`)."""
+        raise NotImplementedError
+
     def guided_fn(self, net, cond: dict[str, Any], negative: dict[str, Any] | None, guidance: float,
-                  contrasts: Sequence[tuple[dict[str, Any], float]] = ()):
+                  contrasts: Sequence[tuple[dict[str, Any], float]] = (), rescale: float = 0.0,
+                  interval: tuple[float, float] | None = None):
         """``f(x, t)`` = guided output of ``net(x, t, tokens, mask, pooled, ...)`` for ``cond`` (the other
         branch: the null condition, or ``negative``); guidance 1 runs the conditional branch only. Each
         contrast (a condition c' such as the prompt mirrored, and its scale s) adds
-        s · (net(cond) − net(c')) from one more branch of the same batch."""
-        from unicxr.sampling import guided
+        s · (net(cond) − net(c')) from one more branch of the same batch. ``rescale``: guidance rescale
+        phi (:func:`unicxr.sampling.cfg_rescale`). ``interval`` (lo, hi): every guidance term applies
+        only at noise levels lo ≤ :meth:`noise_level` ≤ hi; elsewhere ``f`` is the conditional output
+        (one pass). :attr:`network_passes` counts the passes per item of the last ``f`` made."""
+        from unicxr.sampling import guided, in_interval
 
         c = self.encode_condition(cond, None)
         extra = [(self.encode_condition(k, None), float(s)) for k, s in contrasts if s]
+        self.network_passes = 0
+
+        def plain(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            self.network_passes += 1
+            return net(x, t, *c)
+
         if guidance == 1.0 and not extra:
-            return lambda x, t: net(x, t, *c)
+            return plain
         if negative is not None:
             u = self.encode_condition(negative, None)
         else:
             b = self.batch_size_of(cond)
             u = self.encode_condition(cond, torch.ones(b, dtype=torch.bool, device=c[0].device))
-        return lambda x, t: guided(lambda xx, tt, cc: net(xx, tt, *cc), x, t, c, u, guidance, concat=concat_tokens,
-                                   contrasts=extra)
+        branches = 1 + (guidance != 1.0) + len(extra)
+
+        def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            if interval is not None and not in_interval(self.noise_level(t), interval):
+                return plain(x, t)
+            self.network_passes += branches
+            return guided(lambda xx, tt, cc: net(xx, tt, *cc), x, t, c, u, guidance, concat=concat_tokens,
+                          contrasts=extra, rescale=rescale)
+
+        return fn
 
 
 def findings_off(labels: torch.Tensor | np.ndarray) -> np.ndarray:

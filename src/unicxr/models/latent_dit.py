@@ -129,9 +129,13 @@ class LatentDiT(GeneratorBase):
         loss = F.mse_loss(pred.float(), flow_target(z0, noise).float())
         return loss, {"mse": float(loss.detach())}
 
+    def noise_level(self, t: torch.Tensor) -> float:
+        """Flow time t (B,) is the noise share already (x_t = (1 − t)·x0 + t·ε)."""
+        return float(t.flatten()[0])
+
     @torch.no_grad()
     def sample_latents(self, cond, *, steps, sampler, guidance, generator, seeds, negative=None, progress=False,
-                       contrasts=()):
-        fn = self.guided_fn(self.net, cond, negative, guidance, contrasts)
+                       contrasts=(), rescale=0.0, interval=None):
+        fn = self.guided_fn(self.net, cond, negative, guidance, contrasts, rescale, interval)
         x1 = self.initial_noise(seeds)
         return flow_sample(fn, x1, steps=steps, sampler=sampler, shift=self.shift, progress=progress)

@@ -147,12 +147,16 @@ class LDMUNet(GeneratorBase):
         loss = (per * snr_loss_weights(self.scheduler, t, sc.prediction_type, sc.snr_gamma)).mean()
         return loss, {"mse": float(per.mean().detach()), "weighted": float(loss.detach())}
 
+    def noise_level(self, t: torch.Tensor) -> float:
+        """Timestep t (B,) of the 0…T−1 training schedule → t / T."""
+        return float(t.flatten()[0]) / self.config.schedule.num_train_timesteps
+
     @torch.no_grad()
     def sample_latents(self, cond, *, steps, sampler, guidance, generator, seeds, negative=None, progress=False,
-                       contrasts=()):
+                       contrasts=(), rescale=0.0, interval=None):
         if sampler not in DIFFUSION_SAMPLERS:
             raise ValueError(f"ldm_unet samples with {', '.join(DIFFUSION_SAMPLERS)}, not {sampler!r}")
-        fn = self.guided_fn(self.net, cond, negative, guidance, contrasts)
+        fn = self.guided_fn(self.net, cond, negative, guidance, contrasts, rescale, interval)
         x = self.initial_noise(seeds)
         return diffusion_sample(fn, self.config.schedule, x, steps=steps, sampler=sampler, generator=generator,
                                 progress=progress)

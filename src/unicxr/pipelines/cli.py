@@ -36,6 +36,16 @@ def generate_command(
         None, "--negative", help='Negative findings, e.g. "Support Devices, Pneumothorax": the other branch of '
         "classifier-free guidance is conditioned on them instead of the null condition, so images move away "
         "from them (LDM-UNet and latent DiT)."),
+    guidance_rescale: float = typer.Option(
+        0.0, "--guidance-rescale", min=0.0, max=1.0,
+        help="Guidance rescale PHI in [0, 1]: bring the guided prediction's spread back to the conditional "
+        "one's and mix PHI of that in (Lin et al. 2024); against blown-out, over-saturated images at large "
+        "--guidance (LDM-UNet and latent DiT). 0: off."),
+    guidance_interval: str = typer.Option(
+        None, "--guidance-interval",
+        help='Guidance interval "LO,HI": apply guidance only at noise levels in [LO, HI], 1 = pure noise, '
+        "0 = clean (Kynkaanniemi et al. 2024); other steps run the conditional branch alone, one pass "
+        "(LDM-UNet and latent DiT). Default: every step."),
     seed: int = typer.Option(0, "--seed", min=0, help="Image i starts from noise seeded with seed + i."),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (images/, metadata.csv, rejects.csv)."),
@@ -50,11 +60,18 @@ def generate_command(
     import json
 
     from unicxr.pipelines.generate import generate_images, read_prompts
+    from unicxr.sampling import parse_interval
+    from unicxr.utils.errors import UnicxrError
 
+    try:
+        interval = parse_interval(guidance_interval)
+    except ValueError as exc:
+        raise UnicxrError(f"--guidance-interval: {exc}") from None
     items, rejects = read_prompts(prompt, findings, prompts, split)
     summary = generate_images(model, items, out, n=n, steps=steps, sampler=sampler, guidance=guidance, seed=seed,
                               batch_size=batch_size, rejects=rejects, progress=progress, side_guidance=side_guidance,
-                              finding_guidance=finding_guidance, negative=negative)
+                              finding_guidance=finding_guidance, negative=negative,
+                              guidance_rescale=guidance_rescale, guidance_interval=interval)
     typer.echo(json.dumps(summary, indent=2))
 
 

@@ -139,6 +139,8 @@ def generate_images(
     side_guidance: float = 0.0,
     finding_guidance: float = 0.0,
     negative: str | None = None,
+    guidance_rescale: float = 0.0,
+    guidance_interval: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """Sample ``n`` images per prompt into ``out`` (see module docstring); returns a summary."""
     import pandas as pd
@@ -158,11 +160,16 @@ def generate_images(
         raise UnicxrError(f"--sampler: {model.model_type} samples with {', '.join(model.default_samplers)}, not {sampler!r}")
     # the guidance options in use, recorded in each PNG and the summary
     extras = {k: v for k, v in (("side_guidance", side_guidance), ("finding_guidance", finding_guidance),
-                                ("negative", negative)) if v}
+                                ("negative", negative), ("guidance_rescale", guidance_rescale),
+                                ("guidance_interval", guidance_interval)) if v}
     for key in extras:
         if not model.contrast_guidance_ok:
-            raise UnicxrError(f"--{key.replace('_', '-')}: {model.model_type} has no guidance branches to contrast "
+            raise UnicxrError(f"--{key.replace('_', '-')}: {model.model_type} has no guidance branches to shape "
                               "(ldm_unet and latent_dit have)")
+    if not 0.0 <= guidance_rescale <= 1.0:
+        raise UnicxrError(f"--guidance-rescale: must be in [0, 1], got {guidance_rescale}")
+    if "guidance_interval" in extras:
+        extras["guidance_interval"] = ",".join(f"{v:g}" for v in guidance_interval)
     neg_labels = None
     if negative:
         from unicxr.models.conditioning import parse_findings_prompt
@@ -183,6 +190,7 @@ def generate_images(
             images, nfe_used = model.generate(labels, [p.text for p, _ in chunk], laterality=lat, steps=steps,
                                               sampler=sampler, guidance=guidance, seed=seeds,
                                               side_guidance=side_guidance, finding_guidance=finding_guidance,
+                                              guidance_rescale=guidance_rescale, guidance_interval=guidance_interval,
                                               negative_labels=None if neg_labels is None else
                                               np.repeat(neg_labels[None], len(chunk), 0))
         for i, ((p, _), s) in enumerate(zip(chunk, seeds, strict=True)):
@@ -202,9 +210,12 @@ def generate_images(
     atomic_write_text(out / "metadata.csv", pd.DataFrame(rows).to_csv(index=False))
     rej = rejects or []
     atomic_write_text(out / "rejects.csv", "path,reason\n" + "".join(f'"{a}","{b}"\n' for a, b in rej))
+    # measured where the model counts them (a guidance interval runs fewer branches on some steps)
+    passes = (model.network_passes if model.network_passes is not None and "guidance_interval" in extras
+              else network_passes(nfe_used, guidance, side_guidance, finding_guidance))
     summary = {"model": str(model_dir), "model_type": model.model_type, "images": len(rows), "prompts": len(prompts),
                "steps": steps, "sampler": sampler, "guidance": guidance, "nfe_per_image": nfe_used,
-               "network_passes_per_image": network_passes(nfe_used, guidance, side_guidance, finding_guidance), "rejected": len(rej),
+               "network_passes_per_image": passes, "rejected": len(rej),
                "synthetic": True}
     summary.update(extras)
     atomic_write_text(out / "generate.json", json.dumps(summary, indent=2) + "\n")

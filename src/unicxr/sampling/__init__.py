@@ -18,18 +18,28 @@ from unicxr.sampling.flow import (
     shift_t,
     time_grid,
 )
-from unicxr.sampling.guidance import cfg_combine, drop_condition, guided
+from unicxr.sampling.guidance import (
+    cfg_combine,
+    cfg_rescale,
+    drop_condition,
+    guided,
+    in_interval,
+    parse_interval,
+)
 from unicxr.sampling.timestep import TimestepEmbedder, timestep_embedding
 
 __all__ = [
     "FLOW_SAMPLERS",
     "TimestepEmbedder",
     "cfg_combine",
+    "cfg_rescale",
     "drop_condition",
     "flow_interpolate",
     "flow_sample",
     "flow_target",
     "guided",
+    "in_interval",
+    "parse_interval",
     "sample_flow_t",
     "shift_t",
     "time_grid",

@@ -598,6 +598,31 @@ def test_report_laterality_fills_the_sides_a_condition_lacks(tok):
     assert not torch.allclose(a, b)
 
 
+def test_report_severity_fills_the_sizes_a_condition_lacks(tok):
+    """condition.report_severity reads each finding's size from the report (NaN where none is said),
+    keeps a size the caller gives, and changes the condition (so the model can learn it)."""
+    from unicxr.models.conditioning import report_severity
+
+    eff = FINDINGS.index("Pleural Effusion")
+    sev = report_severity(REPORTS)
+    assert sev.shape == (4, 14) and sev.dtype == np.float32
+    assert sev[0, eff] == pytest.approx(1 / 3)  # "Small left pleural effusion"
+    assert np.isnan(sev[1]).all() and np.isnan(sev[2, FINDINGS.index("Pneumothorax")])  # no size said
+    given = np.full((4, 14), np.nan, np.float32)
+    given[0, eff] = 1.0
+    assert report_severity(REPORTS, given)[0, eff] == 1.0
+    model = _make("latent_dit", tok)
+    assert "severity" not in model.condition_batch(_labels(4), REPORTS)  # off by default (saved models)
+    model.config.condition.report_severity = True
+    cond = model.condition_batch(_labels(4), REPORTS)
+    torch.testing.assert_close(cond["severity"], torch.from_numpy(sev), equal_nan=True)
+    model.eval()
+    with torch.no_grad():
+        a = model.cond(cond)[2]
+        b = model.cond({k: v for k, v in cond.items() if k != "severity"})[2]
+    assert not torch.allclose(a, b)
+
+
 def test_crossflow_source_keeps_its_noise_floor(tok):
     """CrossFlow's text latent σ never drops below ``min_std`` (a source collapsed to a point lets x_t give
     the velocity exactly for t < 1, so the flow loss vanishes while every prompt samples one mean image);

@@ -36,6 +36,7 @@ __all__ = [
     "trim_token_ids",
     "parse_findings_prompt",
     "report_laterality",
+    "report_severity",
     "LATERALITY",
 ]
 
@@ -61,6 +62,11 @@ class ConditionConfig(StrictModel):
         False, description="read each finding's side from the report (unicxr.text.laterality) where a condition "
         "gives none: caches carry sides only in the report text, so without it the finding tokens and the pooled "
         "findings vector never see a side in training and left/right can only come through the text encoder")
+    report_severity: bool = Field(
+        False, description="read each finding's size from the report (unicxr.text.severity: small 1/3, moderate "
+        "2/3, large 1) where a condition gives none, into the severity input of the finding tokens and the pooled "
+        "findings vector: caches carry sizes only in the report text, so without it a size reaches the network "
+        "only through the text encoder. False (default) keeps saved models unchanged")
     cond_drop: float = Field(0.1, ge=0.0, lt=1.0, description="training probability of the null condition")
     pooled: Literal["mean", "findings"] = Field(
         "mean", description="the pooled vector (B, D) for global paths (a DiT's adaLN, an LDM-UNet's "
@@ -90,6 +96,25 @@ def report_laterality(reports: Sequence[str], given: np.ndarray | torch.Tensor |
     if given is not None:
         g = given.cpu().numpy() if torch.is_tensor(given) else np.asarray(given)
         out = np.where(g != 0, g, out).astype(np.int64)
+    return out
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _sizes_of(text: str) -> tuple[float, ...]:
+    """Size (NaN: not said) of each of the 14 findings in one report (cached like :func:`_sides_of`)."""
+    from unicxr.text.severity import all_severities
+
+    sizes = all_severities(text)
+    return tuple(float(sizes.get(f, float("nan"))) for f in FINDINGS)
+
+
+def report_severity(reports: Sequence[str], given: np.ndarray | torch.Tensor | None = None) -> np.ndarray:
+    """Severity (B, 14) float32 in (0, 1] read from each report (NaN: not said; see
+    :mod:`unicxr.text.severity`); where ``given`` (B, 14) has a value, that value wins."""
+    out = np.array([_sizes_of(r or "") for r in reports], dtype=np.float32).reshape(len(reports), NUM_FINDINGS)
+    if given is not None:
+        g = np.asarray(given.cpu() if torch.is_tensor(given) else given, dtype=np.float32)
+        out = np.where(np.isfinite(g), g, out).astype(np.float32)
     return out
 
 

@@ -29,6 +29,7 @@ from unicxr.models.conditioning import (
     ConditionConfig,
     ConditionEncoder,
     report_laterality,
+    report_severity,
     tokenize_reports,
 )
 
@@ -171,7 +172,8 @@ class GeneratorBase(ModelMixin):
         """A condition dict for :class:`~unicxr.models.conditioning.ConditionEncoder` (reports are
         tokenized into windows; ``overflow`` counts reports longer than all windows). With
         ``condition.report_laterality`` each finding's side is read from the report where ``laterality``
-        (B, 14) gives none. ``mirrored``: the same condition on the patient's other side, ``left`` and
+        (B, 14) gives none, with ``condition.report_severity`` its size where ``severity`` gives none.
+        ``mirrored``: the same condition on the patient's other side, ``left`` and
         ``right`` swapped in every report and in ``laterality`` (bilateral and unspecified stay)."""
         if mirrored:
             reports, laterality = _mirror(reports, laterality)
@@ -183,6 +185,8 @@ class GeneratorBase(ModelMixin):
                                              dtype=torch.float32).to(device)
         if reports is not None and ccfg.report_laterality and ccfg.laterality:
             laterality = report_laterality(list(reports), laterality)
+        if reports is not None and ccfg.report_severity and ccfg.severity:
+            severity = report_severity(list(reports), severity)
         if laterality is not None:
             cond["laterality"] = torch.as_tensor(laterality, dtype=torch.long).to(device)
         if severity is not None:

@@ -13,7 +13,7 @@ import re
 
 from unicxr.labels import FINDINGS
 
-__all__ = ["SIDES", "report_side", "report_sides", "all_sides", "mirror_sides"]
+__all__ = ["SIDES", "report_side", "report_sides", "all_sides", "finding_qualifiers", "mirror_sides"]
 
 SIDES = ("left", "right", "bilateral")
 _SIDE_WORD = re.compile(r" (left|right|bilateral|bilaterally|both) ")
@@ -37,6 +37,21 @@ def report_sides(texts: list[str], finding: str) -> list[str]:
 def all_sides(text: str) -> dict[str, str]:
     """The side of every finding that ``text`` mentions on a side, ``{finding: side}`` (one labeler
     pass for all findings; see the module docstring for the rules)."""
+    out = {}
+    for finding, sides in finding_qualifiers(text, _SIDE_WORD, _CANON).items():
+        if "bilateral" in sides or {"left", "right"} <= sides:
+            out[finding] = "bilateral"
+        elif sides:
+            out[finding] = next(iter(sides))
+    return out
+
+
+def finding_qualifiers(text: str, word: re.Pattern[str], canon: dict[str, str]) -> dict[str, set[str]]:
+    """For each finding with a positive or uncertain mention in ``text``, the set of qualifier words
+    (``word``'s group 1, mapped through ``canon``) that qualify its mentions: per mention the nearest
+    match before it in the same sentence, else the nearest after it. Matches run on the labeler's
+    normalized text (lower case, words padded by spaces). Findings whose mentions have no qualifier
+    map to an empty set; negated mentions are not read. Shared by sides and sizes."""
     from unicxr.text.labeler import _default
     from unicxr.text.negation import find_cues, normalize
 
@@ -46,25 +61,19 @@ def all_sides(text: str) -> dict[str, str]:
     if not mentions:
         return {}
     scope = find_cues(t)
-    words = [(m.start() + 1, _CANON[m.group(1)]) for m in _SIDE_WORD.finditer(t)]
+    words = [(m.start() + 1, canon[m.group(1)]) for m in word.finditer(t)]
     found: dict[str, set[str]] = {}
     for m in mentions:
         sent = scope.sentence(m.start)
         same = [(p, s) for p, s in words if scope.sentence(p) == sent]
         before = [(p, s) for p, s in same if p < m.start]
         after = [(p, s) for p, s in same if p >= m.end]
-        sides = found.setdefault(m.finding, set())
+        quals = found.setdefault(m.finding, set())
         if before:
-            sides.add(before[-1][1])
+            quals.add(before[-1][1])
         elif after:
-            sides.add(after[0][1])
-    out = {}
-    for finding, sides in found.items():
-        if "bilateral" in sides or {"left", "right"} <= sides:
-            out[finding] = "bilateral"
-        elif sides:
-            out[finding] = next(iter(sides))
-    return out
+            quals.add(after[0][1])
+    return found
 
 
 _LEFT_RIGHT = re.compile(r"\b(left|right)\b", re.IGNORECASE)

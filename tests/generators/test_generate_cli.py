@@ -58,6 +58,8 @@ def test_train_then_generate(cache, recipe, tmp_path):
     cfg = json.loads((run / "model" / "config.json").read_text())["config"]
     assert cfg["image_size"] == 32 and cfg["latent_size"] == 32  # from the cache, pixel space
     assert cfg.get("side_map", False) is (recipe == "ldm_unet_phantom")  # the LDM recipe draws sides as planes
+    # the LDM recipe reads sides and sizes from the reports into the findings path
+    assert cfg["condition"].get("report_severity", False) is (recipe == "ldm_unet_phantom")
     assert (run / "model" / "tokenizer" / "tokenizer.json").is_file()  # the tokenizer travels with the model
     media = run / "media" / "step_000006"
     assert Image.open(media / "samples.png").text.get("synthetic") == "true"

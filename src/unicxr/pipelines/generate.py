@@ -210,8 +210,9 @@ def generate_images(
     atomic_write_text(out / "metadata.csv", pd.DataFrame(rows).to_csv(index=False))
     rej = rejects or []
     atomic_write_text(out / "rejects.csv", "path,reason\n" + "".join(f'"{a}","{b}"\n' for a, b in rej))
-    # measured where the model counts them (a guidance interval runs fewer branches on some steps)
-    passes = (model.network_passes if model.network_passes is not None and "guidance_interval" in extras
+    # counted by the families whose guided function runs the branches (a guidance interval runs fewer on some
+    # steps); the others run the branches of :func:`network_passes` at every call
+    passes = (model.network_passes if model.network_passes is not None
               else network_passes(nfe_used, guidance, side_guidance, finding_guidance))
     summary = {"model": str(model_dir), "model_type": model.model_type, "images": len(rows), "prompts": len(prompts),
                "steps": steps, "sampler": sampler, "guidance": guidance, "nfe_per_image": nfe_used,

@@ -65,3 +65,44 @@ def test_alignment_with_encoder(tmp_path):
     assert out["encoder"].startswith("own:")
     some = [v for v in out["per_finding"].values() if "skipped" not in v]
     assert some and all(0.0 <= v["auroc_fake"] <= 1.0 for v in some)
+
+
+def test_cooccurrence_alignment_finds_the_drop_the_real_images_do_not_share():
+    from unicxr.eval.alignment import cooccurrence_alignment
+
+    rng = np.random.default_rng(2)
+    ptx, cons = FINDINGS.index("Pneumothorax"), FINDINGS.index("Consolidation")
+    fake_y = (rng.random((600, 14)) < 0.25).astype(np.float32)
+    real_y = (rng.random((600, 14)) < 0.25).astype(np.float32)
+    fake_p = _probs(fake_y, 1.5, rng)
+    real_p = _probs(real_y, 1.5, rng)
+    hidden = (fake_y[:, ptx] == 1) & (fake_y[:, cons] == 1)
+    fake_p[hidden, ptx] = rng.choice(fake_p[fake_y[:, ptx] == 0, ptx], int(hidden.sum()))  # not drawn: scored as negatives
+    rows = cooccurrence_alignment(fake_p, fake_y, real_p, real_y, n_boot=50)
+    top = rows[0]
+    assert (top["finding"], top["with"]) == ("Pneumothorax", "Consolidation")
+    assert top["n_with"] == int(hidden.sum()) and top["n_with"] + top["n_without"] == int((fake_y[:, ptx] == 1).sum())
+    assert top["auroc_fake_with"] < 0.65 < 0.9 < top["auroc_fake_without"]
+    assert top["drop_fake_ci"][0] > 0.2
+    assert abs(top["auroc_real_with"] - top["auroc_real_without"]) < 0.1  # the encoder sees it on real images
+    assert top["auroc_fake_without"] == pytest.approx(
+        auroc(np.r_[np.ones(top["n_without"]), np.zeros(top["n_neg"])],
+              np.r_[fake_p[(fake_y[:, ptx] == 1) & ~hidden, ptx], fake_p[fake_y[:, ptx] == 0, ptx]]))
+    others = [r for r in rows[1:] if r["finding"] != "Pneumothorax"]
+    assert others and max(abs(r["drop_fake"]) for r in others) < 0.2
+    assert [r["drop_fake"] for r in rows] == sorted((r["drop_fake"] for r in rows), reverse=True)
+    assert cooccurrence_alignment(fake_p, fake_y, real_p, real_y, min_group=10_000) == []
+
+
+def test_bootstrap_group_aurocs_match_the_plain_auroc_on_resampled_rows():
+    from unicxr.eval.alignment import _bootstrap_group_aurocs
+
+    rng = np.random.default_rng(3)
+    neg, pos = np.round(rng.random(40), 1), np.round(rng.random(15) + 0.3, 1)  # ties on purpose
+    reps = _bootstrap_group_aurocs(neg, [pos], 20, np.random.default_rng(7))
+    replay = np.random.default_rng(7)  # same draws, as rows: counts of each negative and each positive
+    c_neg = replay.multinomial(neg.size, np.full(neg.size, 1 / neg.size), size=20)
+    c_pos = replay.multinomial(pos.size, np.full(pos.size, 1 / pos.size), size=20)
+    for b in range(20):
+        n_b, p_b = np.repeat(np.sort(neg), c_neg[b]), np.repeat(pos, c_pos[b])
+        assert reps[b, 0] == pytest.approx(auroc(np.r_[np.ones(p_b.size), np.zeros(n_b.size)], np.r_[p_b, n_b]))

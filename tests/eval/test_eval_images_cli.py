@@ -78,6 +78,11 @@ def test_eval_images_folder_end_to_end(tmp_path, encoder_dir, cli):
     assert any("fd" in v for v in res["metrics"]["per_finding_fd"].values())
     md = (out / "report.md").read_text()
     assert "| FD |" in md and "pca.png" in md and "own:" in md
+    co = res["alignment"]["cooccurrence"]
+    assert co and all(r["n_with"] >= 5 and r["n_without"] >= 5 and r["finding"] != r["with"] for r in co)
+    assert all(r["drop_fake_ci"][0] <= r["drop_fake"] <= r["drop_fake_ci"][1] for r in co)
+    assert "Prompt alignment per finding" in md and "Largest alignment drops" in md
+    assert f"| {co[0]['finding']} | {co[0]['with']} | {co[0]['n_with']} / {co[0]['n_without']} |" in md
     assert (out / "pca.png").stat().st_size > 1000
     assert "data:image/png;base64" in (out / "report.html").read_text()
     # same seed -> same numbers
@@ -89,7 +94,7 @@ def test_eval_images_folder_end_to_end(tmp_path, encoder_dir, cli):
             "--no-progress"]  # fmt: skip
     assert main(args) == 0
     res2 = json.loads((out2 / "metrics.json").read_text())
-    assert res2["metrics"] == res["metrics"]
+    assert res2["metrics"] == res["metrics"] and res2["alignment"] == res["alignment"]
 
 
 def test_eval_images_shifted_fakes_score_worse(tmp_path, encoder_dir):

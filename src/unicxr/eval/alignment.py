@@ -16,7 +16,7 @@ import numpy as np
 from unicxr.labels import FINDINGS, UncertainPolicy, apply_policy
 from unicxr.utils.metrics import auroc
 
-__all__ = ["auroc", "binary_targets", "alignment_from_probabilities", "alignment"]
+__all__ = ["auroc", "binary_targets", "alignment_from_probabilities", "cooccurrence_alignment", "alignment"]
 
 
 def binary_targets(labels: Any, policy: UncertainPolicy | str = UncertainPolicy.IGNORE) -> np.ndarray:
@@ -132,6 +132,106 @@ def alignment_from_probabilities(
                     float(np.quantile(reps, 1 - alpha / 2)),
                 ]
     return {"per_finding": per, "macro": macro, "findings_scored": scored, "n_boot": n_boot, "seed": seed}
+
+
+def _subgroup_auroc(y: np.ndarray, p: np.ndarray, pos: np.ndarray) -> float:
+    """AUROC of scores ``p`` (N,) for the positives in boolean mask ``pos`` against every negative of ``y``."""
+    keep = pos | (y == 0)
+    return auroc(y[keep], p[keep])
+
+
+def _bootstrap_group_aurocs(
+    neg: np.ndarray, groups: Sequence[np.ndarray], n_boot: int, rng: np.random.Generator
+) -> np.ndarray:
+    """AUROC of each positive-score group against the negative scores ``neg`` on ``n_boot`` resamples
+    (negatives and each group resampled separately; the negatives' resample is shared by the groups).
+
+    Vectorised: a positive's share of lower-scored negatives (ties half) is a cumulative sum of the
+    resampled negative counts at its place in the sorted negatives. Returns (n_boot, len(groups)).
+    """
+    order = np.sort(neg)
+    counts = rng.multinomial(neg.size, np.full(neg.size, 1.0 / neg.size), size=n_boot)  # (B, n_neg)
+    cum = np.concatenate([np.zeros((n_boot, 1)), np.cumsum(counts, axis=1)], axis=1)  # (B, n_neg + 1)
+    out = np.empty((n_boot, len(groups)))
+    for i, g in enumerate(groups):
+        lo, hi = np.searchsorted(order, g, "left"), np.searchsorted(order, g, "right")
+        share = (cum[:, lo] + 0.5 * (cum[:, hi] - cum[:, lo])) / neg.size  # (B, n_pos)
+        w = rng.multinomial(g.size, np.full(g.size, 1.0 / g.size), size=n_boot)  # (B, n_pos)
+        out[:, i] = (w * share).sum(axis=1) / g.size
+    return out
+
+
+def cooccurrence_alignment(
+    fake_probs: Any,
+    fake_labels: Any,
+    real_probs: Any,
+    real_labels: Any,
+    *,
+    findings: Sequence[str] = FINDINGS,
+    min_group: int = 5,
+    n_boot: int = 200,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> list[dict[str, Any]]:
+    """Alignment of finding F split by whether another finding G is prompted beside it.
+
+    For every pair (F, G) where at least ``min_group`` prompted F-positives also carry G and at least
+    ``min_group`` do not, the F-AUROC of generated images is computed twice against all F-negatives:
+    over the F-positives *with* G and over those *without* G. The same split of the real images (true
+    labels) gives the encoder's own AUROC in each group, so a drop that the real images share is the
+    judge's, not the generator's. ``drop_fake = auroc_fake_without - auroc_fake_with``; its CI resamples
+    the with-group, the without-group and the negatives separately.
+
+    Args:
+        fake_probs, real_probs: (M, F) / (N, F) encoder probabilities.
+        fake_labels, real_labels: (M, F) prompted / (N, F) true labels (1/0/-1/blank as in
+            :func:`binary_targets`).
+
+    Returns:
+        Rows ``{finding, with, n_with, n_without, n_neg, auroc_fake_with, auroc_fake_without, drop_fake,
+        drop_fake_ci, auroc_real_with, auroc_real_without, n_real_with}``, largest ``drop_fake`` first;
+        the real AUROCs are NaN where the real set has fewer than ``min_group`` such positives.
+    """
+    fp = np.asarray(fake_probs, dtype=np.float64)
+    rp = np.asarray(real_probs, dtype=np.float64)
+    fy = binary_targets(fake_labels)
+    ry = binary_targets(real_labels)
+    rng = np.random.default_rng(seed)
+    rows: list[dict[str, Any]] = []
+    for j, name in enumerate(findings):
+        neg = (fy[:, j] == 0) & np.isfinite(fp[:, j])
+        pos = (fy[:, j] == 1) & np.isfinite(fp[:, j])
+        rpos = ry[:, j] == 1
+        if neg.sum() < min_group:
+            continue
+        for k, other in enumerate(findings):
+            with_k = fy[:, k] == 1
+            if k == j or min((pos & with_k).sum(), (pos & ~with_k).sum()) < min_group:
+                continue
+            a_w = _subgroup_auroc(fy[:, j], fp[:, j], pos & with_k)
+            a_wo = _subgroup_auroc(fy[:, j], fp[:, j], pos & ~with_k)
+            r_with, r_without = rpos & (ry[:, k] == 1), rpos & (ry[:, k] != 1)
+            enough_real = min(r_with.sum(), r_without.sum()) >= min_group
+            row: dict[str, Any] = {
+                "finding": name,
+                "with": other,
+                "n_with": int((pos & with_k).sum()),
+                "n_without": int((pos & ~with_k).sum()),
+                "n_neg": int(neg.sum()),
+                "auroc_fake_with": a_w,
+                "auroc_fake_without": a_wo,
+                "drop_fake": a_wo - a_w,
+                "n_real_with": int(r_with.sum()),
+                "auroc_real_with": _subgroup_auroc(ry[:, j], rp[:, j], r_with) if enough_real else float("nan"),
+                "auroc_real_without": _subgroup_auroc(ry[:, j], rp[:, j], r_without) if enough_real else float("nan"),
+            }
+            if n_boot:
+                reps = _bootstrap_group_aurocs(fp[neg, j], [fp[pos & with_k, j], fp[pos & ~with_k, j]], n_boot, rng)
+                drop = reps[:, 1] - reps[:, 0]
+                row["drop_fake_ci"] = [float(np.quantile(drop, alpha / 2)), float(np.quantile(drop, 1 - alpha / 2))]
+            rows.append(row)
+    rows.sort(key=lambda r: -r["drop_fake"] if np.isfinite(r["drop_fake"]) else np.inf)
+    return rows
 
 
 def alignment(

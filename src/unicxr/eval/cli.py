@@ -61,8 +61,10 @@ def images_command(
     """Compare generated images with real ones in one named feature space.
 
     FD, KID, MMD, PRDC and per-finding FD over the full sets with 95% bootstrap CIs; prompt alignment
-    (encoder AUROC on fakes with their prompted labels vs on real images) and MS-SSIM diversity among
-    same-prompt fakes when the fake set has labels/prompts.
+    (encoder AUROC on fakes with their prompted labels vs on real images), also split by each finding
+    prompted beside it (which co-occurring finding hides which: the report lists the largest drops, with
+    the real images split the same way), and MS-SSIM diversity among same-prompt fakes when the fake set
+    has labels/prompts.
 
     Writes OUT/metrics.json, OUT/report.md, OUT/report.html and plots (PCA, per-finding FD, alignment).
     """

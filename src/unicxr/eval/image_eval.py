@@ -2,7 +2,8 @@
 
 ``evaluate_images`` extracts features (and encoder probabilities) for both sets, computes FD, KID,
 MMD, PRDC and per-finding FD over the full sets with bootstrap CIs, prompt alignment when the fake
-set has prompted labels and the extractor a classifier head, MS-SSIM diversity among same-prompt
+set has prompted labels and the extractor a classifier head (per finding, and per finding split by
+each co-prompted finding: ``alignment.cooccurrence``), MS-SSIM diversity among same-prompt
 fakes, and (with ``out``) writes ``metrics.json``, ``report.md``, ``report.html`` and plots.
 """
 
@@ -164,12 +165,15 @@ def evaluate_images(
         "metrics": metrics,
     }
     if want_p and fake_labels is not None and real_labels is not None:
-        from unicxr.eval.alignment import alignment_from_probabilities
+        from unicxr.eval.alignment import alignment_from_probabilities, cooccurrence_alignment
 
         result["alignment"] = alignment_from_probabilities(
             pf, fake_labels, pr, real_labels, n_boot=n_boot, seed=seed
         )
         result["alignment"]["encoder"] = ext.name
+        result["alignment"]["cooccurrence"] = cooccurrence_alignment(
+            pf, fake_labels, pr, real_labels, n_boot=n_boot, seed=seed
+        )
     if diversity:
         result["diversity"] = diversity_by_prompt(fake_ds, real=real_ds, seed=seed, progress=progress)
     n_img = len(real_ds) + len(fake_ds)

@@ -170,6 +170,41 @@ def _rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
+COOC_ROWS = 10  # co-occurrence rows shown in the reports (all are in metrics.json)
+
+
+def _alignment_tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(caption, header, rows) of the per-finding alignment and of the largest co-occurrence drops."""
+    al = result.get("alignment")
+    if not al or not al.get("findings_scored"):
+        return []
+    rows = []
+    for name in al["findings_scored"]:
+        v = al["per_finding"][name]
+        rows.append([
+            name, f"{_fmt(v['auroc_fake'], 3)} {_ci(*(v.get('auroc_fake_ci') or (None, None)))}",
+            _fmt(v["auroc_real"], 3), _fmt(v["ratio"], 3), f"{v['n_pos_fake']} / {v['n_neg_fake']}",
+        ])
+    tables = [(
+        f"Prompt alignment per finding (encoder `{al.get('encoder', '?')}`; fake: prompted labels, real: true labels):",
+        ["finding", "AUROC fake [95% CI]", "AUROC real", "ratio", "n pos / neg (fake)"], rows,
+    )]
+    co = [r for r in al.get("cooccurrence", []) if math.isfinite(r["drop_fake"])][:COOC_ROWS]
+    if co:
+        tables.append((
+            "Largest alignment drops when another finding is prompted beside it (F-positives with vs without G, "
+            "against all F-negatives; the real columns split the real images the same way, so a drop they share "
+            "is the encoder's):",
+            ["finding F", "beside G", "n with / without", "AUROC fake with / without", "drop [95% CI]",
+             "AUROC real with / without"],
+            [[r["finding"], r["with"], f"{r['n_with']} / {r['n_without']}",
+              f"{_fmt(r['auroc_fake_with'], 3)} / {_fmt(r['auroc_fake_without'], 3)}",
+              f"{_fmt(r['drop_fake'], 3)} {_ci(*(r.get('drop_fake_ci') or (None, None)))}",
+              f"{_fmt(r['auroc_real_with'], 3)} / {_fmt(r['auroc_real_without'], 3)}"] for r in co],
+        ))
+    return tables
+
+
 def render_markdown(result: dict[str, Any], plots: dict[str, str]) -> str:
     """Markdown section: sources, feature space, metric table with 95% CIs, per-finding FD, plots."""
     fe = result["features"]
@@ -203,6 +238,9 @@ def render_markdown(result: dict[str, Any], plots: dict[str, str]) -> str:
                     f"| {name} | {_fmt(v['fd'])} | {_ci(v.get('ci_low'), v.get('ci_high'))} | "
                     f"{v['n_real']} | {v['n_fake']} |"
                 )
+    for caption, header, rows in _alignment_tables(result):
+        lines += ["", caption, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
     if m.get("warnings"):
         lines += ["", *[f"> warning: {w}" for w in m["warnings"]]]
     for name, fname in plots.items():
@@ -247,6 +285,10 @@ def render_html(
                     f"<tr><td>{esc(name)}</td><td>{_fmt(v['fd'])}</td><td>{_ci(v.get('ci_low'), v.get('ci_high'))}"
                     f"</td><td>{v['n_real']}</td><td>{v['n_fake']}</td></tr>"
                 )
+        parts.append("</table>")
+    for caption, header, rows in _alignment_tables(result):
+        parts.append(f"<p>{esc(caption)}</p><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows]
         parts.append("</table>")
     for w in m.get("warnings", []):
         parts.append(f"<p class='warn'>warning: {esc(w)}</p>")

@@ -415,3 +415,14 @@ def test_repeat_factor_sampling_oversamples_rare_findings(cache, tmp_path):
     assert got == [want.indices_for(s, 0) for s in range(12)]
     drawn = np.bincount(np.concatenate(got), minlength=len(labels))
     assert drawn[factors > 1.5].mean() > drawn[factors == 1.0].mean()
+    # explicit per-finding factors go through the same path: Cardiomegaly images x3
+    run2 = tmp_path / "rep2"
+    sets2 = [s for s in sets if not s.startswith("train.repeat_threshold")] + ["train.repeat_findings.Cardiomegaly=3"]
+    res = run_cli(*_train_args("rf_dit_phantom", run2, sets2), check=True)
+    assert "repeat-factor sampling (Cardiomegaly x3)" in res.stdout + res.stderr
+    factors = repeat_factors(labels, None, {FINDINGS.index("Cardiomegaly"): 3.0})
+    assert set(factors.tolist()) == {1.0, 3.0}
+    want = StepBatchSampler(len(labels), batch_size=8, grad_accum=1, world_size=1, rank=0, seed=0, start_step=0,
+                            max_steps=12, repeat=factors)
+    got = [json.loads(x)["indices"] for x in (run2 / "indices_rank0.jsonl").read_text().splitlines()]
+    assert got == [want.indices_for(s, 0) for s in range(12)]

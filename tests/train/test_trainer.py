@@ -86,6 +86,13 @@ def test_repeat_factor_sampler():
     r = repeat_factors(labels, 0.4)
     assert r[0] == pytest.approx(2.0)  # sqrt(0.4 / 0.1), its rarest finding
     assert np.all(r[1:] == 1.0)  # sqrt(0.4 / 0.5) < 1; uncertain and NaN do not count
+    explicit = repeat_factors(labels, None, {1: 3.0})  # images positive for finding 1: x3, others once
+    assert explicit.tolist() == [3.0] * 5 + [1.0] * 5
+    both = repeat_factors(labels, 0.4, {1: 1.5})  # the larger factor of either rule
+    assert both.tolist() == [2.0] + [1.5] * 4 + [1.0] * 5
+    assert np.all(repeat_factors(labels, None) == 1.0)
+    with pytest.raises(ValueError):
+        repeat_factors(labels, None, {1: 0.5})
     kw = dict(batch_size=4, grad_accum=1, world_size=1, rank=0, seed=5, start_step=0, max_steps=60)
     plain = StepBatchSampler(10, **kw)
     ones = StepBatchSampler(10, **kw, repeat=np.ones(10))
@@ -112,6 +119,12 @@ def test_repeat_threshold_needs_labels(tmp_path):
     res = run_cli(*_args(tmp_path / "r", ["train.repeat_threshold=0.3"]))
     assert res.returncode != 0 and len(res.stderr.strip().splitlines()) == 1
     assert "train.repeat_threshold" in res.stderr and "labels" in res.stderr
+    res = run_cli(*_args(tmp_path / "r2", ["train.repeat_findings.Pneumothorax=2"]))
+    assert res.returncode != 0 and len(res.stderr.strip().splitlines()) == 1
+    assert "train.repeat_findings" in res.stderr and "labels" in res.stderr
+    res = run_cli(*_args(tmp_path / "r3", ["train.repeat_findings.Pneumothoraz=2"]))
+    assert res.returncode != 0 and "unknown finding 'Pneumothoraz'" in res.stderr
+    assert not (tmp_path / "r3").exists() or not any((tmp_path / "r3").iterdir())
 
 
 def test_train_outputs_and_loss_decreases(reference_run):

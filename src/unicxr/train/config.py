@@ -62,6 +62,14 @@ class TrainConfig(StrictModel):
             "is seen max(1, sqrt(t / f)) times per epoch on average; null: each image once"
         ),
     )
+    repeat_findings: dict[str, float] = Field(
+        default_factory=dict,
+        description=(
+            "per-finding repeat factors, e.g. {Pneumothorax: 2.5}: an image positive for a listed finding is seen "
+            "that many times per epoch on average (the largest factor of its findings; with repeat_threshold, the "
+            "larger of the two); every factor >= 1"
+        ),
+    )
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes per rank")
     num_threads: int | None = Field(
         None, gt=0, description="torch intra-op threads per rank (null: torch default); 1 is often fastest on a busy CPU"
@@ -84,6 +92,14 @@ class TrainConfig(StrictModel):
         for b in self.betas:
             if not 0.0 <= b < 1.0:
                 raise ValueError(f"betas must be in [0, 1), got {list(self.betas)}")
+        if self.repeat_findings:
+            from unicxr.labels import FINDINGS
+
+            for name, factor in self.repeat_findings.items():
+                if name not in FINDINGS:
+                    raise ValueError(f"repeat_findings: unknown finding {name!r} (one of: {', '.join(FINDINGS)})")
+                if not factor >= 1.0:
+                    raise ValueError(f"repeat_findings: {name}'s factor must be >= 1, got {factor}")
         return self
 
 

@@ -8,12 +8,14 @@ Each epoch is a seeded permutation of the data set; optimizer step ``s`` takes t
 Repeat-factor sampling (``train.repeat_threshold``, as in LVIS, Gupta et al. 2019): an image whose rarest
 positive finding has training frequency ``f`` < ``t`` appears ``max(1, sqrt(t / f))`` times per epoch on
 average (the fractional part is a seeded coin per epoch), so rare findings reach the loss more often. The
-epoch lengths then vary; they are still a pure function of (seed, epoch).
+epoch lengths then vary; they are still a pure function of (seed, epoch). Explicit per-finding factors
+(``train.repeat_findings``) set an image's factor to the largest factor of its positive findings (the larger
+of that and the threshold's factor when both are set).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import torch
@@ -24,17 +26,27 @@ from unicxr.utils.errors import UnicxrError
 __all__ = ["StepBatchSampler", "micro_batch_size", "repeat_factors"]
 
 
-def repeat_factors(labels: np.ndarray, threshold: float) -> np.ndarray:
+def repeat_factors(
+    labels: np.ndarray, threshold: float | None, by_finding: Mapping[int, float] | None = None
+) -> np.ndarray:
     """Per-image repeat factors (N,) float64 ≥ 1 from labels (N, K) (1 = positive; 0, -1, NaN otherwise).
 
     Finding ``k``'s frequency ``f_k`` is the fraction of images where it is positive; image ``i`` gets
-    ``max(1, max_k sqrt(threshold / f_k))`` over its positive findings (1 with none).
+    ``max(1, max_k sqrt(threshold / f_k))`` over its positive findings (1 with none; no threshold: 1).
+    ``by_finding`` maps column ``k`` to an explicit factor ≥ 1 for images positive for it; an image gets
+    the largest of all that apply.
     """
-    if threshold <= 0:
-        raise ValueError(f"threshold must be > 0, got {threshold}")
     pos = np.asarray(labels) == 1.0
-    freq = pos.mean(axis=0) if len(pos) else np.zeros(pos.shape[1])
-    per_finding = np.sqrt(threshold / np.maximum(freq, 1e-12))
+    per_finding = np.ones(pos.shape[1])
+    if threshold is not None:
+        if threshold <= 0:
+            raise ValueError(f"threshold must be > 0, got {threshold}")
+        freq = pos.mean(axis=0) if len(pos) else np.zeros(pos.shape[1])
+        per_finding = np.sqrt(threshold / np.maximum(freq, 1e-12))
+    for k, factor in (by_finding or {}).items():
+        if not factor >= 1.0:
+            raise ValueError(f"factor of column {k} must be >= 1, got {factor}")
+        per_finding[k] = max(per_finding[k], factor)
     return np.where(pos, per_finding[None, :], 1.0).max(axis=1, initial=1.0)  # initial: never below 1
 
 

@@ -115,19 +115,23 @@ def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
         fh.write(json.dumps(record, sort_keys=True) + "\n")
 
 
-def _repeat_factors(dataset: Any, threshold: float, task_name: str) -> Any:
-    """Repeat factors (N,) of the training set from its ``labels`` (N, 14); error if it has none."""
+def _repeat_factors(dataset: Any, cfg: Any, task_name: str) -> Any:
+    """Repeat factors (N,) of the training set from its ``labels`` (N, 14) and ``cfg.repeat_threshold`` /
+    ``cfg.repeat_findings``; error if it has no labels."""
     import numpy as np
 
+    from unicxr.labels import FINDINGS
     from unicxr.train.sampler import repeat_factors
 
+    option = "train.repeat_threshold" if cfg.repeat_threshold is not None else "train.repeat_findings"
     labels = getattr(dataset, "labels", None)
     if labels is None:
-        raise UnicxrError(f"train.repeat_threshold: the training set of task {task_name} carries no finding labels")
+        raise UnicxrError(f"{option}: the training set of task {task_name} carries no finding labels")
     labels = np.asarray(labels)[: len(dataset)]
     if len(labels) != len(dataset):
-        raise UnicxrError(f"train.repeat_threshold: {len(labels)} label rows for {len(dataset)} training items")
-    return repeat_factors(labels, threshold)
+        raise UnicxrError(f"{option}: {len(labels)} label rows for {len(dataset)} training items")
+    by_finding = {FINDINGS.index(name): factor for name, factor in cfg.repeat_findings.items()}
+    return repeat_factors(labels, cfg.repeat_threshold, by_finding)
 
 
 def _build_optimizer(spec: Any, cfg: Any) -> torch.optim.Optimizer:
@@ -295,10 +299,12 @@ def train(
     raw_modules = {n: accelerator.unwrap_model(m) for n, m in wrapped.items()}
 
     repeat = None
-    if cfg.repeat_threshold is not None:
-        repeat = _repeat_factors(train_ds, cfg.repeat_threshold, task.name)
+    if cfg.repeat_threshold is not None or cfg.repeat_findings:
+        repeat = _repeat_factors(train_ds, cfg, task.name)
+        rule = ", ".join([*([f"t = {cfg.repeat_threshold}"] if cfg.repeat_threshold is not None else []),
+                          *(f"{k} x{v:g}" for k, v in cfg.repeat_findings.items())])
         accelerator.print(
-            f"repeat-factor sampling (t = {cfg.repeat_threshold}): {int((repeat > 1).sum())} of {len(repeat)} images "
+            f"repeat-factor sampling ({rule}): {int((repeat > 1).sum())} of {len(repeat)} images "
             f"repeated, {repeat.sum():.0f} items per epoch on average (max factor {repeat.max():.2f})"
         )
     sampler = StepBatchSampler(

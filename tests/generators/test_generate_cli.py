@@ -426,3 +426,42 @@ def test_repeat_factor_sampling_oversamples_rare_findings(cache, tmp_path):
                             max_steps=12, repeat=factors)
     got = [json.loads(x)["indices"] for x in (run2 / "indices_rank0.jsonl").read_text().splitlines()]
     assert got == [want.indices_for(s, 0) for s in range(12)]
+
+
+def test_generate_resume_keeps_whole_written_batches(cache, tmp_path):
+    """`generate --resume`: batches whose PNGs an earlier run into the same folder wrote (same text) are kept,
+    the others sampled again, with the bytes and metadata of one uninterrupted run."""
+    import shutil
+
+    import numpy as np
+
+    from unicxr.utils.media import save_png
+
+    run = tmp_path / "run"
+    sets = [f"data.cache={cache / 'c'}", "model.autoencoder=null", "train.max_steps=2", "train.batch_size=8",
+            "train.ckpt_every=2", "train.eval_every=0", "data.media_n=0", "data.tokenizer_vocab=300",
+            "train.tensorboard=false", *TINY["rf_dit_phantom"], *COND]
+    run_cli(*_train_args("rf_dit_phantom", run, sets), check=True)
+    args = ["generate", "--model", run, "--findings", "Cardiomegaly, right Pneumothorax", "--n", "5", "--steps", "2",
+            "--batch-size", "2", "--seed", "4", "--no-progress"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    run_cli(*args, "--out", full, check=True)
+    shutil.copytree(full, part)
+    (part / "images" / "000003.png").unlink()  # batch [2, 3] incomplete: sampled again
+    kept = part / "images" / "000000.png"
+    save_png(kept, np.zeros((32, 32), np.uint8), Image.open(kept).text)  # same text: batch [0, 1] is kept as is
+    res = run_cli(*args, "--out", part, "--resume", check=True)
+    summary = json.loads(res.stdout[res.stdout.index("{"):])
+    assert summary["images"] == 5 and summary["images_sampled"] == 3  # batch [2, 3] and the last batch [4]
+    assert np.asarray(Image.open(kept)).max() == 0
+    for i in range(1, 5):
+        name = f"images/{i:06d}.png"
+        assert (part / name).read_bytes() == (full / name).read_bytes()
+    assert (part / "metadata.csv").read_text() == (full / "metadata.csv").read_text()
+    # other sampling options (here the seed) do not match the PNG text: everything is sampled
+    res = run_cli(*[a if a != "4" else "5" for a in args], "--out", part, "--resume", check=True)
+    assert json.loads(res.stdout[res.stdout.index("{"):])["images_sampled"] == 5
+    assert np.asarray(Image.open(kept)).max() > 0
+    # without --resume nothing is kept
+    res = run_cli(*args, "--out", part, check=True)
+    assert json.loads(res.stdout[res.stdout.index("{"):])["images_sampled"] == 5

@@ -19,8 +19,10 @@ null branch), so the passes and their ratio are reported beside it.
   the bench's cost): 8 samples for each of K test prompts whose positive
   findings match at least 8 real training images exactly; mean pairwise MS-SSIM among the 8 samples
   against 8 such real images (lower = more diverse).
-* **Resumable**: a family whose ``OUT/<recipe>/row.json`` exists is not run again, and a finished
-  ``run/`` is not retrained, so families can run in separate processes (``--recipe``) into one OUT; every
+* **Resumable**: a family whose ``OUT/<recipe>/row.json`` exists is not run again, a finished
+  ``run/`` is not retrained, and the image batches an interrupted call wrote are kept (``generate``'s
+  resume: same bytes; the seconds per image are timed over the images sampled by the last call), so
+  families can run in separate processes (``--recipe``) into one OUT and a bench can span sessions; every
   call writes the table of all families present.
 """
 
@@ -60,8 +62,8 @@ def _score(model: Path, prompts: list, folder: Path, cache: str | Path, features
     from unicxr.pipelines.generate import generate_images
 
     t0 = time.perf_counter()
-    gen = generate_images(model, prompts, folder / "images", seed=seed, progress=progress)
-    sample_s = time.perf_counter() - t0
+    gen = generate_images(model, prompts, folder / "images", seed=seed, progress=progress, resume=True)
+    sample_s = time.perf_counter() - t0  # over the images sampled now (an interrupted bench keeps whole batches)
     ev = evaluate_images(cache, folder / "images", features, out=folder / "eval", real_split=split, n_boot=n_boot,
                          seed=seed, diversity=False, progress=progress)
     fd = ev["metrics"]["fd"]
@@ -72,7 +74,8 @@ def _score(model: Path, prompts: list, folder: Path, cache: str | Path, features
         "network_passes_per_image": gen["network_passes_per_image"],
         "sampler": gen["sampler"],
         "steps": gen["steps"],
-        "sample_seconds_per_image": sample_s / max(gen["images"], 1),
+        "sample_seconds_per_image": sample_s / max(gen["images_sampled"], 1),
+        "images_timed": gen["images_sampled"],
         "fd": fd.get("value"),
         "fd_ci": [fd.get("ci_low"), fd.get("ci_high")],
         "alignment_macro_auroc": (align.get("macro") or {}).get("auroc_fake"),

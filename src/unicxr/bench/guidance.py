@@ -89,7 +89,7 @@ def run_sweep(
                 points.append(prev["point"])
                 continue
             gen = generate_images(model, prompts, d, guidance=g, steps=steps, sampler=sampler, seed=seed,
-                                  progress=progress)
+                                  progress=progress, resume=True)
             ev = evaluate_images(cache, d, ext, real_split=split, n_boot=n_boot, seed=seed, diversity=False,
                                  progress=progress)
             fd = ev["metrics"]["fd"]

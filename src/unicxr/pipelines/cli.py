@@ -49,6 +49,9 @@ def generate_command(
     seed: int = typer.Option(0, "--seed", min=0, help="Image i starts from noise seeded with seed + i."),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (images/, metadata.csv, rejects.csv)."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Keep the batches an interrupted run into the same --out already wrote (same prompts, "
+        "seeds, model and sampling options, read from each PNG's text); sample the rest. Same bytes as one run."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Draw synthetic chest X-rays (research artefacts: every PNG carries synthetic=true).
@@ -71,7 +74,7 @@ def generate_command(
     summary = generate_images(model, items, out, n=n, steps=steps, sampler=sampler, guidance=guidance, seed=seed,
                               batch_size=batch_size, rejects=rejects, progress=progress, side_guidance=side_guidance,
                               finding_guidance=finding_guidance, negative=negative,
-                              guidance_rescale=guidance_rescale, guidance_interval=interval)
+                              guidance_rescale=guidance_rescale, guidance_interval=interval, resume=resume)
     typer.echo(json.dumps(summary, indent=2))
 
 

@@ -122,6 +122,31 @@ def network_passes(nfe: int, guidance: float, side_guidance: float = 0.0, findin
     return nfe * (1 + (guidance != 1.0) + bool(side_guidance) + bool(finding_guidance))
 
 
+def _metadata_row(name: str, prompt: Prompt, seed: int) -> dict[str, Any]:
+    """metadata.csv row of one image: path, prompt, the 14 prompted label columns, seed."""
+    row: dict[str, Any] = {"image_path": name, "prompt": prompt.text}
+    for j, f in enumerate(FINDINGS):
+        v = prompt.labels[j]
+        row[f] = "" if math.isnan(v) else str(int(v))
+    row["seed"] = seed
+    return row
+
+
+def _written(path: Path, text: dict[str, str]) -> bool:
+    """Whether ``path`` is a readable PNG whose text chunks hold ``text`` (an earlier run's same image)."""
+    from PIL import Image
+
+    if not path.is_file():
+        return False
+    try:
+        with Image.open(path) as im:
+            im.load()
+            have = dict(getattr(im, "text", {}) or {})
+    except (OSError, ValueError, SyntaxError):
+        return False
+    return all(have.get(k) == v for k, v in text.items())
+
+
 def generate_images(
     model_path: str | Path,
     prompts: list[Prompt],
@@ -141,8 +166,15 @@ def generate_images(
     negative: str | None = None,
     guidance_rescale: float = 0.0,
     guidance_interval: tuple[float, float] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Sample ``n`` images per prompt into ``out`` (see module docstring); returns a summary."""
+    """Sample ``n`` images per prompt into ``out`` (see module docstring); returns a summary.
+
+    ``resume``: a batch whose images are all in ``out`` already, each with this run's PNG text (prompt,
+    seed, model, sampler, steps, guidance options), is kept rather than sampled again. Whole batches only,
+    so every image has the bytes an uninterrupted run gives; the last batch is always sampled, so the
+    summary's NFE is measured. ``images_sampled`` in the summary counts the images sampled by this call.
+    """
     import pandas as pd
     import torch
     from tqdm.auto import tqdm
@@ -181,9 +213,21 @@ def generate_images(
     rows: list[dict[str, Any]] = []
     nfe_used = 0
     bar = tqdm(total=len(jobs), desc="generate", unit="img", disable=not progress)
+    sampled = 0
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start : start + batch_size]
         seeds = [seed + start + i for i in range(len(chunk))]
+        texts = []
+        for (p, _), s in zip(chunk, seeds, strict=True):
+            text = {"prompt": p.text, "seed": str(s), "steps": str(steps), "sampler": sampler,
+                    "guidance": str(guidance), "model": str(model_dir)}
+            texts.append({**text, **{k: str(v) for k, v in extras.items()}})
+        names = [f"images/{start + i:06d}.png" for i in range(len(chunk))]
+        last = start + batch_size >= len(jobs)
+        if resume and not last and all(_written(out / nm, t) for nm, t in zip(names, texts, strict=True)):
+            rows += [_metadata_row(nm, p, s) for nm, (p, _), s in zip(names, chunk, seeds, strict=True)]
+            bar.update(len(chunk))
+            continue
         labels = np.stack([p.labels for p, _ in chunk])
         lat = np.stack([p.laterality for p, _ in chunk])
         with torch.no_grad():
@@ -194,17 +238,10 @@ def generate_images(
                                               negative_labels=None if neg_labels is None else
                                               np.repeat(neg_labels[None], len(chunk), 0))
         for i, ((p, _), s) in enumerate(zip(chunk, seeds, strict=True)):
-            name = f"images/{start + i:06d}.png"
-            text = {"prompt": p.text, "seed": str(s), "steps": str(steps), "sampler": sampler,
-                    "guidance": str(guidance), "model": str(model_dir)}
-            text.update({k: str(v) for k, v in extras.items()})
-            save_png(out / name, to_uint8(images[i]), text, synthetic=True, source=f"generate ({model.model_type})")
-            row = {"image_path": name, "prompt": p.text}
-            for j, f in enumerate(FINDINGS):
-                v = p.labels[j]
-                row[f] = "" if math.isnan(v) else str(int(v))
-            row["seed"] = s
-            rows.append(row)
+            save_png(out / names[i], to_uint8(images[i]), texts[i], synthetic=True,
+                     source=f"generate ({model.model_type})")
+            rows.append(_metadata_row(names[i], p, s))
+        sampled += len(chunk)
         bar.update(len(chunk))
     bar.close()
     atomic_write_text(out / "metadata.csv", pd.DataFrame(rows).to_csv(index=False))
@@ -214,7 +251,8 @@ def generate_images(
     # steps); the others run the branches of :func:`network_passes` at every call
     passes = (model.network_passes if model.network_passes is not None
               else network_passes(nfe_used, guidance, side_guidance, finding_guidance))
-    summary = {"model": str(model_dir), "model_type": model.model_type, "images": len(rows), "prompts": len(prompts),
+    summary = {"model": str(model_dir), "model_type": model.model_type, "images": len(rows),
+               "images_sampled": sampled, "prompts": len(prompts),
                "steps": steps, "sampler": sampler, "guidance": guidance, "nfe_per_image": nfe_used,
                "network_passes_per_image": passes, "rejected": len(rej),
                "synthetic": True}

@@ -82,6 +82,9 @@ def test_train_then_generate(cache, recipe, tmp_path):
                   "--side-guidance", "2", "--out", tmp_path / "gs", "--no-progress")
     if recipe == "crossflow_phantom":
         assert res.returncode != 0 and len(res.stderr.strip().splitlines()) == 1 and "side-guidance" in res.stderr
+        res = run_cli("generate", "--model", run, "--findings", "Cardiomegaly", "--steps", "2", "--apg", "0",
+                      "--out", tmp_path / "ga", "--no-progress")
+        assert res.returncode != 0 and len(res.stderr.strip().splitlines()) == 1 and "--apg" in res.stderr
     else:
         assert res.returncode == 0, res.stderr
         gs = json.loads((tmp_path / "gs" / "generate.json").read_text())
@@ -103,13 +106,17 @@ def test_train_then_generate(cache, recipe, tmp_path):
         assert not (tmp_path / "gb" / "metadata.csv").exists()
         # guidance rescale and interval: recorded; a partial interval takes fewer passes than plain guidance
         run_cli("generate", "--model", run, "--findings", "Cardiomegaly", "--steps", "4", "--guidance", "4",
-                "--guidance-rescale", "0.7", "--guidance-interval", "0,0.5", "--out", tmp_path / "gr",
+                "--guidance-rescale", "0.7", "--guidance-interval", "0,0.5", "--apg", "0,5", "--out", tmp_path / "gr",
                 "--no-progress", check=True)
         gr = json.loads((tmp_path / "gr" / "generate.json").read_text())
-        assert gr["guidance_rescale"] == 0.7 and gr["guidance_interval"] == "0,0.5"
+        assert gr["guidance_rescale"] == 0.7 and gr["guidance_interval"] == "0,0.5" and gr["apg"] == "0,5"
         assert gr["nfe_per_image"] <= gr["network_passes_per_image"] < 2 * gr["nfe_per_image"]
         png = Image.open(tmp_path / "gr" / "images" / "000000.png").text
-        assert png["guidance_rescale"] == "0.7" and png["guidance_interval"] == "0,0.5"
+        assert png["guidance_rescale"] == "0.7" and png["guidance_interval"] == "0,0.5" and png["apg"] == "0,5"
+        bad = run_cli("generate", "--model", run, "--findings", "Cardiomegaly", "--steps", "2", "--apg", "0,x",
+                      "--out", tmp_path / "ga", "--no-progress")
+        assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "--apg" in bad.stderr
+        assert not (tmp_path / "ga").exists()
         bad = run_cli("generate", "--model", run, "--findings", "Cardiomegaly", "--steps", "2",
                       "--guidance-interval", "0.8,0.2", "--out", tmp_path / "gi", "--no-progress")
         assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "guidance-interval" in bad.stderr

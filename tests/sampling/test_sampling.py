@@ -7,6 +7,7 @@ import torch
 
 from unicxr.sampling import (
     TimestepEmbedder,
+    apg_combine,
     cfg_combine,
     cfg_rescale,
     flow_interpolate,
@@ -14,6 +15,7 @@ from unicxr.sampling import (
     flow_target,
     guided,
     in_interval,
+    parse_apg,
     parse_interval,
     sample_flow_t,
     shift_t,
@@ -156,6 +158,47 @@ def test_guidance_rescale_matches_the_conditional_spread():
     torch.testing.assert_close(guided(fn, x, t, c, c * 0, 6.0, rescale=0.5),
                                cfg_rescale(combined, fn(x, t, c), 0.5))
     assert torch.equal(guided(fn, x, t, c, c * 0, 1.0, rescale=0.5), fn(x, t, c))  # scale 1: nothing to rescale
+
+
+def test_apg_projects_the_guidance_term_in_the_denoised_space():
+    """``apg_combine``: eta 1 without a cut is plain guidance; eta 0 leaves a guidance term orthogonal to
+    the conditional denoised estimate; a cut bounds its norm; items with no noise left (b = 0) take plain
+    guidance; through ``guided`` with ``to_x0``."""
+    g = torch.Generator().manual_seed(0)
+    x, cond, unc = (torch.randn(3, 2, 4, 4, generator=g) for _ in range(3))
+    a = torch.tensor([0.9, 1.0, 0.5]).view(3, 1, 1, 1)
+    b = torch.tensor([-0.4, -0.7, -1.2]).view(3, 1, 1, 1)
+    plain = cfg_combine(cond, unc, 5.0)
+    torch.testing.assert_close(apg_combine(cond, unc, 5.0, x, a, b, 1.0), plain)
+    d_cond = a * x + b * cond
+    for eta in (0.0, 0.5):
+        term = (a * x + b * apg_combine(cond, unc, 5.0, x, a, b, eta)) - d_cond  # (scale - 1)·(Δ⊥ + eta·Δ∥)
+        delta = b * (cond - unc)
+        par = (delta * d_cond).sum((1, 2, 3), keepdim=True) / (d_cond**2).sum((1, 2, 3), keepdim=True) * d_cond
+        torch.testing.assert_close(term, 4.0 * (delta - par + eta * par), atol=1e-5, rtol=1e-5)
+        if eta == 0:
+            assert (term * d_cond).sum((1, 2, 3)).abs().max() < 1e-3
+    cut = (a * x + b * apg_combine(cond, unc, 5.0, x, a, b, 1.0, threshold=0.5)) - d_cond
+    assert torch.all(cut.flatten(1).norm(dim=1) <= 4.0 * 0.5 + 1e-4)
+    b0 = b.clone()
+    b0[1] = 0.0
+    torch.testing.assert_close(apg_combine(cond, unc, 5.0, x, a, b0, 0.0)[1], plain[1])
+
+    def fn(xx, tt, c):
+        return xx * c.view(-1, 1, 1, 1) + c.view(-1, 1, 1, 1)
+
+    c = torch.tensor([1.0, 2.0, 3.0])
+    t = torch.rand(3)
+    want = apg_combine(fn(x, t, c), fn(x, t, c * 0), 6.0, x, a, b, 0.0, 2.0)
+    torch.testing.assert_close(guided(fn, x, t, c, c * 0, 6.0, apg=(0.0, 2.0), to_x0=(a, b)), want)
+    assert torch.equal(guided(fn, x, t, c, c * 0, 1.0, apg=(0.0, 2.0)), fn(x, t, c))  # scale 1: one branch
+    with pytest.raises(ValueError, match="to_x0"):
+        guided(fn, x, t, c, c * 0, 6.0, apg=(0.0, 0.0))
+    assert parse_apg(None) is None and parse_apg("") is None
+    assert parse_apg("0") == (0.0, 0.0) and parse_apg(" 0.2, 15 ") == (0.2, 15.0)
+    for bad in ("x", "1,2,3", "-1", "0,-2", "nan"):
+        with pytest.raises(ValueError, match="APG"):
+            parse_apg(bad)
 
 
 def test_guidance_interval_parsing_and_membership():

@@ -319,6 +319,7 @@ class GeneratorBase(ModelMixin):
         finding_guidance: float = 0.0,
         guidance_rescale: float = 0.0,
         guidance_interval: tuple[float, float] | None = None,
+        guidance_apg: tuple[float, float] | None = None,
     ) -> tuple[torch.Tensor, int]:
         """Images (B, 1, H, W) in [0, 1] for B conditions, and the network evaluations used.
 
@@ -333,16 +334,19 @@ class GeneratorBase(ModelMixin):
         the report text stays), one more network pass per step (same families). ``guidance_rescale`` phi
         in [0, 1] rescales the guided output to the conditional output's spread
         (:func:`unicxr.sampling.cfg_rescale`), against blown-out images at large scales;
-        ``guidance_interval`` (lo, hi) applies guidance only at noise levels in [lo, hi] (same families).
+        ``guidance_interval`` (lo, hi) applies guidance only at noise levels in [lo, hi] (same families);
+        ``guidance_apg`` (eta, r) shapes the guidance term by adaptive projected guidance
+        (:func:`unicxr.sampling.apg_combine`; same families).
         """
         self.eval()
         cond = self.condition_batch(labels, reports, laterality, severity)
         negative = self.condition_batch(negative_labels) if negative_labels is not None else None
         contrasts: list[tuple[dict[str, Any], float]] = []
-        shaping = {k: v for k, v in (("rescale", float(guidance_rescale)), ("interval", guidance_interval)) if v}
+        shaping = {k: v for k, v in (("rescale", float(guidance_rescale)), ("interval", guidance_interval),
+                                     ("apg", guidance_apg)) if v}
         if side_guidance or finding_guidance or shaping:
             if not self.contrast_guidance_ok:
-                raise ValueError(f"side/finding guidance, guidance rescale and interval: {self.model_type} has no "
+                raise ValueError(f"side/finding guidance, guidance rescale, interval and APG: {self.model_type} has no "
                                  "guidance branches to shape (ldm_unet and latent_dit have)")
         if not 0.0 <= float(guidance_rescale) <= 1.0:
             raise ValueError(f"guidance rescale must be in [0, 1], got {guidance_rescale}")
@@ -384,16 +388,23 @@ class GeneratorBase(ModelMixin):
         :func:`unicxr.sampling.in_interval` reads it (families with :attr:`contrast_guidance_ok`)."""
         raise NotImplementedError
 
+    def x0_coefficients(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a, b), each (B, 1, …, 1) like the latent, with the denoised estimate x0 = a·x_t + b·output of
+        the network at time ``t`` (B,): what APG (:func:`unicxr.sampling.apg_combine`) projects in."""
+        raise NotImplementedError
+
     def guided_fn(self, net, cond: dict[str, Any], negative: dict[str, Any] | None, guidance: float,
                   contrasts: Sequence[tuple[dict[str, Any], float]] = (), rescale: float = 0.0,
-                  interval: tuple[float, float] | None = None):
+                  interval: tuple[float, float] | None = None, apg: tuple[float, float] | None = None):
         """``f(x, t)`` = guided output of ``net(x, t, tokens, mask, pooled, ...)`` for ``cond`` (the other
         branch: the null condition, or ``negative``); guidance 1 runs the conditional branch only. Each
         contrast (a condition c' such as the prompt mirrored, and its scale s) adds
         s · (net(cond) − net(c')) from one more branch of the same batch. ``rescale``: guidance rescale
         phi (:func:`unicxr.sampling.cfg_rescale`). ``interval`` (lo, hi): every guidance term applies
         only at noise levels lo ≤ :meth:`noise_level` ≤ hi; elsewhere ``f`` is the conditional output
-        (one pass). :attr:`network_passes` counts the passes per item of the last ``f`` made."""
+        (one pass). ``apg`` (eta, r): adaptive projected guidance for the null branch's term, in the
+        denoised space of :meth:`x0_coefficients`. :attr:`network_passes` counts the passes per item of
+        the last ``f`` made."""
         from unicxr.sampling import guided, in_interval
 
         c = self.encode_condition(cond, None)
@@ -418,7 +429,8 @@ class GeneratorBase(ModelMixin):
                 return plain(x, t)
             self.network_passes += branches
             return guided(lambda xx, tt, cc: net(xx, tt, *cc), x, t, c, u, guidance, concat=concat_tokens,
-                          contrasts=extra, rescale=rescale)
+                          contrasts=extra, rescale=rescale, apg=apg,
+                          to_x0=self.x0_coefficients(t) if apg is not None else None)
 
         return fn
 

@@ -133,9 +133,14 @@ class LatentDiT(GeneratorBase):
         """Flow time t (B,) is the noise share already (x_t = (1 − t)·x0 + t·ε)."""
         return float(t.flatten()[0])
 
+    def x0_coefficients(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Velocity v = ε − x0 at x_t = (1 − t)·x0 + t·ε gives x0 = x_t − t·v."""
+        tt = t.float().view(-1, *([1] * len(self.latent_shape)))
+        return torch.ones_like(tt), -tt
+
     @torch.no_grad()
     def sample_latents(self, cond, *, steps, sampler, guidance, generator, seeds, negative=None, progress=False,
-                       contrasts=(), rescale=0.0, interval=None):
-        fn = self.guided_fn(self.net, cond, negative, guidance, contrasts, rescale, interval)
+                       contrasts=(), rescale=0.0, interval=None, apg=None):
+        fn = self.guided_fn(self.net, cond, negative, guidance, contrasts, rescale, interval, apg)
         x1 = self.initial_noise(seeds)
         return flow_sample(fn, x1, steps=steps, sampler=sampler, shift=self.shift, progress=progress)

@@ -151,12 +151,23 @@ class LDMUNet(GeneratorBase):
         """Timestep t (B,) of the 0…T−1 training schedule → t / T."""
         return float(t.flatten()[0]) / self.config.schedule.num_train_timesteps
 
+    def x0_coefficients(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """From the training schedule's ᾱ_t: ε-prediction x0 = (x − √(1−ᾱ)·ε)/√ᾱ, v-prediction
+        x0 = √ᾱ·x − √(1−ᾱ)·v, sample prediction x0 = output."""
+        ac = self.scheduler.alphas_cumprod.to(t.device)[t.long()].float().view(-1, *([1] * len(self.latent_shape)))
+        kind = self.config.schedule.prediction_type
+        if kind == "epsilon":
+            return 1.0 / ac.sqrt(), -(1.0 - ac).sqrt() / ac.sqrt()
+        if kind == "v_prediction":
+            return ac.sqrt(), -(1.0 - ac).sqrt()
+        return torch.zeros_like(ac), torch.ones_like(ac)
+
     @torch.no_grad()
     def sample_latents(self, cond, *, steps, sampler, guidance, generator, seeds, negative=None, progress=False,
-                       contrasts=(), rescale=0.0, interval=None):
+                       contrasts=(), rescale=0.0, interval=None, apg=None):
         if sampler not in DIFFUSION_SAMPLERS:
             raise ValueError(f"ldm_unet samples with {', '.join(DIFFUSION_SAMPLERS)}, not {sampler!r}")
-        fn = self.guided_fn(self.net, cond, negative, guidance, contrasts, rescale, interval)
+        fn = self.guided_fn(self.net, cond, negative, guidance, contrasts, rescale, interval, apg)
         x = self.initial_noise(seeds)
         return diffusion_sample(fn, self.config.schedule, x, steps=steps, sampler=sampler, generator=generator,
                                 progress=progress)

@@ -46,6 +46,12 @@ def generate_command(
         help='Guidance interval "LO,HI": apply guidance only at noise levels in [LO, HI], 1 = pure noise, '
         "0 = clean (Kynkaanniemi et al. 2024); other steps run the conditional branch alone, one pass "
         "(LDM-UNet and latent DiT). Default: every step."),
+    apg: str = typer.Option(
+        None, "--apg",
+        help='Adaptive projected guidance "ETA" or "ETA,R" (Sadat et al. 2024): in the denoised image, the '
+        "guidance term's part along the conditional estimate (what over-saturates at large --guidance) is "
+        "weighted ETA (0: removed; 1 with no R: plain guidance) and the term is cut to norm R (0 or none: no "
+        "cut); same passes (LDM-UNet and latent DiT). Default: plain guidance."),
     seed: int = typer.Option(0, "--seed", min=0, help="Image i starts from noise seeded with seed + i."),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (images/, metadata.csv, rejects.csv)."),
@@ -63,18 +69,23 @@ def generate_command(
     import json
 
     from unicxr.pipelines.generate import generate_images, read_prompts
-    from unicxr.sampling import parse_interval
+    from unicxr.sampling import parse_apg, parse_interval
     from unicxr.utils.errors import UnicxrError
 
     try:
         interval = parse_interval(guidance_interval)
     except ValueError as exc:
         raise UnicxrError(f"--guidance-interval: {exc}") from None
+    try:
+        apg_eta_r = parse_apg(apg)
+    except ValueError as exc:
+        raise UnicxrError(f"--apg: {exc}") from None
     items, rejects = read_prompts(prompt, findings, prompts, split)
     summary = generate_images(model, items, out, n=n, steps=steps, sampler=sampler, guidance=guidance, seed=seed,
                               batch_size=batch_size, rejects=rejects, progress=progress, side_guidance=side_guidance,
                               finding_guidance=finding_guidance, negative=negative,
-                              guidance_rescale=guidance_rescale, guidance_interval=interval, resume=resume)
+                              guidance_rescale=guidance_rescale, guidance_interval=interval, apg=apg_eta_r,
+                              resume=resume)
     typer.echo(json.dumps(summary, indent=2))
 
 

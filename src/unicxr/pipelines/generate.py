@@ -166,6 +166,7 @@ def generate_images(
     negative: str | None = None,
     guidance_rescale: float = 0.0,
     guidance_interval: tuple[float, float] | None = None,
+    apg: tuple[float, float] | None = None,
     resume: bool = False,
 ) -> dict[str, Any]:
     """Sample ``n`` images per prompt into ``out`` (see module docstring); returns a summary.
@@ -193,15 +194,16 @@ def generate_images(
     # the guidance options in use, recorded in each PNG and the summary
     extras = {k: v for k, v in (("side_guidance", side_guidance), ("finding_guidance", finding_guidance),
                                 ("negative", negative), ("guidance_rescale", guidance_rescale),
-                                ("guidance_interval", guidance_interval)) if v}
+                                ("guidance_interval", guidance_interval), ("apg", apg)) if v}
     for key in extras:
         if not model.contrast_guidance_ok:
             raise UnicxrError(f"--{key.replace('_', '-')}: {model.model_type} has no guidance branches to shape "
                               "(ldm_unet and latent_dit have)")
     if not 0.0 <= guidance_rescale <= 1.0:
         raise UnicxrError(f"--guidance-rescale: must be in [0, 1], got {guidance_rescale}")
-    if "guidance_interval" in extras:
-        extras["guidance_interval"] = ",".join(f"{v:g}" for v in guidance_interval)
+    for key in ("guidance_interval", "apg"):  # recorded as the CLI writes them
+        if key in extras:
+            extras[key] = ",".join(f"{v:g}" for v in extras[key])
     neg_labels = None
     if negative:
         from unicxr.models.conditioning import parse_findings_prompt
@@ -235,6 +237,7 @@ def generate_images(
                                               sampler=sampler, guidance=guidance, seed=seeds,
                                               side_guidance=side_guidance, finding_guidance=finding_guidance,
                                               guidance_rescale=guidance_rescale, guidance_interval=guidance_interval,
+                                              guidance_apg=apg,
                                               negative_labels=None if neg_labels is None else
                                               np.repeat(neg_labels[None], len(chunk), 0))
         for i, ((p, _), s) in enumerate(zip(chunk, seeds, strict=True)):

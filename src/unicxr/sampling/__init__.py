@@ -19,11 +19,13 @@ from unicxr.sampling.flow import (
     time_grid,
 )
 from unicxr.sampling.guidance import (
+    apg_combine,
     cfg_combine,
     cfg_rescale,
     drop_condition,
     guided,
     in_interval,
+    parse_apg,
     parse_interval,
 )
 from unicxr.sampling.timestep import TimestepEmbedder, timestep_embedding
@@ -31,6 +33,7 @@ from unicxr.sampling.timestep import TimestepEmbedder, timestep_embedding
 __all__ = [
     "FLOW_SAMPLERS",
     "TimestepEmbedder",
+    "apg_combine",
     "cfg_combine",
     "cfg_rescale",
     "drop_condition",
@@ -39,6 +42,7 @@ __all__ = [
     "flow_target",
     "guided",
     "in_interval",
+    "parse_apg",
     "parse_interval",
     "sample_flow_t",
     "shift_t",

@@ -205,18 +205,18 @@ def cooccurrence_alignment(
         if neg.sum() < min_group:
             continue
         for k, other in enumerate(findings):
-            with_k = fy[:, k] == 1
-            if k == j or min((pos & with_k).sum(), (pos & ~with_k).sum()) < min_group:
+            p_with, p_without = pos & (fy[:, k] == 1), pos & (fy[:, k] != 1)
+            if k == j or min(p_with.sum(), p_without.sum()) < min_group:
                 continue
-            a_w = _subgroup_auroc(fy[:, j], fp[:, j], pos & with_k)
-            a_wo = _subgroup_auroc(fy[:, j], fp[:, j], pos & ~with_k)
+            a_w = _subgroup_auroc(fy[:, j], fp[:, j], p_with)
+            a_wo = _subgroup_auroc(fy[:, j], fp[:, j], p_without)
             r_with, r_without = rpos & (ry[:, k] == 1), rpos & (ry[:, k] != 1)
             enough_real = min(r_with.sum(), r_without.sum()) >= min_group
             row: dict[str, Any] = {
                 "finding": name,
                 "with": other,
-                "n_with": int((pos & with_k).sum()),
-                "n_without": int((pos & ~with_k).sum()),
+                "n_with": int(p_with.sum()),
+                "n_without": int(p_without.sum()),
                 "n_neg": int(neg.sum()),
                 "auroc_fake_with": a_w,
                 "auroc_fake_without": a_wo,
@@ -226,7 +226,7 @@ def cooccurrence_alignment(
                 "auroc_real_without": _subgroup_auroc(ry[:, j], rp[:, j], r_without) if enough_real else float("nan"),
             }
             if n_boot:
-                reps = _bootstrap_group_aurocs(fp[neg, j], [fp[pos & with_k, j], fp[pos & ~with_k, j]], n_boot, rng)
+                reps = _bootstrap_group_aurocs(fp[neg, j], [fp[p_with, j], fp[p_without, j]], n_boot, rng)
                 drop = reps[:, 1] - reps[:, 0]
                 row["drop_fake_ci"] = [float(np.quantile(drop, alpha / 2)), float(np.quantile(drop, 1 - alpha / 2))]
             rows.append(row)

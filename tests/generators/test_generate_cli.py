@@ -472,3 +472,33 @@ def test_generate_resume_keeps_whole_written_batches(cache, tmp_path):
     # without --resume nothing is kept
     res = run_cli(*args, "--out", part, check=True)
     assert json.loads(res.stdout[res.stdout.index("{"):])["images_sampled"] == 5
+
+
+def test_bench_time_to_baseline_fd_brackets():
+    """The time a family first reached the baseline's FD is bracketed by its anytime curve: the first point at
+    or below it (upper bound) and the point before (lower bound); not reached: the last point's time."""
+    from unicxr.bench.generators import add_baseline_ratios, render_table
+
+    def row(fd, secs, curve):
+        return {"fd": fd, "fd_ci": [fd - 1, fd + 1], "nfe_per_image": 25, "network_passes_per_image": 50,
+                "train_seconds": secs, "train_steps": 10, "sampler": "euler", "steps": 25, "guidance": 2.0,
+                "sample_seconds_per_image": 0.1, "alignment_macro_auroc": 0.6,
+                "curve": [{"seconds": s, "fd": f, "step": 1, "fd_ci": [f, f], "alignment_macro_auroc": 0.6}
+                          for s, f in curve]}
+
+    rows = {"base": row(200.0, 1000.0, [(1000.0, 200.0)]),
+            "late": row(150.0, 900.0, [(300.0, 320.0), (600.0, 250.0), (900.0, 150.0)]),
+            "early": row(100.0, 900.0, [(300.0, 190.0), (900.0, 100.0)]),
+            "never": row(260.0, 900.0, [(300.0, 400.0), (900.0, 260.0)])}
+    rows["base"]["nfe_per_image"] = rows["base"]["network_passes_per_image"] = 1000
+    add_baseline_ratios(rows, "base")
+    assert rows["late"]["time_to_baseline_fd_ratio"] == 0.9 and rows["late"]["time_to_baseline_fd_ratio_after"] == 0.6
+    assert rows["early"]["time_to_baseline_fd_ratio"] == 0.3 and rows["early"]["time_to_baseline_fd_ratio_after"] == 0
+    assert rows["never"]["time_to_baseline_fd_ratio"] is None and rows["never"]["time_to_baseline_fd_ratio_after"] == 0.9
+    assert rows["late"]["nfe_ratio_to_baseline"] == 0.025 and rows["late"]["network_pass_ratio_to_baseline"] == 0.05
+    md = render_table({"cache": "c", "split": "test", "features": "own:x", "max_minutes": 45, "baseline": "base",
+                       "families": rows})
+    assert "(0.6, 0.9] |" in md and "≤ 0.3 |" in md and "> 0.9 (not reached) |" in md
+    no_base = {"late": row(150.0, 900.0, [(900.0, 150.0)])}
+    add_baseline_ratios(no_base, "base")
+    assert "fd_ratio_to_baseline" not in no_base["late"]

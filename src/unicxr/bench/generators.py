@@ -14,7 +14,9 @@ null branch), so the passes and their ratio are reported beside it.
   weights at those fractions of ``max_minutes`` (``train.snapshot_minutes``); each snapshot is sampled
   and scored like the final model, which gives FD against training time and the first time a family
   reached the baseline's final FD (``time_to_baseline_fd_ratio``: the first measured point at or below
-  it, over the baseline's training time; an upper bound, as the FD may have got there between points).
+  it, over the baseline's training time; an upper bound, as the FD may have got there between points;
+  ``time_to_baseline_fd_ratio_after``: the point before it, still above, a lower bound; the table shows
+  both as an interval).
 * **Diversity** (``diversity_prompts`` K > 0; not for the baseline, whose 1000-step sampling dominates
   the bench's cost): 8 samples for each of K test prompts whose positive
   findings match at least 8 real training images exactly; mean pairwise MS-SSIM among the 8 samples
@@ -34,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_RECIPES", "run_bench", "render_table", "pick_diversity_prompts"]
+__all__ = ["DEFAULT_RECIPES", "run_bench", "render_table", "pick_diversity_prompts", "add_baseline_ratios"]
 
 DEFAULT_RECIPES = ("ddpm_baseline_phantom", "ldm_unet_phantom", "rf_dit_phantom", "crossflow_phantom")
 DIVERSITY_N = 8
@@ -206,17 +208,7 @@ def run_bench(
     present = sorted(p.parent.name for p in out.glob("*/row.json"))
     for name in [*(r for r in recipes if r in present), *(r for r in present if r not in recipes)]:
         rows[name] = json.loads((out / name / "row.json").read_text())
-    base = rows.get(baseline)
-    if base is not None:
-        for r in rows.values():
-            r["fd_ratio_to_baseline"] = _ratio(r["fd"], base["fd"])
-            r["nfe_ratio_to_baseline"] = _ratio(r["nfe_per_image"], base["nfe_per_image"])
-            r["network_pass_ratio_to_baseline"] = _ratio(r["network_passes_per_image"],
-                                                         base["network_passes_per_image"])
-            r["train_time_ratio_to_baseline"] = _ratio(r["train_seconds"], base["train_seconds"])
-            reach = [p["seconds"] for p in r.get("curve", []) if p["fd"] is not None and base["fd"] is not None
-                     and p["fd"] <= base["fd"]]
-            r["time_to_baseline_fd_ratio"] = _ratio(min(reach), base["train_seconds"]) if reach else None
+    add_baseline_ratios(rows, baseline)
     result = json_safe({"cache": str(cache), "features": features, "split": split, "max_minutes": max_minutes,
                         "n_prompts": len(prompts), "overrides": overrides or [], "baseline": baseline,
                         "snapshots": list(snapshots), "families": rows})
@@ -231,11 +223,48 @@ def _ratio(a: Any, b: Any) -> float | None:
     return float(a) / float(b)
 
 
+def _time_to_fd(curve: list[dict[str, Any]], target: float) -> tuple[float | None, float]:
+    """(seconds of the first curve point with FD ≤ ``target`` or None, seconds of the last point before it
+    still above ``target``, 0 when the first point reached it; when none reached it, the last point's)."""
+    pts = sorted((p for p in curve if p.get("fd") is not None and p.get("seconds") is not None),
+                 key=lambda p: p["seconds"])
+    before = 0.0
+    for p in pts:
+        if p["fd"] <= target:
+            return float(p["seconds"]), before
+        before = float(p["seconds"])
+    return None, before
+
+
+def add_baseline_ratios(rows: dict[str, dict[str, Any]], baseline: str) -> None:
+    """Fill each family's ratios to the baseline's row in place (FD, NFE, network passes, training time), and
+    when the family reached the baseline's final FD on its anytime curve: ``time_to_baseline_fd_ratio``, the
+    first measured point at or below it over the baseline's training time (an upper bound), and
+    ``time_to_baseline_fd_ratio_after``, the last point before it that was still above (a lower bound; with no
+    point reaching it, the last point: the family had not got there by then). No baseline row: no ratios."""
+    base = rows.get(baseline)
+    if base is None:
+        return
+    for r in rows.values():
+        r["fd_ratio_to_baseline"] = _ratio(r["fd"], base["fd"])
+        r["nfe_ratio_to_baseline"] = _ratio(r["nfe_per_image"], base["nfe_per_image"])
+        r["network_pass_ratio_to_baseline"] = _ratio(r["network_passes_per_image"], base["network_passes_per_image"])
+        r["train_time_ratio_to_baseline"] = _ratio(r["train_seconds"], base["train_seconds"])
+        hit, before = (_time_to_fd(r.get("curve", []), base["fd"]) if base["fd"] is not None else (None, None))
+        r["time_to_baseline_fd_ratio"] = _ratio(hit, base["train_seconds"])
+        r["time_to_baseline_fd_ratio_after"] = _ratio(before, base["train_seconds"])
+
+
 def render_table(result: dict[str, Any]) -> str:
     """Markdown tables of a bench result: the families, their anytime curves, their diversity."""
 
     def f(x: Any, d: int = 3) -> str:
         return "–" if x is None else (f"{x:.{d}g}" if isinstance(x, float) else str(x))
+
+    def _reach(hi: float | None, lo: float | None) -> str:
+        if hi is None:
+            return "–" if not lo else f"> {lo:.2g} (not reached)"
+        return f"≤ {hi:.2g}" if not lo else f"({lo:.2g}, {hi:.2g}]"
 
     lines = [
         f"Generators on `{result['cache']}` ({result['split']} split, {result.get('n_prompts', '?')} prompts), "
@@ -243,7 +272,7 @@ def render_table(result: dict[str, Any]) -> str:
         f"`{result['baseline']}`.",
         "",
         "| family | train steps | train s | sampler × steps | guidance | NFE (net passes) | s/image | FD [95% CI] | "
-        "align AUROC | FD ratio | NFE ratio (passes) | time to baseline FD (≤) |",
+        "align AUROC | FD ratio | NFE ratio (passes) | time to baseline FD (ratio) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     fams = result["families"]
@@ -255,7 +284,7 @@ def render_table(result: dict[str, Any]) -> str:
             f"{f(r['sample_seconds_per_image'])} | {f(r['fd'])} [{f(ci[0])}, {f(ci[1])}] | "
             f"{f(r['alignment_macro_auroc'])} | {f(r.get('fd_ratio_to_baseline'))} | "
             f"{f(r.get('nfe_ratio_to_baseline'))} ({f(r.get('network_pass_ratio_to_baseline'))}) | "
-            f"{f(r.get('time_to_baseline_fd_ratio'))} |"
+            f"{_reach(r.get('time_to_baseline_fd_ratio'), r.get('time_to_baseline_fd_ratio_after'))} |"
         )
     curves = [(n, p) for n, r in fams.items() if len(r.get("curve", [])) > 1 for p in r["curve"]]
     if curves:

@@ -117,6 +117,25 @@ def test_train_then_generate(cache, recipe, tmp_path):
                       "--out", tmp_path / "ga", "--no-progress")
         assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "--apg" in bad.stderr
         assert not (tmp_path / "ga").exists()
+        # a model's default_apg (config.json) applies without --apg and is recorded; --apg off is plain guidance
+        from unicxr.models import resolve_model_dir
+
+        cfg_path = resolve_model_dir(run) / "config.json"
+        saved = cfg_path.read_text()
+        doc = json.loads(saved)
+        cfg_path.write_text(json.dumps({**doc, "config": {**doc["config"], "default_apg": [0, 5]}}))
+        try:
+            for name, extra in (("gd", []), ("go", ["--apg", "off"]), ("ge", ["--apg", "0,5"])):
+                run_cli("generate", "--model", run, "--findings", "Cardiomegaly", "--steps", "4", "--guidance", "4",
+                        *extra, "--out", tmp_path / name, "--no-progress", check=True)
+        finally:
+            cfg_path.write_text(saved)
+        gd = json.loads((tmp_path / "gd" / "generate.json").read_text())
+        assert gd["apg"] == "0,5" and Image.open(tmp_path / "gd" / "images" / "000000.png").text["apg"] == "0,5"
+        assert "apg" not in json.loads((tmp_path / "go" / "generate.json").read_text())
+        assert "apg" not in Image.open(tmp_path / "go" / "images" / "000000.png").text
+        same = (tmp_path / "gd" / "images" / "000000.png").read_bytes() == (tmp_path / "ge" / "images" / "000000.png").read_bytes()
+        assert same and (tmp_path / "go" / "images" / "000000.png").read_bytes() != (tmp_path / "gd" / "images" / "000000.png").read_bytes()
         bad = run_cli("generate", "--model", run, "--findings", "Cardiomegaly", "--steps", "2",
                       "--guidance-interval", "0.8,0.2", "--out", tmp_path / "gi", "--no-progress")
         assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "guidance-interval" in bad.stderr

@@ -557,6 +557,17 @@ def test_apg_in_the_denoised_space(family, tok):
     cross = _make("crossflow", tok).eval()
     with pytest.raises(ValueError, match="APG"):
         cross.generate(lab, REPORTS[:2], guidance=4.0, guidance_apg=(0.0, 0.0), **{**kw, "sampler": "euler"})
+    # a model's default_apg applies when the call gives none; APG_OFF overrides it with plain guidance
+    from unicxr.sampling import APG_OFF
+
+    model.config.default_apg = (0.0, 0.0)
+    assert torch.equal(model.generate(lab, REPORTS[:2], guidance=4.0, **kw)[0], apg)
+    torch.testing.assert_close(model.generate(lab, REPORTS[:2], guidance=4.0, guidance_apg=APG_OFF, **kw)[0], plain,
+                               atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="default_apg"):
+        type(cross)(cross.config.model_copy(update={"default_apg": (0.0, 1.0)}), {"tokenizer": tok})
+    with pytest.raises(ValueError, match="default_apg"):
+        type(model.config).model_validate({**model.config.model_dump(), "default_apg": [0.0, -1.0]})
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -196,6 +196,7 @@ def test_apg_projects_the_guidance_term_in_the_denoised_space():
         guided(fn, x, t, c, c * 0, 6.0, apg=(0.0, 0.0))
     assert parse_apg(None) is None and parse_apg("") is None
     assert parse_apg("0") == (0.0, 0.0) and parse_apg(" 0.2, 15 ") == (0.2, 15.0)
+    assert parse_apg("off") == parse_apg("None") == (1.0, 0.0)  # plain guidance, overriding a model default
     for bad in ("x", "1,2,3", "-1", "0,-2", "nan"):
         with pytest.raises(ValueError, match="APG"):
             parse_apg(bad)

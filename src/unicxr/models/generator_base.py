@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from unicxr.config import StrictModel
 from unicxr.labels import NUM_FINDINGS
@@ -32,6 +32,7 @@ from unicxr.models.conditioning import (
     report_severity,
     tokenize_reports,
 )
+from unicxr.sampling.guidance import APG_OFF
 
 __all__ = ["GeneratorConfig", "FlowGeneratorConfig", "SideMapConfig", "GeneratorBase", "findings_off"]
 
@@ -48,6 +49,20 @@ class GeneratorConfig(StrictModel):
     default_steps: int = Field(25, ge=1, description="sampling steps when none are given")
     default_sampler: str = Field("euler", description="sampler when none is given")
     default_guidance: float = Field(2.0, ge=0.0, description="guidance scale when none is given")
+    default_apg: tuple[float, float] | None = Field(
+        None,
+        description=(
+            "adaptive projected guidance (eta, r) when none is given (unicxr.sampling.apg_combine; families "
+            "with guidance branches to shape: ldm_unet, latent_dit); null: plain guidance"
+        ),
+    )
+
+    @field_validator("default_apg")
+    @classmethod
+    def _check_apg(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and any(not x >= 0 for x in v):
+            raise ValueError(f"default_apg {list(v)}: eta and r must both be >= 0")
+        return v
 
 
 class FlowGeneratorConfig(GeneratorConfig):
@@ -126,6 +141,15 @@ class GeneratorBase(ModelMixin):
                                  "laterality true)")
         elif getattr(cfg, "side_map_unsided", False):
             raise ValueError("side_map_unsided needs side_map: true")
+        if cfg.default_apg is not None and not self.contrast_guidance_ok:
+            raise ValueError(f"default_apg: {self.model_type} has no guidance branches to shape (ldm_unet and "
+                             "latent_dit have)")
+
+    def resolve_apg(self, apg: tuple[float, float] | None) -> tuple[float, float] | None:
+        """The APG (eta, r) a sampling call uses: ``apg``, or the config's ``default_apg`` when None; (1, 0)
+        (plain guidance, what ``--apg off`` parses to) → None."""
+        eta_r = self.config.default_apg if apg is None else apg
+        return None if eta_r is None or tuple(float(v) for v in eta_r) == APG_OFF else tuple(eta_r)
 
     @property
     def side_map(self) -> bool:
@@ -336,14 +360,15 @@ class GeneratorBase(ModelMixin):
         (:func:`unicxr.sampling.cfg_rescale`), against blown-out images at large scales;
         ``guidance_interval`` (lo, hi) applies guidance only at noise levels in [lo, hi] (same families);
         ``guidance_apg`` (eta, r) shapes the guidance term by adaptive projected guidance
-        (:func:`unicxr.sampling.apg_combine`; same families).
+        (:func:`unicxr.sampling.apg_combine`; same families); None: the config's ``default_apg``; (1, 0):
+        plain guidance.
         """
         self.eval()
         cond = self.condition_batch(labels, reports, laterality, severity)
         negative = self.condition_batch(negative_labels) if negative_labels is not None else None
         contrasts: list[tuple[dict[str, Any], float]] = []
         shaping = {k: v for k, v in (("rescale", float(guidance_rescale)), ("interval", guidance_interval),
-                                     ("apg", guidance_apg)) if v}
+                                     ("apg", self.resolve_apg(guidance_apg))) if v}
         if side_guidance or finding_guidance or shaping:
             if not self.contrast_guidance_ok:
                 raise ValueError(f"side/finding guidance, guidance rescale, interval and APG: {self.model_type} has no "

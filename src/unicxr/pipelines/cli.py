@@ -51,7 +51,8 @@ def generate_command(
         help='Adaptive projected guidance "ETA" or "ETA,R" (Sadat et al. 2024): in the denoised image, the '
         "guidance term's part along the conditional estimate (what over-saturates at large --guidance) is "
         "weighted ETA (0: removed; 1 with no R: plain guidance) and the term is cut to norm R (0 or none: no "
-        "cut); same passes (LDM-UNet and latent DiT). Default: plain guidance."),
+        "cut); same passes (LDM-UNet and latent DiT). \"off\": plain guidance. Default: the model's "
+        "default_apg (plain guidance when it has none)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Image i starts from noise seeded with seed + i."),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (images/, metadata.csv, rejects.csv)."),

@@ -19,6 +19,7 @@ from unicxr.sampling.flow import (
     time_grid,
 )
 from unicxr.sampling.guidance import (
+    APG_OFF,
     apg_combine,
     cfg_combine,
     cfg_rescale,
@@ -31,6 +32,7 @@ from unicxr.sampling.guidance import (
 from unicxr.sampling.timestep import TimestepEmbedder, timestep_embedding
 
 __all__ = [
+    "APG_OFF",
     "FLOW_SAMPLERS",
     "TimestepEmbedder",
     "apg_combine",

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["drop_condition", "cfg_combine", "cfg_rescale", "apg_combine", "guided", "in_interval", "parse_interval",
+__all__ = ["drop_condition", "cfg_combine", "cfg_rescale", "apg_combine", "APG_OFF", "guided", "in_interval", "parse_interval",
            "parse_apg"]
 
 
@@ -78,12 +78,18 @@ def apg_combine(
     return (cond.float() + (scale - 1.0) * step).to(cond.dtype)
 
 
+APG_OFF: tuple[float, float] = (1.0, 0.0)
+"""(eta, r) of plain guidance: what ``--apg off`` parses to, and how a caller overrides a model's ``default_apg``."""
+
+
 def parse_apg(text: str | None) -> tuple[float, float] | None:
     """``"ETA"`` or ``"ETA,R"`` → (eta, r) for :func:`apg_combine` (eta ≥ 0: weight of the part of the
-    guidance along the conditional estimate; r ≥ 0: norm cut, 0 none); None or "" → None. Raises
-    ValueError naming what is wrong."""
+    guidance along the conditional estimate; r ≥ 0: norm cut, 0 none); None or "" → None (the model's
+    default); "off" or "none" → (1, 0), plain guidance. Raises ValueError naming what is wrong."""
     if text is None or not str(text).strip():
         return None
+    if str(text).strip().lower() in ("off", "none"):
+        return APG_OFF
     parts = [x.strip() for x in str(text).split(",")]
     try:
         vals = [float(x) for x in parts]

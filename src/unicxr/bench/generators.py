@@ -263,8 +263,8 @@ def render_table(result: dict[str, Any]) -> str:
 
     def _reach(hi: float | None, lo: float | None) -> str:
         if hi is None:
-            return "–" if not lo else f"> {lo:.2g} (not reached)"
-        return f"≤ {hi:.2g}" if not lo else f"({lo:.2g}, {hi:.2g}]"
+            return "–" if not lo else f"> {lo:.3g} (not reached)"
+        return f"≤ {hi:.3g}" if not lo else f"({lo:.3g}, {hi:.3g}]"
 
     lines = [
         f"Generators on `{result['cache']}` ({result['split']} split, {result.get('n_prompts', '?')} prompts), "

@@ -294,6 +294,12 @@ def test_bench_generators_side_by_side(cache, tmp_path):
     stamp = (out / "crossflow_phantom" / "row.json").stat().st_mtime_ns
     run_cli(*cmd, check=True)
     assert (out / "crossflow_phantom" / "row.json").stat().st_mtime_ns == stamp
+    # a finished family asked for diversity later gets only that added; the rest of its row stays
+    row = json.loads((out / "crossflow_phantom" / "row.json").read_text())
+    (out / "crossflow_phantom" / "row.json").write_text(json.dumps({k: v for k, v in row.items() if k != "diversity"}))
+    run_cli(*cmd, check=True)
+    again = json.loads((out / "crossflow_phantom" / "row.json").read_text())
+    assert again == row
     bad = run_cli("bench", "generators", "--cache", cache / "c", "--features", f"own:{enc}", "--out", tmp_path / "b2",
                   "--snapshots", "0.5")
     assert bad.returncode != 0 and "--max-minutes" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

@@ -21,7 +21,8 @@ null branch), so the passes and their ratio are reported beside it.
   the bench's cost): 8 samples for each of K test prompts whose positive
   findings match at least 8 real training images exactly; mean pairwise MS-SSIM among the 8 samples
   against 8 such real images (lower = more diverse).
-* **Resumable**: a family whose ``OUT/<recipe>/row.json`` exists is not run again, a finished
+* **Resumable**: a family whose ``OUT/<recipe>/row.json`` exists is not run again (only its diversity is
+  added, when asked for and missing), a finished
   ``run/`` is not retrained, and the image batches an interrupted call wrote are kept (``generate``'s
   resume: same bytes; the seconds per image are timed over the images sampled by the last call), so
   families can run in separate processes (``--recipe``) into one OUT and a bench can span sessions; every
@@ -198,7 +199,14 @@ def run_bench(
     if max_minutes is not None:
         sets.append(f"train.max_minutes={max_minutes}")
     for recipe in recipes:
-        if (out / recipe / "row.json").exists():
+        row_path = out / recipe / "row.json"
+        if row_path.exists():
+            row = json.loads(row_path.read_text())
+            if diversity_prompts > 0 and recipe != baseline and not row.get("diversity"):
+                # a finished family asked for diversity later: only the diversity is sampled and added
+                row["diversity"] = _diversity(out / recipe / "run", prompts, out / recipe / "diversity", cache,
+                                              diversity_prompts, seed=seed, progress=progress)
+                atomic_write_text(row_path, json.dumps(json_safe(row), indent=2) + "\n")
             continue
         snap_min = [f * max_minutes for f in snapshots] if recipe != baseline and max_minutes else []
         _family(recipe, out, cache, features, prompts, sets=sets, split=split, snapshot_minutes=snap_min,

@@ -130,8 +130,6 @@ def _diversity(model: Path, prompts: list, folder: Path, cache: str | Path, k: i
 def _family(recipe: str, out: Path, cache: str | Path, features: str, prompts: list, *, sets: list[str],
             split: str, snapshot_minutes: list[float], diversity_prompts: int, n_boot: int, seed: int,
             progress: bool) -> dict[str, Any]:
-    from unicxr.eval.image_eval import json_safe
-    from unicxr.utils.io import atomic_write_text
 
     fam = out / recipe
     run = fam / "run"
@@ -155,11 +153,20 @@ def _family(recipe: str, out: Path, cache: str | Path, features: str, prompts: l
     curve.append({"minutes": None, "step": row["train_steps"], "seconds": row["train_seconds"], "fd": row["fd"],
                   "fd_ci": row["fd_ci"], "alignment_macro_auroc": row["alignment_macro_auroc"]})
     row["curve"] = curve
-    if diversity_prompts > 0:
-        row["diversity"] = _diversity(run, prompts, fam / "diversity", cache, diversity_prompts, seed=seed,
+    _save_row(fam, row, prompts, cache, diversity_prompts, seed=seed, progress=progress)
+    return row
+
+
+def _save_row(fam: Path, row: dict[str, Any], prompts: list, cache: str | Path, diversity_prompts: int, *,
+              seed: int, progress: bool) -> None:
+    """Add the family's diversity to ``row`` when asked for (K > 0) and missing, then write ``fam/row.json``."""
+    from unicxr.eval.image_eval import json_safe
+    from unicxr.utils.io import atomic_write_text
+
+    if diversity_prompts > 0 and not row.get("diversity"):
+        row["diversity"] = _diversity(fam / "run", prompts, fam / "diversity", cache, diversity_prompts, seed=seed,
                                       progress=progress)
     atomic_write_text(fam / "row.json", json.dumps(json_safe(row), indent=2) + "\n")
-    return row
 
 
 def run_bench(
@@ -204,9 +211,7 @@ def run_bench(
             row = json.loads(row_path.read_text())
             if diversity_prompts > 0 and recipe != baseline and not row.get("diversity"):
                 # a finished family asked for diversity later: only the diversity is sampled and added
-                row["diversity"] = _diversity(out / recipe / "run", prompts, out / recipe / "diversity", cache,
-                                              diversity_prompts, seed=seed, progress=progress)
-                atomic_write_text(row_path, json.dumps(json_safe(row), indent=2) + "\n")
+                _save_row(out / recipe, row, prompts, cache, diversity_prompts, seed=seed, progress=progress)
             continue
         snap_min = [f * max_minutes for f in snapshots] if recipe != baseline and max_minutes else []
         _family(recipe, out, cache, features, prompts, sets=sets, split=split, snapshot_minutes=snap_min,

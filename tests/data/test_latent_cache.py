@@ -14,16 +14,18 @@ from unicxr.utils.errors import UnicxrError
 
 
 def _save_ae(kind: str, path):
+    """kind: kl, vq, or rvq (VQ with two residual codebooks)."""
     torch.manual_seed(0)
-    ae = build_autoencoder({"kind": kind, "channels": [8, 16, 16], "norm_num_groups": 8, "latent_channels": 3,
-                            "num_embeddings": 32, "image_size": 32})
+    extra = {"num_quantizers": 2} if kind == "rvq" else {}
+    ae = build_autoencoder({"kind": "vq" if kind == "rvq" else kind, "channels": [8, 16, 16], "norm_num_groups": 8,
+                            "latent_channels": 3, "num_embeddings": 32, "image_size": 32, **extra})
     ae.train()(torch.rand(8, 1, 32, 32))  # VQ: data-dependent codebook
     ae.set_scale_factor(1.5)
     ae.eval().save_pretrained(path)
     return ae
 
 
-@pytest.mark.parametrize("kind", ["kl", "vq"])
+@pytest.mark.parametrize("kind", ["kl", "vq", "rvq"])
 def test_encode_end_to_end_resume_and_items(kind, tiny_phantom_cache, tmp_path, capsys):
     from unicxr.cli import main
 
@@ -33,7 +35,7 @@ def test_encode_end_to_end_resume_and_items(kind, tiny_phantom_cache, tmp_path, 
             "--shard-size", "16", "--batch-size", "7", "--no-progress"]
     assert main(args) == 0
     manifest = json.loads((out / "cache.json").read_text())
-    assert manifest["kind"] == "latent" and manifest["latent_kind"] == kind
+    assert manifest["kind"] == "latent" and manifest["latent_kind"] == ("vq" if kind == "rvq" else kind)
     assert manifest["latent_shape"] == [3, 8, 8] and manifest["scale_factor"] == 1.5
     assert manifest["autoencoder"]["path"] == str((tmp_path / "run" / "model").resolve())
     assert len(manifest["autoencoder"]["config_sha256"]) == 64
@@ -66,7 +68,8 @@ def test_encode_end_to_end_resume_and_items(kind, tiny_phantom_cache, tmp_path, 
         s2 = LatentCache(out, split="test", latent="sample", seed=3)[1]["latent"]
         assert torch.equal(s1, s2) and not torch.equal(s1, item["latent"])
     else:
-        assert item["indices"].shape == (8, 8) and item["indices"].dtype == torch.int64
+        assert item["indices"].shape == ((2, 8, 8) if kind == "rvq" else (8, 8))
+        assert item["indices"].dtype == torch.int64 and manifest["num_quantizers"] == (2 if kind == "rvq" else 1)
         torch.testing.assert_close(item["latent"], ae.indices_to_latent(item["indices"][None])[0])
     b = lat.batch([0, 2])
     assert b["latent"].shape == (2, 3, 8, 8) and b["labels"].shape == (2, 14) and len(b["report"]) == 2

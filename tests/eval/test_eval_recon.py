@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from unicxr.eval.recon import bicubic_baseline, image_scores
@@ -55,12 +56,13 @@ def test_eval_recon_end_to_end(tiny_phantom_cache, tmp_path, capsys):
     assert "<table>" in (out / "report.html").read_text()
 
 
-def test_eval_recon_vq_has_an_equal_bits_baseline(tiny_phantom_cache, tmp_path):
+@pytest.mark.parametrize("num_quantizers", [1, 2])
+def test_eval_recon_vq_has_an_equal_bits_baseline(num_quantizers, tiny_phantom_cache, tmp_path):
     from unicxr.eval.recon import evaluate_recon
 
     torch.manual_seed(0)
     ae = build_autoencoder({"kind": "vq", "channels": [8, 16, 16], "norm_num_groups": 8, "latent_channels": 2,
-                            "num_embeddings": 16})
+                            "num_embeddings": 16, "num_quantizers": num_quantizers})
     ae.set_scale_factor(1.0)
     ae.save_pretrained(tmp_path / "vq")
     CXRClassifier(CXRClassifierConfig(image_size=32, resnet_widths=[4, 8, 8, 16])).save_pretrained(tmp_path / "enc")
@@ -68,12 +70,13 @@ def test_eval_recon_vq_has_an_equal_bits_baseline(tiny_phantom_cache, tmp_path):
                          features=f"own:{tmp_path / 'enc'}", progress=False)
     assert res["bicubic"]["side"] == 11  # 2 x 8 x 8 pre-quantisation values
     bits = res["bicubic_bits"]
-    # 64 positions x log2(16) = 256 bits = 32 8-bit pixels -> a 6 px copy
-    assert bits["code_bits"] == 256.0 and bits["side"] == 6
+    # 64 positions x log2(16) = 256 bits per codebook = 32 8-bit pixels -> a 6 px copy (two codebooks: 8 px)
+    side = {1: 6, 2: 8}[num_quantizers]
+    assert bits["code_bits"] == 256.0 * num_quantizers and bits["side"] == side
     assert {"psnr", "ssim", "ms_ssim", "fd"} <= set(bits)
     # fewer kept values -> a worse copy than the equal-values one
     assert bits["psnr"]["mean"] < res["bicubic"]["psnr"]["mean"]
-    assert "bicubic 6px (as many bits" in (tmp_path / "out" / "report.md").read_text()
+    assert f"bicubic {side}px (as many bits" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_paired_auroc_deltas_see_a_one_sided_change():

@@ -81,9 +81,52 @@ def test_vq_indices_and_codebook_start():
     torch.testing.assert_close(m.decode_indices(idx), m.decode(m.encode(x)))
 
 
-@pytest.mark.parametrize("kind", ["kl", "vq"])
+def test_residual_vq_indices_sum_of_codes_and_training():
+    """num_quantizers 2 (RQ-VAE): indices gain a codebook axis, the latent is the sum of the picked codes,
+    the second codebook starts from the first one's residual and lowers the quantisation error."""
+    m = _tiny("vq", num_quantizers=2)
+    x = torch.rand(8, 1, 32, 32)
+    recon, loss = m.train()(x)
+    assert recon.shape == x.shape and torch.isfinite(loss) and int(m.codebook_ready) == 1
+    m.eval()
+    idx = m.encode_indices(x)
+    assert idx.shape == (8, 2, 8, 8) and idx.dtype == torch.int64
+    books = m.codebooks()
+    assert books.shape == (2, 32, 3)
+    by_hand = books[0][idx[:, 0]] + books[1][idx[:, 1]]  # (B, h, w, C)
+    torch.testing.assert_close(m.encode_unscaled(x), by_hand.movedim(-1, 1))
+    torch.testing.assert_close(m.indices_to_latent(idx), m.encode(x))
+    torch.testing.assert_close(m.decode_indices(idx), m.decode(m.encode(x)))
+    with torch.no_grad():
+        h = m.net.encode(2 * x - 1)
+        first = m.quantizers[0].embed(idx[:, 0])
+    assert ((h - m.encode_unscaled(x)) ** 2).mean() < ((h - first) ** 2).mean()
+    with pytest.raises(ValueError, match="2 codebooks"):
+        m.decode_indices(idx[:, 0])
+    # the training step's straight-through latent carries the encoder's gradient and both codebooks move
+    before = books.clone()
+    m.train()
+    recon, loss = m(x)
+    (recon.mean() + loss).backward()
+    assert m.net.encoder.blocks[0].conv.weight.grad.abs().sum() > 0
+    assert not torch.equal(m.codebooks()[1], before[1])
+
+
+def test_one_codebook_is_unchanged_by_the_residual_option():
+    """num_quantizers 1 keeps MONAI's own quantizer path: same weights, indices and reconstructions."""
+    a, b = _tiny("vq"), _tiny("vq", num_quantizers=1)
+    x = torch.rand(4, 1, 16, 16)
+    torch.manual_seed(3)
+    ra = a.train()(x)[0]
+    torch.manual_seed(3)
+    rb = b.train()(x)[0]
+    assert torch.equal(ra, rb) and len(b.residual) == 0
+    assert torch.equal(a.eval().encode_indices(x), b.eval().encode_indices(x))
+
+
+@pytest.mark.parametrize("kind", ["kl", "vq", "rvq"])
 def test_save_from_pretrained_bit_equal(kind, tmp_path):
-    m = _tiny(kind)
+    m = _tiny("vq", num_quantizers=3) if kind == "rvq" else _tiny(kind)
     m.train()(torch.rand(4, 1, 16, 16))  # VQ: codebook + EMA buffers move
     m.set_scale_factor(1.7)
     m.eval().save_pretrained(tmp_path / "ae")

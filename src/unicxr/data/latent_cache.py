@@ -7,17 +7,19 @@ arrays, one index part per shard written after its arrays (the "done" marker), `
     L/cache.json                      manifest: kind "latent", autoencoder path + config/weights hashes,
                                       scale factor, latent shape, source cache, counts — written last
     L/plan.json                       fingerprint of the settings (resume check)
-    L/shards/shard-00000.npy          KL: posterior means (N, C, h, w) float32; VQ: code indices (N, h, w)
+    L/shards/shard-00000.npy          KL: posterior means (N, C, h, w) float32; VQ: code indices (N, h, w),
+                                      or (N, Q, h, w) with Q residual codebooks
     L/shards/shard-00000.logvar.npy   KL only: posterior log-variances (N, C, h, w) float32
-    L/codebook.npy                    VQ only: the codebook (K, C) float32 (unscaled)
+    L/codebook.npy                    VQ only: the codebook (K, C) float32 (unscaled); (Q, K, C) with Q residual
+                                      codebooks, whose picked codes sum to the latent
     L/parts/shard-00000.parquet       index rows of that shard (the source cache's columns + source_row)
     L/index.parquet                   all items
 
 Items carry the :class:`~unicxr.data.cache.CXRCache` keys with ``latent`` instead of ``image``:
 ``latent`` (C, h, w) float32, already multiplied by the autoencoder's scale factor (what
 ``ae.encode(x)`` returns, ``ae.decode(latent)`` draws it), plus ``mean``/``logvar`` (KL, unscaled) or
-``indices`` (VQ, (h, w) int64). This module never imports a model: the writer takes any object with
-the autoencoder API (:mod:`unicxr.models.autoencoder`).
+``indices`` (VQ, (h, w) int64; (Q, h, w) with Q residual codebooks). This module never imports a model:
+the writer takes any object with the autoencoder API (:mod:`unicxr.models.autoencoder`; VQ: ``codebooks()``).
 """
 
 from __future__ import annotations
@@ -161,8 +163,8 @@ def write_latent_cache(
                            other="files that are not a latent cache", files=("codebook.npy",))
     atomic_write_text(plan_path, json.dumps({"fingerprint": fingerprint, "settings": settings}, indent=2))
     if kind == "vq":
-        codebook = model.net.quantizer.quantizer.embedding.weight.detach().float().cpu().numpy()
-        write_npy(out / "codebook.npy", np.ascontiguousarray(codebook))
+        codebook = model.codebooks().float().cpu().numpy()  # (N, K, C); stored (K, C) for one codebook
+        write_npy(out / "codebook.npy", np.ascontiguousarray(codebook[0] if len(codebook) == 1 else codebook))
 
     pending = [i for i in range(n_shards) if not (shard_done(out, i) and _extra_done(out, i, kind))]
     if len(pending) < n_shards:
@@ -213,6 +215,7 @@ def write_latent_cache(
         "latent_shape": list(latent_shape),
         "scale_factor": float(model.scale),
         "num_embeddings": num_codes or None,
+        "num_quantizers": int(model.config.num_quantizers) if kind == "vq" else None,
         "index_dtype": np.dtype(idx_dtype).name if kind == "vq" else None,
         "image_size": size,
         "autoencoder": {**ae, "model_type": model.model_type},
@@ -242,7 +245,7 @@ class LatentCache(ShardedIndex):
     """Random access to a latent cache written by ``unicxr encode`` (items read from the shard files on demand).
 
     ``cache[i]`` returns ``latent`` (torch float32 (C, h, w), scaled), ``mean``/``logvar`` (KL,
-    unscaled) or ``indices`` (VQ, int64 (h, w)), ``labels`` (float32 (14,), NaN = not mentioned),
+    unscaled) or ``indices`` (VQ, int64 (h, w) or (Q, h, w)), ``labels`` (float32 (14,), NaN = not mentioned),
     ``report``, ``path``, ``split``, ``view``, ``patient_id``, ``study_id`` and ``index`` (row in the
     full latent index).
 
@@ -310,7 +313,11 @@ class LatentCache(ShardedIndex):
         main = np.stack([self._raw(i) for i in idx])
         if self.kind == "vq":
             indices = main.astype(np.int64)
-            z = np.moveaxis(self._codebook[indices], -1, 1)  # (B, h, w, C) -> (B, C, h, w)
+            if self._codebook.ndim == 3:  # residual codebooks (N, K, C), indices (B, N, h, w): codes summed
+                picked = sum(self._codebook[k][indices[:, k]] for k in range(len(self._codebook)))
+            else:
+                picked = self._codebook[indices]
+            z = np.moveaxis(picked, -1, 1)  # (B, h, w, C) -> (B, C, h, w)
             return {"latent": torch.from_numpy(np.ascontiguousarray(z * self.scale_factor, dtype=np.float32)),
                     "indices": torch.from_numpy(indices)}
         mean = torch.from_numpy(np.ascontiguousarray(main, dtype=np.float32))

@@ -6,9 +6,9 @@ of the evaluation encoder on originals vs on reconstructions (do findings surviv
 ``n_boot`` a paired bootstrap CI of each change (``delta_ci``: both AUROCs on the same resamples);
 encode/decode throughput; and the same image metrics for a bicubic down/up-sampling baseline that
 keeps as many values as the latent (side ``round(sqrt(C·h·w))``). A VQ model stores one code index of
-``log2(K)`` bits per latent position, far less than ``C`` floats; it is also scored against a second
-baseline, ``bicubic_bits``, that keeps as many 8-bit pixels as its indices hold bits (side
-``round(sqrt(h·w·log2(K) / 8))``). Writes ``metrics.json``,
+``log2(K)`` bits per latent position (N with N residual codebooks), far less than ``C`` floats; it is also
+scored against a second baseline, ``bicubic_bits``, that keeps as many 8-bit pixels as its indices hold
+bits (side ``round(sqrt(h·w·N·log2(K) / 8))``). Writes ``metrics.json``,
 ``report.md``, ``report.html`` and ``grid.png`` (rows: original | reconstruction | 4×|difference|).
 """
 
@@ -102,7 +102,7 @@ def evaluate_recon(
     sides: dict[str, int] = {"bicubic": side} if baseline else {}
     code_bits = None
     if baseline and ae.model_type == "vqvae":
-        code_bits = n_values / latent_shape[0] * math.log2(ae.config.num_embeddings)
+        code_bits = n_values / latent_shape[0] * ae.config.num_quantizers * math.log2(ae.config.num_embeddings)
         sides["bicubic_bits"] = max(1, int(round(math.sqrt(code_bits / 8))))
     extractor = None
     if features:

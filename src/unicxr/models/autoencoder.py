@@ -15,6 +15,9 @@ Every generator works in the latent space of one of these models. Both types tak
   the unscaled mean and log-variance, ``encode`` the (scaled) mean or a sample.
 * ``vqvae`` (:class:`VQVAEModel`): an EMA-codebook quantizer; ``encode`` gives the quantized latents
   (scaled), :meth:`VQVAEModel.encode_indices` / :meth:`VQVAEModel.decode_indices` the code indices.
+  With ``num_quantizers`` N > 1 it is a residual quantizer (RQ-VAE, Lee et al. 2022): codebook k
+  quantizes what codebooks 1..k-1 left of the encoder output, the latent is the sum of the N picked
+  codes (same latent shape), and the indices gain a codebook axis: (B, N, h, w).
 
 The networks see ``2x - 1`` (inputs in [-1, 1]) and their output is mapped back with ``(y + 1) / 2``;
 decoded images are not clamped (clamp for display).
@@ -62,6 +65,13 @@ class AutoencoderConfig(StrictModel):
     attention: bool = Field(False, description="KL only: attention at the lowest level + non-local blocks")
     norm_num_groups: int = Field(32, gt=0, description="KL only: GroupNorm groups (divides every width)")
     num_embeddings: int = Field(512, gt=1, description="VQ only: codebook size")
+    num_quantizers: int = Field(
+        1, ge=1, le=16,
+        description=(
+            "VQ only: residual codebooks (RQ-VAE); each quantizes what the earlier ones left, the latent is the sum "
+            "of the picked codes, so a latent position carries num_quantizers x log2(num_embeddings) bits"
+        ),
+    )
     commitment_cost: float = Field(0.25, ge=0.0, description="VQ only: commitment weight in the VQ loss")
     vq_decay: float = Field(0.99, gt=0.0, lt=1.0, description="VQ only: EMA decay of the codebook")
     scale_factor: float | None = Field(
@@ -255,9 +265,26 @@ class VQVAEModel(LatentAutoencoder):
             decay=cfg.vq_decay,
             ddp_sync=True,
         )
+        from monai.networks.layers.vector_quantizer import EMAQuantizer
+
+        # codebooks 2..N of a residual quantizer (the first is MONAI's own, inside self.net)
+        self.residual = torch.nn.ModuleList(
+            EMAQuantizer(cfg.spatial_dims, cfg.num_embeddings, cfg.latent_channels,
+                         commitment_cost=cfg.commitment_cost, decay=cfg.vq_decay, ddp_sync=True)
+            for _ in range(cfg.num_quantizers - 1)
+        )
         # 0 until the codebook has been initialised from data (first training forward); saved with
         # the weights and checkpoints, so a resumed run does not re-initialise it.
         self.register_buffer("codebook_ready", torch.zeros((), dtype=torch.uint8))
+
+    @property
+    def quantizers(self) -> list[Any]:
+        """The N EMA quantizers in order (MONAI ``EMAQuantizer``; N = ``num_quantizers``)."""
+        return [self.net.quantizer.quantizer, *self.residual]
+
+    def codebooks(self) -> torch.Tensor:
+        """The unscaled codebooks (N, K, C)."""
+        return torch.stack([q.embedding.weight.detach() for q in self.quantizers])
 
     @torch.no_grad()
     def _init_codebook(self, h: torch.Tensor) -> None:
@@ -265,40 +292,75 @@ class VQVAEModel(LatentAutoencoder):
         noise), EMA statistics as if each code had been used once. MONAI's default (N(0, 1) codes,
         zero EMA counts) maps every vector of a fresh encoder (outputs ~0.02) to one code, and unused
         codes then grow as ema_w / eps and are never chosen again (codebook collapse)."""
-        q = self.net.quantizer.quantizer
-        flat = h.detach().float().movedim(1, -1).reshape(-1, q.embedding_dim)
-        pick = torch.randint(0, flat.shape[0], (q.num_embeddings,), device=flat.device)
-        codes = flat[pick] + 1e-3 * flat.std() * torch.randn(q.num_embeddings, q.embedding_dim, device=flat.device)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.broadcast(codes, 0)
-        q.embedding.weight.data.copy_(codes)
-        q.ema_w.data.copy_(codes)
-        q.ema_cluster_size.data.fill_(1.0)
+        r = h.detach().float()
+        for q in self.quantizers:  # a residual codebook starts from what the earlier ones leave
+            flat = r.movedim(1, -1).reshape(-1, q.embedding_dim)
+            pick = torch.randint(0, flat.shape[0], (q.num_embeddings,), device=flat.device)
+            noise = torch.randn(q.num_embeddings, q.embedding_dim, device=flat.device)
+            codes = flat[pick] + 1e-3 * flat.std() * noise
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.broadcast(codes, 0)
+            q.embedding.weight.data.copy_(codes)
+            q.ema_w.data.copy_(codes)
+            q.ema_cluster_size.data.fill_(1.0)
+            r = r - q.embed(q.quantize(r)[2])
         self.codebook_ready.fill_(1)
 
     def encode_indices(self, x: torch.Tensor) -> torch.Tensor:
-        """Code indices (B, h, w) int64 of images in [0, 1]."""
-        return self.net.index_quantize(self._check_images(x))
+        """Code indices of images in [0, 1]: (B, h, w) int64, or (B, N, h, w) with N > 1 codebooks."""
+        if len(self.quantizers) == 1:
+            return self.net.index_quantize(self._check_images(x))
+        r, out = self.net.encode(self._check_images(x)), []
+        for q in self.quantizers:
+            idx = q.quantize(r)[2]
+            out.append(idx)
+            r = r - q.embed(idx)
+        return torch.stack(out, dim=1)
+
+    def _embed(self, indices: torch.Tensor) -> torch.Tensor:
+        """Code indices ((B, h, w), or (B, N, h, w) with N codebooks) → unscaled latents (B, C, h, w)."""
+        indices = indices.long()
+        if len(self.quantizers) == 1:
+            return self.net.quantizer.embed(indices)
+        if indices.ndim < 2 or indices.shape[1] != len(self.quantizers):
+            raise ValueError(
+                f"indices of shape {tuple(indices.shape)}: expected (B, {len(self.quantizers)}, ...) "
+                f"for {len(self.quantizers)} codebooks"
+            )
+        return sum(q.embed(indices[:, k]) for k, q in enumerate(self.quantizers))
 
     def indices_to_latent(self, indices: torch.Tensor) -> torch.Tensor:
-        """Code indices (B, h, w) → scaled latents (B, C, h, w)."""
-        return self.net.quantizer.embed(indices.long()) * self.scale
+        """Code indices (see :meth:`encode_indices`) → scaled latents (B, C, h, w)."""
+        return self._embed(indices) * self.scale
 
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
-        """Code indices (B, h, w) → images (B, 1, H, W)."""
-        return self.decode_unscaled(self.net.quantizer.embed(indices.long()))
+        """Code indices (see :meth:`encode_indices`) → images (B, 1, H, W)."""
+        return self.decode_unscaled(self._embed(indices))
 
     def encode_unscaled(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.quantizer.embed(self.encode_indices(x))
+        return self._embed(self.encode_indices(x))
 
     def decode_unscaled(self, z: torch.Tensor) -> torch.Tensor:
         return self._to_image(self.net.decode(z))
+
+    def _quantize(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder output h (B, C, h, w) → (straight-through quantized latent, summed commitment loss ()).
+        Codebook k sees the residual h − (codes 1..k−1), so each commitment term pulls the encoder toward
+        the running sum of codes; in train mode every codebook's EMA update runs."""
+        if len(self.quantizers) == 1:
+            return self.net.quantize(h)
+        r, total, loss = h, torch.zeros_like(h), h.new_zeros(())
+        for q in self.quantizers:
+            st, term, _ = q(r)
+            code = st.detach()  # equals the picked code vectors (MONAI returns r + (code - r).detach())
+            total, r, loss = total + code, r - code, loss + term
+        return h + (total - h).detach(), loss
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.net.encode(self._check_images(x))
         if self.training and not bool(self.codebook_ready):
             self._init_codebook(h)
-        q, vq_loss = self.net.quantize(h)
+        q, vq_loss = self._quantize(h)
         return self.decode_unscaled(q), vq_loss
 
 

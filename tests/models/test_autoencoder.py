@@ -88,6 +88,8 @@ def test_residual_vq_indices_sum_of_codes_and_training():
     x = torch.rand(8, 1, 32, 32)
     recon, loss = m.train()(x)
     assert recon.shape == x.shape and torch.isfinite(loss) and int(m.codebook_ready) == 1
+    assert len(m.code_perplexity) == 2 and all(1.0 <= p <= 32.0 + 1e-3 for p in m.code_perplexity)
+    assert m.code_perplexity[1] > 4  # the residual book starts from residuals: in use, not collapsed
     m.eval()
     idx = m.encode_indices(x)
     assert idx.shape == (8, 2, 8, 8) and idx.dtype == torch.int64

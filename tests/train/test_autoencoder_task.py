@@ -30,15 +30,16 @@ def _args(recipe: str, run: Path, cache: Path, extra: list[str] = ()) -> list[st
     return args
 
 
-@pytest.mark.parametrize("recipe", ["ae_kl_phantom", "vq_phantom"])
-def test_recipe_trains_with_delayed_discriminator(recipe, tiny_phantom_cache, tmp_path):
+@pytest.mark.parametrize("recipe,codebooks", [("ae_kl_phantom", 0), ("vq_phantom", 1), ("vq_phantom", 2)])
+def test_recipe_trains_with_delayed_discriminator(recipe, codebooks, tiny_phantom_cache, tmp_path):
     from unicxr.cli import main
     from unicxr.models import load_model
 
     run = tmp_path / "run"
+    extra = [f"model.num_quantizers={codebooks}"] if codebooks else []
     assert main(_args(recipe, run, tiny_phantom_cache, ["train.max_steps=12", "train.ckpt_every=12",
                                                          "train.lr=1e-3", "train.warmup_steps=0",
-                                                         "data.disc_start_frac=0.5"])) == 0
+                                                         "data.disc_start_frac=0.5", *extra])) == 0
     log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in log)
     # disc_start_frac 0.5 of max_steps: no discriminator before step 6, both losses after
@@ -48,6 +49,10 @@ def test_recipe_trains_with_delayed_discriminator(recipe, tiny_phantom_cache, tm
     # falls slower than KL in 12 tiny steps, so compare the best late step with the first)
     assert min(r["l1"] for r in log[-4:]) < log[0]["l1"]
     assert ("kl" in log[0]) == (recipe == "ae_kl_phantom") and ("vq" in log[0]) == (recipe == "vq_phantom")
+    # a VQ run logs each codebook's perplexity (codes in use); a residual book is in use too
+    ppl = [k for k in log[-1] if k.startswith("code_ppl_")]
+    assert sorted(ppl) == [f"code_ppl_{k + 1}" for k in range(codebooks)]
+    assert all(log[-1][k] > 1.5 for k in ppl)
     cfg = json.loads((run / "model" / "config.json").read_text())
     assert cfg["config"]["image_size"] == 32  # from the cache
     assert cfg["config"]["scale_factor"] > 0

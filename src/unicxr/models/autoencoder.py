@@ -273,6 +273,9 @@ class VQVAEModel(LatentAutoencoder):
                          commitment_cost=cfg.commitment_cost, decay=cfg.vq_decay, ddp_sync=True)
             for _ in range(cfg.num_quantizers - 1)
         )
+        # per codebook, the perplexity (exp entropy) of the codes the last forward picked: K when all codes
+        # are used evenly, near 1 when the book has collapsed onto a few (logged by the autoencoder task)
+        self.code_perplexity: tuple[float, ...] = ()
         # 0 until the codebook has been initialised from data (first training forward); saved with
         # the weights and checkpoints, so a resumed run does not re-initialise it.
         self.register_buffer("codebook_ready", torch.zeros((), dtype=torch.uint8))
@@ -348,12 +351,17 @@ class VQVAEModel(LatentAutoencoder):
         Codebook k sees the residual h − (codes 1..k−1), so each commitment term pulls the encoder toward
         the running sum of codes; in train mode every codebook's EMA update runs."""
         if len(self.quantizers) == 1:
-            return self.net.quantize(h)
-        r, total, loss = h, torch.zeros_like(h), h.new_zeros(())
+            out = self.net.quantize(h)
+            self.code_perplexity = (float(self.net.quantizer.perplexity),)
+            return out
+        r, total, loss, ppl = h, torch.zeros_like(h), h.new_zeros(()), []
         for q in self.quantizers:
-            st, term, _ = q(r)
+            st, term, idx = q(r)
             code = st.detach()  # equals the picked code vectors (MONAI returns r + (code - r).detach())
             total, r, loss = total + code, r - code, loss + term
+            p = torch.bincount(idx.flatten(), minlength=q.num_embeddings).float() / idx.numel()
+            ppl.append(float(torch.exp(-(p * (p + 1e-10).log()).sum())))
+        self.code_perplexity = tuple(ppl)
         return h + (total - h).detach(), loss
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -251,6 +251,9 @@ class AutoencoderTask(Task):
             else:
                 loss = loss + cfg.vq_weight * out[1].float()
                 extras["vq"] = float(out[1].detach())
+                ae = getattr(modules["model"], "module", modules["model"])  # DDP wraps it
+                for k, ppl in enumerate(getattr(ae, "code_perplexity", ())):
+                    extras[f"code_ppl_{k + 1}"] = ppl  # codes in use (exp entropy) per codebook; 1: collapsed
             if cfg.spectral_weight > 0:
                 spec = self._spectral(recon.float(), x.float())
                 loss = loss + cfg.spectral_weight * spec

@@ -181,7 +181,6 @@ def generate_images(
     from tqdm.auto import tqdm
 
     from unicxr.models.generator_base import load_generator
-    from unicxr.sampling import APG_OFF
     from unicxr.utils.io import atomic_write_text
     from unicxr.utils.media import save_png, to_uint8
 
@@ -190,13 +189,14 @@ def generate_images(
     steps = steps or cfg.default_steps
     sampler = sampler or cfg.default_sampler
     guidance = cfg.default_guidance if guidance is None else guidance
-    apg = model.resolve_apg(apg)  # None: the model's default_apg; (1, 0) ("--apg off"): plain guidance
+    # recorded as the model will resolve it: None -> its default_apg; (1, 0) ("--apg off") -> plain guidance
+    used_apg = model.resolve_apg(apg)
     if model.default_samplers and sampler not in model.default_samplers:
         raise UnicxrError(f"--sampler: {model.model_type} samples with {', '.join(model.default_samplers)}, not {sampler!r}")
     # the guidance options in use, recorded in each PNG and the summary
     extras = {k: v for k, v in (("side_guidance", side_guidance), ("finding_guidance", finding_guidance),
                                 ("negative", negative), ("guidance_rescale", guidance_rescale),
-                                ("guidance_interval", guidance_interval), ("apg", apg)) if v}
+                                ("guidance_interval", guidance_interval), ("apg", used_apg)) if v}
     for key in extras:
         if not model.contrast_guidance_ok:
             raise UnicxrError(f"--{key.replace('_', '-')}: {model.model_type} has no guidance branches to shape "
@@ -239,7 +239,7 @@ def generate_images(
                                               sampler=sampler, guidance=guidance, seed=seeds,
                                               side_guidance=side_guidance, finding_guidance=finding_guidance,
                                               guidance_rescale=guidance_rescale, guidance_interval=guidance_interval,
-                                              guidance_apg=apg or APG_OFF,
+                                              guidance_apg=apg,
                                               negative_labels=None if neg_labels is None else
                                               np.repeat(neg_labels[None], len(chunk), 0))
         for i, ((p, _), s) in enumerate(zip(chunk, seeds, strict=True)):

@@ -29,6 +29,8 @@ def test_shapes_and_roundtrip(tmp_path, arch):
     assert isinstance(loaded, CXRClassifier) and loaded.config == model.config
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), logits)
+        # one pass gives the feature maps and the logits: the rest of forward from the last map
+        torch.testing.assert_close(model.logits_from_map(model.stage_maps(x)[-1]), logits)
 
 
 def test_prepare_normalises_and_resizes():

@@ -82,6 +82,52 @@ def test_perceptual_term_from_evaluation_encoder(tiny_phantom_cache, tmp_path):
     assert not any(k.startswith("trunk") for k in load_file(str(run / "model" / "model.safetensors")))
 
 
+@pytest.mark.parametrize("arch", ["resnet", "densenet"])
+def test_finding_consistency_term(arch):
+    """FeaturePerceptualLoss(findings=True): the binary KL of the network's probabilities, by hand;
+    zero on identical images; the feature distance is the same with or without it; gradient flows."""
+    from unicxr.models.classifier import CXRClassifier, CXRClassifierConfig
+    from unicxr.train.tasks.autoencoder import FeaturePerceptualLoss
+
+    torch.manual_seed(0)
+    net = CXRClassifier(CXRClassifierConfig(arch=arch, image_size=32, resnet_widths=[4, 8, 8, 16], init_features=8,
+                                            growth_rate=4, block_config=(2, 2), bn_size=2)).eval()
+    x = torch.rand(3, 1, 32, 32)
+    r = (x + 0.2 * torch.randn_like(x)).clamp(0, 1).requires_grad_(True)
+    with_f, without = FeaturePerceptualLoss(net, findings=True), FeaturePerceptualLoss(net)
+    feat, kl = with_f(r, x)
+    feat0, none = without(r, x)
+    assert none is None
+    torch.testing.assert_close(feat, feat0)
+    with torch.no_grad():
+        p, q = torch.sigmoid(net(x)), torch.sigmoid(net(r))
+    by_hand = (p * (p / q).log() + (1 - p) * ((1 - p) / (1 - q)).log()).mean()
+    torch.testing.assert_close(kl, by_hand, rtol=1e-4, atol=1e-6)
+    assert kl > 0
+    kl.backward()
+    assert r.grad is not None and r.grad.abs().sum() > 0
+    assert float(with_f(x, x)[1]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_finding_term_alone_in_a_run(tiny_phantom_cache, tmp_path):
+    """data.perceptual.finding_weight with the feature weight at 0: the run logs finding_kl and adds
+    exactly the weighted term to the loss (same seed and first batch as a run without it)."""
+    from unicxr.cli import main
+    from unicxr.models.classifier import CXRClassifier, CXRClassifierConfig
+
+    torch.manual_seed(0)
+    CXRClassifier(CXRClassifierConfig(image_size=32, resnet_widths=[4, 8, 8, 16])).save_pretrained(tmp_path / "enc")
+    first = {}
+    for w in (0.0, 2.0):
+        run = tmp_path / f"run{w}"
+        assert main(_args("ae_kl_phantom", run, tiny_phantom_cache, [
+            "train.max_steps=1", "train.ckpt_every=1", f"data.perceptual.features=own:{tmp_path / 'enc'}",
+            "data.perceptual.weight=0", f"data.perceptual.finding_weight={w}"])) == 0
+        first[w] = json.loads((run / "log.jsonl").read_text().splitlines()[0])
+    assert "finding_kl" not in first[0.0] and first[2.0]["finding_kl"] > 0
+    assert first[2.0]["loss"] == pytest.approx(first[0.0]["loss"] + 2.0 * first[2.0]["finding_kl"], rel=1e-5)
+
+
 @pytest.mark.parametrize("term", ["ssim", "ms_ssim"])
 def test_structural_similarity_terms(term, tiny_phantom_cache, tmp_path):
     """data.ssim_weight (MONAI's SSIMLoss) and data.ms_ssim_weight (1 - the MS-SSIM `eval recon`
@@ -120,6 +166,40 @@ def test_random_crops_seeded_per_image_and_in_place():
     assert random_crops(x, 16, torch.Generator()) is x
     with pytest.raises(UnicxrError, match="crop_size 32"):
         random_crops(x, 32, torch.Generator())
+
+
+def test_paste_crops_puts_each_crop_back_differentiably():
+    from unicxr.train.tasks.autoencoder import _crop_box, paste_crops, random_crop_offsets
+
+    x = torch.rand(3, 1, 16, 16)
+    offs = random_crop_offsets(x, 8, torch.Generator().manual_seed(1))
+    crops = torch.stack([x[i][_crop_box(8, o)] for i, o in enumerate(offs)])
+    assert torch.equal(paste_crops(x, crops, torch.tensor(offs)), x)  # its own crops: the image itself
+    c = torch.zeros_like(crops, requires_grad=True)
+    out = paste_crops(x, c, torch.tensor(offs))
+    for i, (r0, c0) in enumerate(offs):
+        inside = torch.zeros(16, 16, dtype=torch.bool)
+        inside[r0:r0 + 8, c0:c0 + 8] = True
+        assert torch.all(out[i, 0][inside] == 0) and torch.equal(out[i, 0][~inside], x[i, 0][~inside])
+    out.sum().backward()
+    assert torch.equal(c.grad, torch.ones_like(c))
+    assert random_crop_offsets(x, 16, torch.Generator()) is None
+
+
+def test_finding_term_with_crops_reads_whole_images(tiny_phantom_cache, tmp_path):
+    """With data.crop_size the finding term classifies the whole image with the reconstructed crop put
+    back, so it is small (most of the image is the original) but present; the crop itself trains the model."""
+    from unicxr.cli import main
+    from unicxr.models.classifier import CXRClassifier, CXRClassifierConfig
+
+    torch.manual_seed(0)
+    CXRClassifier(CXRClassifierConfig(image_size=32, resnet_widths=[4, 8, 8, 16])).save_pretrained(tmp_path / "enc")
+    run = tmp_path / "run"
+    assert main(_args("ae_kl_phantom", run, tiny_phantom_cache, [
+        "train.max_steps=2", "train.ckpt_every=2", "data.crop_size=16", f"data.perceptual.features=own:{tmp_path / 'enc'}",
+        "data.perceptual.weight=0.5", "data.perceptual.finding_weight=1"])) == 0
+    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert all(r["finding_kl"] > 0 and r["perceptual"] > 0 for r in log)
 
 
 def test_crop_training_keeps_full_size_model_and_validation(tiny_phantom_cache, tmp_path):

@@ -4,13 +4,14 @@ Generator loss (optimizer ``main``)::
 
     l1 · |x - x̂|  +  kl · KL(q(z|x) || N(0, I))  (or the VQ commitment loss)
     + spectral · JukeboxLoss(x̂, x)  +  ssim · (1 - SSIM(x̂, x))  +  perceptual · d_feat(x̂, x)  +  adv · LSGAN(D(x̂), real)
+    + finding · KL(p(x) || p(x̂))   (per-finding probabilities of the perceptual network)
 
 The discriminator (optimizer ``disc``, a MONAI ``PatchDiscriminator`` built by :meth:`build_modules`,
 checkpointed but not saved with the model) starts at ``data.disc_start`` (default: ``disc_start_frac``
 × ``train.max_steps``, so a shortened run still trains it) together with the
 generator's adversarial term. The perceptual term uses a frozen evaluation encoder (``data.perceptual
 .features: own:RUN``, a ``cxr_classifier`` run): channel-normalised differences of its intermediate
-feature maps. It is a training-only loss network held by the task, never part of the saved model; it
+feature maps, and (``finding_weight``) the agreement of its finding probabilities. It is a training-only loss network held by the task, never part of the saved model; it
 is off unless ``features`` is given.
 
 At each evaluation (always at the end of training) the latent scale factor, 1 / std of the
@@ -45,6 +46,11 @@ class PerceptualConfig(StrictModel):
         None, description="own:RUN_OR_MODEL_DIR: a trained cxr_classifier (the evaluation encoder)"
     )
     weight: float = Field(0.1, ge=0.0, description="weight of the perceptual term when features is set")
+    finding_weight: float = Field(
+        0.0, ge=0.0,
+        description="weight of the finding-consistency term when features is set: the mean binary KL between the "
+        "network's per-finding probabilities on the original and on the reconstruction (logged as `finding_kl`)",
+    )
 
 
 class AutoencoderDataConfig(StrictModel):
@@ -118,36 +124,60 @@ class SpectralLoss(JukeboxLoss):
 
 
 class FeaturePerceptualLoss(torch.nn.Module):
-    """Perceptual distance in a frozen ``cxr_classifier``'s feature maps.
+    """Perceptual distance in a frozen ``cxr_classifier``'s feature maps, and the finding consistency
+    of its outputs.
 
-    For a MONAI ResNet trunk: the outputs of ``layer1``..``layer3``, each unit-normalised over channels
-    (as LPIPS without learned weights), mean squared difference averaged over layers. Other trunks:
-    mean squared difference of the pooled penultimate features.
+    Features: for a MONAI ResNet trunk the outputs of ``layer1``..``layer3``, each unit-normalised over
+    channels (as LPIPS without learned weights), mean squared difference averaged over layers; other
+    trunks: mean squared difference of the pooled penultimate features.
+
+    Findings (``findings=True``): the binary KL divergence KL(p(x) || p(x̂)) of the network's sigmoid
+    probabilities, averaged over batch and findings. It is zero when the reconstruction reads the same
+    as the original, whatever the features, so it asks the decoder to keep what decides a finding.
     """
 
-    def __init__(self, classifier: torch.nn.Module) -> None:
+    def __init__(self, classifier: torch.nn.Module, *, findings: bool = False) -> None:
         super().__init__()
         self.net = classifier.eval().requires_grad_(False)
+        self.findings = findings
 
     def train(self, mode: bool = True) -> FeaturePerceptualLoss:  # always frozen
         super().train(False)
         return self
 
-    def _maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def _maps(self, x: torch.Tensor, findings: bool) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Feature maps for the distance, and the logits (B, K) when ``findings`` (one pass)."""
         if not hasattr(self.net.trunk, "layer1"):
-            return [self.net.features(x)[:, :, None, None]]
-        return self.net.stage_maps(x, stages=3)
+            if not findings:
+                return [self.net.features(x)[:, :, None, None]], None
+            fmap = self.net.stage_maps(x)[-1]
+            return [self.net.trunk.class_layers.pool(fmap)], self.net.logits_from_map(fmap)
+        maps = self.net.stage_maps(x, stages=4 if findings else 3)
+        return maps[:3], (self.net.logits_from_map(maps[-1]) if findings else None)
 
-    def forward(self, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        a = self._maps(recon.float())
+    def forward(
+        self, recon: torch.Tensor, target: torch.Tensor, *, features: bool = True, findings: bool | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(feature distance, finding KL) of reconstructions vs targets, both (B, 1, H, W); each None when
+        not asked for (``findings`` defaults to the ``findings`` given at construction)."""
+        findings = self.findings if findings is None else findings
+        a, la = self._maps(recon.float(), findings)
         with torch.no_grad():
-            b = self._maps(target.float())
-        loss = recon.new_zeros((), dtype=torch.float32)
-        for fa, fb in zip(a, b, strict=True):
-            na = fa / (fa.pow(2).sum(1, keepdim=True).sqrt() + 1e-6)
-            nb = fb / (fb.pow(2).sum(1, keepdim=True).sqrt() + 1e-6)
-            loss = loss + (na - nb).pow(2).sum(1).mean()
-        return loss / len(a)
+            b, lb = self._maps(target.float(), findings)
+        loss = None
+        if features:
+            loss = recon.new_zeros((), dtype=torch.float32)
+            for fa, fb in zip(a, b, strict=True):
+                na = fa / (fa.pow(2).sum(1, keepdim=True).sqrt() + 1e-6)
+                nb = fb / (fb.pow(2).sum(1, keepdim=True).sqrt() + 1e-6)
+                loss = loss + (na - nb).pow(2).sum(1).mean()
+            loss = loss / len(a)
+        if la is None:
+            return loss, None
+        p = torch.sigmoid(lb.float())
+        bce = torch.nn.functional.binary_cross_entropy_with_logits
+        kl = bce(la.float(), p) - bce(lb.float(), p)  # cross-entropy minus the target's entropy
+        return loss, kl
 
 
 @register_task("autoencoder")
@@ -211,9 +241,19 @@ class AutoencoderTask(Task):
         if self.data_cfg.augment:
             x = self.augmenter.batch(x, generator).clamp(0, 1)
         c = self.data_cfg.crop_size
-        if c is not None:
-            x = random_crops(x, c, generator)
-        return batch if x is batch["image"] else {**batch, "image": x}
+        offsets = None if c is None else random_crop_offsets(x, c, generator)
+        if offsets is None:
+            return batch if x is batch["image"] else {**batch, "image": x}
+        crops = torch.stack([x[i][_crop_box(c, o)] for i, o in enumerate(offsets)])
+        if not self._finding_term:
+            return {**batch, "image": crops}
+        # the finding term reads whole images: keep the image and where its crop came from
+        return {**batch, "image": crops, "image_full": x, "crop_offsets": torch.tensor(offsets)}
+
+    @property
+    def _finding_term(self) -> bool:
+        pc = self.data_cfg.perceptual
+        return bool(pc.features) and pc.finding_weight > 0
 
     # -- losses -----------------------------------------------------------------------------------
     def _loss_modules(self, device: torch.device) -> None:
@@ -227,8 +267,13 @@ class AutoencoderTask(Task):
 
             self._ssim = SSIMLoss(spatial_dims=self.model_cfg.spatial_dims, data_range=1.0)
         spec = self.data_cfg.perceptual.features
-        if spec and self.data_cfg.perceptual.weight > 0 and self._perceptual is None:
-            self._perceptual = FeaturePerceptualLoss(load_perceptual_network(spec)).to(device)
+        pc = self.data_cfg.perceptual
+        if spec and (pc.weight > 0 or pc.finding_weight > 0) and self._perceptual is None:
+            # building the network draws from the global RNG; fork it so that the training stream (the
+            # KL sampling noise) is the same with or without the term, and after a resume
+            with torch.random.fork_rng(devices=[]):
+                net = load_perceptual_network(spec)
+            self._perceptual = FeaturePerceptualLoss(net, findings=pc.finding_weight > 0).to(device)
 
     def training_loss(
         self, optimizer: str, modules: dict[str, torch.nn.Module], batch: dict[str, Any], ctx: dict[str, Any], step: int
@@ -269,9 +314,18 @@ class AutoencoderTask(Task):
                 loss = loss + cfg.ms_ssim_weight * ms
                 extras["ms_ssim_loss"] = float(ms.detach())
             if self._perceptual is not None:
-                per = self._perceptual(recon, x)
-                loss = loss + cfg.perceptual.weight * per
-                extras["perceptual"] = float(per.detach())
+                full = batch.get("image_full")
+                if full is None:  # one pass gives both terms
+                    per, fkl = self._perceptual(recon, x)
+                else:  # crops: features of the crop, findings of the image with the crop put back
+                    per = self._perceptual(recon, x, findings=False)[0] if cfg.perceptual.weight > 0 else None
+                    fkl = self._perceptual(paste_crops(full, recon, batch["crop_offsets"]), full, features=False)[1]
+                if per is not None:
+                    loss = loss + cfg.perceptual.weight * per
+                    extras["perceptual"] = float(per.detach())
+                if fkl is not None:
+                    loss = loss + cfg.perceptual.finding_weight * fkl
+                    extras["finding_kl"] = float(fkl.detach())
             if adv_on and cfg.adv_weight > 0:
                 logits = modules["disc"](recon.float())[-1]
                 adv = self._adv(logits, target_is_real=True, for_discriminator=False)
@@ -331,19 +385,38 @@ class AutoencoderTask(Task):
         return Media(images={"reconstructions": rows.cpu()}, synthetic=True)
 
 
-def random_crops(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
-    """One seeded random ``size``-px crop per image of x (B, C, *spatial) → (B, C, size, ...). Raises
-    when an image is smaller than the crop."""
+def random_crop_offsets(x: torch.Tensor, size: int, generator: torch.Generator) -> list[list[int]] | None:
+    """One seeded random corner per image of x (B, C, *spatial) for a ``size``-px crop, or None when the
+    images are already that size. Raises when an image is smaller than the crop."""
     spatial = x.shape[2:]
     if any(s < size for s in spatial):
         raise UnicxrError(f"data.crop_size {size} is larger than the training images {tuple(spatial)}")
     if all(s == size for s in spatial):
+        return None
+    return [[int(torch.randint(0, s - size + 1, (1,), generator=generator)) for s in spatial]
+            for _ in range(x.shape[0])]
+
+
+def _crop_box(size: int, offs: Any) -> tuple[slice, ...]:
+    return (slice(None), *(slice(int(o), int(o) + size) for o in offs))
+
+
+def random_crops(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """One seeded random ``size``-px crop per image of x (B, C, *spatial) → (B, C, size, ...) (x itself
+    when it is already that size). Raises when an image is smaller than the crop."""
+    offsets = random_crop_offsets(x, size, generator)
+    if offsets is None:
         return x
-    out = []
-    for i in range(x.shape[0]):
-        offs = [int(torch.randint(0, s - size + 1, (1,), generator=generator)) for s in spatial]
-        out.append(x[(i, slice(None), *(slice(o, o + size) for o in offs))])
-    return torch.stack(out)
+    return torch.stack([x[i][_crop_box(size, o)] for i, o in enumerate(offsets)])
+
+
+def paste_crops(full: torch.Tensor, crops: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """``full`` (B, C, *spatial) with each crop (B, C, c, ...) put back at its corner ``offsets`` (B, D):
+    differentiable in ``crops``, so a loss on whole images reaches a model that saw only crops."""
+    out = full.to(crops.dtype).clone()
+    for i in range(full.shape[0]):
+        out[i][_crop_box(crops.shape[2], offsets[i].tolist())] = crops[i]
+    return out
 
 
 def load_perceptual_network(spec: str) -> torch.nn.Module:

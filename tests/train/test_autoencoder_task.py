@@ -107,10 +107,16 @@ def test_finding_consistency_term(arch):
     kl.backward()
     assert r.grad is not None and r.grad.abs().sum() > 0
     assert float(with_f(x, x)[1]) == pytest.approx(0.0, abs=1e-6)
+    # the logit distance: the mean squared logit difference, by hand
+    _, sq = FeaturePerceptualLoss(net, findings=True, distance="logit")(r, x)
+    with torch.no_grad():
+        torch.testing.assert_close(sq, (net(r) - net(x)).pow(2).mean())
+    with pytest.raises(ValueError, match="'kl' or 'logit'"):
+        FeaturePerceptualLoss(net, findings=True, distance="l2")
 
 
 def test_finding_term_alone_in_a_run(tiny_phantom_cache, tmp_path):
-    """data.perceptual.finding_weight with the feature weight at 0: the run logs finding_kl and adds
+    """data.perceptual.finding_weight with the feature weight at 0: the run logs `finding` and adds
     exactly the weighted term to the loss (same seed and first batch as a run without it)."""
     from unicxr.cli import main
     from unicxr.models.classifier import CXRClassifier, CXRClassifierConfig
@@ -122,10 +128,10 @@ def test_finding_term_alone_in_a_run(tiny_phantom_cache, tmp_path):
         run = tmp_path / f"run{w}"
         assert main(_args("ae_kl_phantom", run, tiny_phantom_cache, [
             "train.max_steps=1", "train.ckpt_every=1", f"data.perceptual.features=own:{tmp_path / 'enc'}",
-            "data.perceptual.weight=0", f"data.perceptual.finding_weight={w}"])) == 0
+            "data.perceptual.weight=0", f"data.perceptual.finding_weight={w}", "data.perceptual.finding_distance=logit"])) == 0
         first[w] = json.loads((run / "log.jsonl").read_text().splitlines()[0])
-    assert "finding_kl" not in first[0.0] and first[2.0]["finding_kl"] > 0
-    assert first[2.0]["loss"] == pytest.approx(first[0.0]["loss"] + 2.0 * first[2.0]["finding_kl"], rel=1e-5)
+    assert "finding" not in first[0.0] and first[2.0]["finding"] > 0
+    assert first[2.0]["loss"] == pytest.approx(first[0.0]["loss"] + 2.0 * first[2.0]["finding"], rel=1e-5)
 
 
 @pytest.mark.parametrize("term", ["ssim", "ms_ssim"])
@@ -199,7 +205,7 @@ def test_finding_term_with_crops_reads_whole_images(tiny_phantom_cache, tmp_path
         "train.max_steps=2", "train.ckpt_every=2", "data.crop_size=16", f"data.perceptual.features=own:{tmp_path / 'enc'}",
         "data.perceptual.weight=0.5", "data.perceptual.finding_weight=1"])) == 0
     log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
-    assert all(r["finding_kl"] > 0 and r["perceptual"] > 0 for r in log)
+    assert all(r["finding"] > 0 and r["perceptual"] > 0 for r in log)
 
 
 def test_crop_training_keeps_full_size_model_and_validation(tiny_phantom_cache, tmp_path):

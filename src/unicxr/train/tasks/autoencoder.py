@@ -21,7 +21,7 @@ evaluated weights and stored in the model's config (``config.json``: ``scale_fac
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from monai.losses import JukeboxLoss
@@ -48,8 +48,13 @@ class PerceptualConfig(StrictModel):
     weight: float = Field(0.1, ge=0.0, description="weight of the perceptual term when features is set")
     finding_weight: float = Field(
         0.0, ge=0.0,
-        description="weight of the finding-consistency term when features is set: the mean binary KL between the "
-        "network's per-finding probabilities on the original and on the reconstruction (logged as `finding_kl`)",
+        description="weight of the finding-consistency term when features is set: how far the network's "
+        "per-finding outputs on the reconstruction are from those on the original (logged as `finding`)",
+    )
+    finding_distance: Literal["kl", "logit"] = Field(
+        "kl",
+        description="kl: mean binary KL of the probabilities (confident findings barely count); logit: mean "
+        "squared logit difference (every finding and image alike, as a per-finding AUROC ranks them)",
     )
 
 
@@ -131,15 +136,21 @@ class FeaturePerceptualLoss(torch.nn.Module):
     channels (as LPIPS without learned weights), mean squared difference averaged over layers; other
     trunks: mean squared difference of the pooled penultimate features.
 
-    Findings (``findings=True``): the binary KL divergence KL(p(x) || p(x̂)) of the network's sigmoid
-    probabilities, averaged over batch and findings. It is zero when the reconstruction reads the same
-    as the original, whatever the features, so it asks the decoder to keep what decides a finding.
+    Findings (``findings=True``), averaged over batch and findings: ``distance="kl"``, the binary KL
+    divergence KL(p(x) || p(x̂)) of the network's sigmoid probabilities (≈ p(1-p)·Δlogit²/2, so findings
+    the network is sure of barely count); ``"logit"``, the squared logit difference Δlogit² (each finding
+    and image alike, which is what a per-finding AUROC ranks). Either is zero when the reconstruction
+    reads the same as the original, whatever the features, so it asks the decoder to keep what decides
+    a finding.
     """
 
-    def __init__(self, classifier: torch.nn.Module, *, findings: bool = False) -> None:
+    def __init__(self, classifier: torch.nn.Module, *, findings: bool = False, distance: str = "kl") -> None:
         super().__init__()
+        if distance not in ("kl", "logit"):
+            raise ValueError(f"finding distance must be 'kl' or 'logit', got {distance!r}")
         self.net = classifier.eval().requires_grad_(False)
         self.findings = findings
+        self.distance = distance
 
     def train(self, mode: bool = True) -> FeaturePerceptualLoss:  # always frozen
         super().train(False)
@@ -174,6 +185,8 @@ class FeaturePerceptualLoss(torch.nn.Module):
             loss = loss / len(a)
         if la is None:
             return loss, None
+        if self.distance == "logit":
+            return loss, (la.float() - lb.float()).pow(2).mean()
         p = torch.sigmoid(lb.float())
         bce = torch.nn.functional.binary_cross_entropy_with_logits
         kl = bce(la.float(), p) - bce(lb.float(), p)  # cross-entropy minus the target's entropy
@@ -273,7 +286,8 @@ class AutoencoderTask(Task):
             # KL sampling noise) is the same with or without the term, and after a resume
             with torch.random.fork_rng(devices=[]):
                 net = load_perceptual_network(spec)
-            self._perceptual = FeaturePerceptualLoss(net, findings=pc.finding_weight > 0).to(device)
+            self._perceptual = FeaturePerceptualLoss(
+                net, findings=pc.finding_weight > 0, distance=pc.finding_distance).to(device)
 
     def training_loss(
         self, optimizer: str, modules: dict[str, torch.nn.Module], batch: dict[str, Any], ctx: dict[str, Any], step: int
@@ -325,7 +339,7 @@ class AutoencoderTask(Task):
                     extras["perceptual"] = float(per.detach())
                 if fkl is not None:
                     loss = loss + cfg.perceptual.finding_weight * fkl
-                    extras["finding_kl"] = float(fkl.detach())
+                    extras["finding"] = float(fkl.detach())
             if adv_on and cfg.adv_weight > 0:
                 logits = modules["disc"](recon.float())[-1]
                 adv = self._adv(logits, target_is_real=True, for_discriminator=False)

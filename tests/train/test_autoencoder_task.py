@@ -226,10 +226,17 @@ def test_crop_training_keeps_full_size_model_and_validation(tiny_phantom_cache, 
     assert ev and ev[-1]["val_psnr"] > 0
 
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe", ["ae_kl_phantom", "vq_phantom"])
-def test_sigkill_resume_with_discriminator_bit_identical(recipe, tiny_phantom_cache, tmp_path):
+@pytest.mark.parametrize("recipe,finding", [("ae_kl_phantom", False), ("vq_phantom", False), ("ae_kl_phantom", True)])
+def test_sigkill_resume_with_discriminator_bit_identical(recipe, finding, tiny_phantom_cache, tmp_path):
     extra = ["train.max_steps=24", "train.ckpt_every=4", "train.keep_last=10", "data.disc_start=6",
              "train.grad_accum=2"]
+    if finding:  # the loss network is built lazily after the resume; crops carry the whole image along
+        from unicxr.models.classifier import CXRClassifier, CXRClassifierConfig
+
+        torch.manual_seed(0)
+        CXRClassifier(CXRClassifierConfig(image_size=32, resnet_widths=[4, 8, 8, 16])).save_pretrained(tmp_path / "enc")
+        extra += [f"data.perceptual.features=own:{tmp_path / 'enc'}", "data.perceptual.weight=0.5",
+                  "data.perceptual.finding_weight=2", "data.crop_size=16"]
     ref, run = tmp_path / "ref", tmp_path / "run"
     run_cli(*_args(recipe, ref, tiny_phantom_cache, extra), check=True)
     args = _args(recipe, run, tiny_phantom_cache, extra)

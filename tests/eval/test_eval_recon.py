@@ -56,6 +56,54 @@ def test_eval_recon_end_to_end(tiny_phantom_cache, tmp_path, capsys):
     assert "<table>" in (out / "report.html").read_text()
 
 
+def test_eval_recon_findings_grid(tiny_phantom_cache, tmp_path):
+    """--grid-findings: positives of each named finding, the largest probability drop first, as
+    original | reconstruction | difference rows; an unknown finding is a one-line error naming the option."""
+    import numpy as np
+    from PIL import Image
+
+    from unicxr.data import CXRCache
+    from unicxr.eval.recon import evaluate_recon
+    from unicxr.labels import FINDINGS
+    from unicxr.utils import UnicxrError
+
+    torch.manual_seed(0)
+    ae = build_autoencoder({"kind": "kl", "channels": [8, 16, 16], "norm_num_groups": 8, "latent_channels": 2})
+    ae.save_pretrained(tmp_path / "ae")
+    enc = CXRClassifier(CXRClassifierConfig(image_size=32, resnet_widths=[4, 8, 8, 16])).eval()
+    enc.save_pretrained(tmp_path / "enc")
+    ae.eval()
+    labels = CXRCache(tiny_phantom_cache).labels
+    names = [n for n in FINDINGS[1:] if (labels[:, FINDINGS.index(n)] == 1).sum() >= 3][:2]
+    res = evaluate_recon(tmp_path / "ae", tiny_phantom_cache, tmp_path / "r", split="all", features=f"own:{tmp_path / 'enc'}",
+                         n_grid=0, baseline=False, grid_findings=",".join(n.lower() for n in names), grid_per_finding=3,
+                         progress=False)
+    rows = res["grid_findings"]["rows"]
+    assert [r["finding"] for r in rows] == [names[0]] * 3 + [names[1]] * 3
+    for name in names:
+        mine = [r for r in rows if r["finding"] == name]
+        assert all(labels[r["index"], FINDINGS.index(name)] == 1 for r in mine)
+        drops = [r["p_orig"] - r["p_recon"] for r in mine]
+        assert drops == sorted(drops, reverse=True)
+        # the largest drop of all that finding's positives comes first (by hand, with the classifier itself)
+        j = FINDINGS.index(name)
+        pos = np.flatnonzero(labels[:, j] == 1)
+        x = CXRCache(tiny_phantom_cache).batch(pos.tolist())["image"]
+        with torch.no_grad():
+            drop = enc.probabilities(x)[:, j] - enc.probabilities(ae.decode(ae.encode(x)).clamp(0, 1))[:, j]
+        assert mine[0]["index"] == int(pos[int(drop.argmax())])
+        assert mine[0]["p_orig"] - mine[0]["p_recon"] == pytest.approx(float(drop.max()), abs=1e-5)
+    assert np.isfinite([r["p_orig"] for r in rows]).all()
+    img = Image.open(tmp_path / "r" / "grid_findings.png")
+    assert img.text.get("synthetic") == "true" and names[0] in img.text["rows"]
+    assert img.size[1] > 6 * 32 and img.size[0] > 3 * 32  # six rows of three 32 px tiles
+    assert "grid_findings.png" in (tmp_path / "r" / "report.md").read_text()
+    assert names[0] in (tmp_path / "r" / "report.html").read_text()
+    with pytest.raises(UnicxrError, match="--grid-findings: unknown finding 'Pleurl'"):
+        evaluate_recon(tmp_path / "ae", tiny_phantom_cache, tmp_path / "r2", split="all", grid_findings="Pleurl",
+                       progress=False)
+
+
 @pytest.mark.parametrize("num_quantizers", [1, 2])
 def test_eval_recon_vq_has_an_equal_bits_baseline(num_quantizers, tiny_phantom_cache, tmp_path):
     from unicxr.eval.recon import evaluate_recon

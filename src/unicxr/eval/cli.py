@@ -369,6 +369,12 @@ def recon_command(
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also score bicubic down/up-sampling with as many values as the latent (VQ: and with as many bits as its code indices, in 8-bit pixels)."),
     n_boot: int = typer.Option(0, "--n-boot", min=0,
                                help="Bootstrap replicates for the FD CI and the paired CIs of the AUROC changes (0: none)."),
+    grid_findings: str = typer.Option(
+        None, "--grid-findings",
+        help="Comma-separated findings (e.g. 'Support Devices,Pneumothorax,Fracture,Lung Lesion'): grid_findings.png "
+        "shows their positive images, those whose probability the round trip lowered most first.",
+    ),
+    grid_per_finding: int = typer.Option(2, "--grid-per-finding", min=1, help="Images per finding in grid_findings.png."),
     num_threads: int = typer.Option(None, "--num-threads", min=1, help="torch intra-op threads."),
     device: str = typer.Option("cpu", "--device", help="Torch device (cpu, cuda)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
@@ -387,7 +393,8 @@ def recon_command(
         torch.set_num_threads(num_threads)
     res = evaluate_recon(model, cache, out, split=split, features=features, batch_size=batch_size,
                          max_images=max_images, n_grid=n_grid, min_count=min_count, baseline=baseline,
-                         n_boot=n_boot, device=device, progress=progress)
+                         n_boot=n_boot, grid_findings=grid_findings, grid_per_finding=grid_per_finding,
+                         device=device, progress=progress)
     r = res["recon"]
     line = {"psnr": round(r["psnr"]["mean"], 3), "ssim": round(r["ssim"]["mean"], 4),
             "ms_ssim": round(r["ms_ssim"]["mean"], 4)}

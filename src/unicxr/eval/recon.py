@@ -10,6 +10,9 @@ keeps as many values as the latent (side ``round(sqrt(C·h·w))``). A VQ model s
 scored against a second baseline, ``bicubic_bits``, that keeps as many 8-bit pixels as its indices hold
 bits (side ``round(sqrt(h·w·N·log2(K) / 8))``). Writes ``metrics.json``,
 ``report.md``, ``report.html`` and ``grid.png`` (rows: original | reconstruction | 4×|difference|).
+With ``grid_findings`` it also writes ``grid_findings.png``: for each named finding, the positive images
+whose finding probability the round trip lowered most (the first positives when no evaluation encoder
+is given), so one can look at what a finding loses (device lines, a pneumothorax edge, a fracture).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unicxr.labels import FINDINGS, UncertainPolicy, apply_policy
+from unicxr.labels import FINDINGS, UncertainPolicy, apply_policy, finding_index
+from unicxr.utils import UnicxrError
 
 __all__ = ["evaluate_recon", "bicubic_baseline", "image_scores", "render_recon_markdown", "render_recon_html"]
 
@@ -72,6 +76,8 @@ def evaluate_recon(
     min_count: int = 20,
     baseline: bool = True,
     n_boot: int = 0,
+    grid_findings: str | list[str] | None = None,
+    grid_per_finding: int = 2,
     device: str = "cpu",
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -88,6 +94,12 @@ def evaluate_recon(
     from unicxr.utils.media import image_grid, save_png
     from unicxr.utils.metrics import auroc
 
+    if isinstance(grid_findings, str):
+        grid_findings = [t for t in grid_findings.split(",") if t.strip()]
+    try:
+        shown = [FINDINGS[finding_index(t)] for t in grid_findings or ()]
+    except KeyError as e:
+        raise UnicxrError(f"--grid-findings: {e.args[0]}") from None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ae, model_dir = load_autoencoder(model, device=device)
@@ -205,6 +217,9 @@ def evaluate_recon(
                 "max_abs_delta": float(max(abs(d) for d in counted)) if counted else None,
                 "mean_delta": float(np.mean(counted)) if counted else None,
             }
+    if shown:
+        result["grid_findings"] = _findings_grid(
+            ae, ds, n, shown, grid_per_finding, probs, out, model_dir, device=device)
     grid = image_grid(torch.cat(grid_rows), nrow=3) if grid_rows else None
     if grid is not None:
         save_png(out / "grid.png", grid, {"columns": "original | reconstruction | 4x|difference|"},
@@ -249,6 +264,51 @@ def _auroc_rows(result: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _findings_grid(
+    ae: Any, ds: Any, n: int, shown: list[str], per: int, probs: dict[str, list[torch.Tensor]], out: Path,
+    model_dir: Path, *, device: str,
+) -> dict[str, Any]:
+    """``grid_findings.png``: for each finding in ``shown``, up to ``per`` positive images (label 1 among
+    the first ``n``) as original | reconstruction | 4×|difference| rows, those whose probability fell
+    most first when the evaluation encoder's probabilities are in ``probs``. Returns the row list."""
+    from unicxr.utils.media import image_grid, save_png
+
+    po = torch.cat(probs["orig"]).numpy() if probs["orig"] else None
+    pr = torch.cat(probs["recon"]).numpy() if probs["recon"] else None
+    rows: list[dict[str, Any]] = []
+    for name in shown:
+        j = FINDINGS.index(name)
+        pos = np.flatnonzero(ds.labels[:n, j] == 1)
+        if po is not None:
+            pos = pos[np.argsort(-(po[pos, j] - pr[pos, j]), kind="stable")]
+        for i in pos[:per]:
+            row = {"finding": name, "index": int(i), "path": ds.meta(int(i), "path")}
+            if po is not None:
+                row.update(p_orig=float(po[i, j]), p_recon=float(pr[i, j]))
+            rows.append(row)
+    if not rows:
+        return {"file": None, "rows": []}
+    tiles = []
+    with torch.no_grad():
+        for start in range(0, len(rows), 16):
+            x = ds.batch([r["index"] for r in rows[start:start + 16]])["image"].to(device)
+            recon = ae.decode(ae.encode(x)).clamp(0, 1)
+            diff = ((recon - x).abs() * 4).clamp(0, 1)
+            tiles.append(torch.stack([x, recon, diff], 1).reshape(-1, *x.shape[1:]).cpu())
+    caption = "; ".join(f"{r['finding']} #{r['index']}" + (f" p {r['p_orig']:.2f}->{r['p_recon']:.2f}" if "p_orig" in r
+                                                           else "") for r in rows)
+    save_png(out / "grid_findings.png", image_grid(torch.cat(tiles), nrow=3),
+             {"columns": "original | reconstruction | 4x|difference|", "rows": caption},
+             synthetic=True, source=f"reconstructions by {model_dir}")
+    return {"file": "grid_findings.png", "rows": rows}
+
+
+def _finding_grid_lines(result: dict[str, Any]) -> list[str]:
+    g = result.get("grid_findings") or {}
+    return [f"{k + 1}. {r['finding']}, image {r['index']}" + (
+        f": probability {r['p_orig']:.3f} → {r['p_recon']:.3f}" if "p_orig" in r else "") for k, r in enumerate(g.get("rows", []))]
+
+
 def render_recon_markdown(result: dict[str, Any]) -> str:
     """The report as Markdown."""
     def md(rows: list[list[str]]) -> str:
@@ -274,6 +334,9 @@ def render_recon_markdown(result: dict[str, Any]) -> str:
                   f"Max |Δ AUROC| over findings with ≥ {a['min_count']} positives: {_f(a['max_abs_delta'])}.\n"]
     if result.get("grid"):
         parts += ["## Grid (original | reconstruction | 4×|difference|; synthetic)\n", f"![grid]({result['grid']})\n"]
+    if (result.get("grid_findings") or {}).get("file"):
+        parts += ["## Positives by finding (rows in order; the largest probability drop first)\n",
+                  "\n".join(_finding_grid_lines(result)) + "\n", f"![findings]({result['grid_findings']['file']})\n"]
     return "\n".join(parts)
 
 
@@ -301,5 +364,9 @@ def render_recon_html(result: dict[str, Any]) -> str:
     if result.get("grid"):
         body += ["<h2>original | reconstruction | 4×|difference| (synthetic)</h2>",
                  f"<img src=\"{html.escape(result['grid'])}\" style=\"max-width:100%;image-rendering:pixelated\">"]
+    if (result.get("grid_findings") or {}).get("file"):
+        items = "".join(f"<li>{html.escape(line.split('. ', 1)[1])}</li>" for line in _finding_grid_lines(result))
+        body += ["<h2>Positives by finding (largest probability drop first)</h2>", f"<ol>{items}</ol>",
+                 f"<img src=\"{html.escape(result['grid_findings']['file'])}\" style=\"max-width:100%;image-rendering:pixelated\">"]
     style = "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}"
     return f"<!doctype html><html><head><meta charset=\"utf-8\"><title>unicxr eval recon</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"

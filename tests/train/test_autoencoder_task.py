@@ -175,11 +175,12 @@ def test_random_crops_seeded_per_image_and_in_place():
 
 
 def test_paste_crops_puts_each_crop_back_differentiably():
-    from unicxr.train.tasks.autoencoder import _crop_box, paste_crops, random_crop_offsets
+    from unicxr.train.tasks.autoencoder import crop_at, paste_crops, random_crop_offsets, random_crops
 
     x = torch.rand(3, 1, 16, 16)
     offs = random_crop_offsets(x, 8, torch.Generator().manual_seed(1))
-    crops = torch.stack([x[i][_crop_box(8, o)] for i, o in enumerate(offs)])
+    crops = crop_at(x, 8, offs)
+    assert torch.equal(crops, random_crops(x, 8, torch.Generator().manual_seed(1)))  # the same draws
     assert torch.equal(paste_crops(x, crops, torch.tensor(offs)), x)  # its own crops: the image itself
     c = torch.zeros_like(crops, requires_grad=True)
     out = paste_crops(x, c, torch.tensor(offs))

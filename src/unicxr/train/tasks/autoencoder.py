@@ -11,8 +11,9 @@ checkpointed but not saved with the model) starts at ``data.disc_start`` (defaul
 × ``train.max_steps``, so a shortened run still trains it) together with the
 generator's adversarial term. The perceptual term uses a frozen evaluation encoder (``data.perceptual
 .features: own:RUN``, a ``cxr_classifier`` run): channel-normalised differences of its intermediate
-feature maps, and (``finding_weight``) the agreement of its finding probabilities. It is a training-only loss network held by the task, never part of the saved model; it
-is off unless ``features`` is given.
+feature maps, and (``finding_weight``) the agreement of its finding probabilities. It is a
+training-only loss network held by the task, never part of the saved model; it is off unless
+``features`` is given.
 
 At each evaluation (always at the end of training) the latent scale factor, 1 / std of the
 deterministic latents of the first ``data.scale_batches`` training batches, is computed on the
@@ -257,7 +258,7 @@ class AutoencoderTask(Task):
         offsets = None if c is None else random_crop_offsets(x, c, generator)
         if offsets is None:
             return batch if x is batch["image"] else {**batch, "image": x}
-        crops = torch.stack([x[i][_crop_box(c, o)] for i, o in enumerate(offsets)])
+        crops = crop_at(x, c, offsets)
         if not self._finding_term:
             return {**batch, "image": crops}
         # the finding term reads whole images: keep the image and where its crop came from
@@ -415,13 +416,16 @@ def _crop_box(size: int, offs: Any) -> tuple[slice, ...]:
     return (slice(None), *(slice(int(o), int(o) + size) for o in offs))
 
 
+def crop_at(x: torch.Tensor, size: int, offsets: list[list[int]]) -> torch.Tensor:
+    """The ``size``-px crop of each image of x (B, C, *spatial) at its corner ``offsets[i]`` → (B, C, size, ...)."""
+    return torch.stack([x[i][_crop_box(size, o)] for i, o in enumerate(offsets)])
+
+
 def random_crops(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
     """One seeded random ``size``-px crop per image of x (B, C, *spatial) → (B, C, size, ...) (x itself
     when it is already that size). Raises when an image is smaller than the crop."""
     offsets = random_crop_offsets(x, size, generator)
-    if offsets is None:
-        return x
-    return torch.stack([x[i][_crop_box(size, o)] for i, o in enumerate(offsets)])
+    return x if offsets is None else crop_at(x, size, offsets)
 
 
 def paste_crops(full: torch.Tensor, crops: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:

@@ -155,8 +155,7 @@ def evaluate_recon(
                     feats[b].append(extractor(base))
             if sum(len(r) for r in grid_rows) < n_grid:
                 k = n_grid - sum(len(r) for r in grid_rows)
-                diff = ((recon[:k] - x[:k]).abs() * 4).clamp(0, 1)
-                grid_rows.append(torch.stack([x[:k], recon[:k], diff], 1).reshape(-1, *x.shape[1:]).cpu())
+                grid_rows.append(_grid_tiles(x[:k], recon[:k]))
             bar.update(len(idx))
 
     result: dict[str, Any] = {
@@ -264,6 +263,12 @@ def _auroc_rows(result: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _grid_tiles(x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+    """Grid tiles (3B, 1, H, W) on the CPU: original, reconstruction and 4×|difference| of each image."""
+    diff = ((recon - x).abs() * 4).clamp(0, 1)
+    return torch.stack([x, recon, diff], 1).reshape(-1, *x.shape[1:]).cpu()
+
+
 def _findings_grid(
     ae: Any, ds: Any, n: int, shown: list[str], per: int, probs: dict[str, list[torch.Tensor]], out: Path,
     model_dir: Path, *, device: str,
@@ -292,9 +297,7 @@ def _findings_grid(
     with torch.no_grad():
         for start in range(0, len(rows), 16):
             x = ds.batch([r["index"] for r in rows[start:start + 16]])["image"].to(device)
-            recon = ae.decode(ae.encode(x)).clamp(0, 1)
-            diff = ((recon - x).abs() * 4).clamp(0, 1)
-            tiles.append(torch.stack([x, recon, diff], 1).reshape(-1, *x.shape[1:]).cpu())
+            tiles.append(_grid_tiles(x, ae.decode(ae.encode(x)).clamp(0, 1)))
     caption = "; ".join(f"{r['finding']} #{r['index']}" + (f" p {r['p_orig']:.2f}->{r['p_recon']:.2f}" if "p_orig" in r
                                                            else "") for r in rows)
     save_png(out / "grid_findings.png", image_grid(torch.cat(tiles), nrow=3),

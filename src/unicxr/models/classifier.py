@@ -138,11 +138,15 @@ class CXRClassifier(ModelMixin):
             out.append(h)
         return out
 
+    def pool_map(self, fmap: torch.Tensor) -> torch.Tensor:
+        """The trunk's global pooling of its last feature map (B, D, h, w) → (B, D, 1, 1): flattened, this
+        is :meth:`features`."""
+        return (self.trunk.class_layers.pool if self.config.arch == "densenet" else self.trunk.avgpool)(fmap)
+
     def logits_from_map(self, fmap: torch.Tensor) -> torch.Tensor:
         """Logits (B, num_classes) from the trunk's last feature map (B, D, h, w) (the last of
         :meth:`stage_maps`): the rest of :meth:`forward`, so one pass gives both maps and logits."""
-        pool = self.trunk.class_layers.pool if self.config.arch == "densenet" else self.trunk.avgpool
-        return self.head(self.drop(torch.flatten(pool(fmap), 1)))
+        return self.head(self.drop(torch.flatten(self.pool_map(fmap), 1)))
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         """The trunk's last feature map (B, D, h, w) before global pooling: where in the image a

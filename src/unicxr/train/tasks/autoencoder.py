@@ -163,7 +163,7 @@ class FeaturePerceptualLoss(torch.nn.Module):
             if not findings:
                 return [self.net.features(x)[:, :, None, None]], None
             fmap = self.net.stage_maps(x)[-1]
-            return [self.net.trunk.class_layers.pool(fmap)], self.net.logits_from_map(fmap)
+            return [self.net.pool_map(fmap)], self.net.logits_from_map(fmap)
         maps = self.net.stage_maps(x, stages=4 if findings else 3)
         return maps[:3], (self.net.logits_from_map(maps[-1]) if findings else None)
 
@@ -288,7 +288,7 @@ class AutoencoderTask(Task):
             with torch.random.fork_rng(devices=[]):
                 net = load_perceptual_network(spec)
             self._perceptual = FeaturePerceptualLoss(
-                net, findings=pc.finding_weight > 0, distance=pc.finding_distance).to(device)
+                net, findings=self._finding_term, distance=pc.finding_distance).to(device)
 
     def training_loss(
         self, optimizer: str, modules: dict[str, torch.nn.Module], batch: dict[str, Any], ctx: dict[str, Any], step: int

@@ -155,6 +155,54 @@ def test_3d_volumes(kind):
         assert m.eval().encode_indices(x).shape == (1, 4, 4, 4)
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_space_to_depth_fold_is_pixel_unshuffle_and_inverts(dims):
+    m = _tiny("kl", patch_size=2, spatial_dims=dims)
+    sides = (8, 12) if dims == 2 else (4, 8, 12)
+    x = torch.rand(2, 1, *sides)
+    folded = m._fold(x)
+    assert folded.shape == (2, 2**dims, *(s // 2 for s in sides))
+    assert torch.equal(m._unfold(folded), x)
+    if dims == 2:
+        assert torch.equal(folded, torch.nn.functional.pixel_unshuffle(x, 2))
+    else:  # channel (i, j, k) holds the voxel at offset (i, j, k) of each 2x2x2 block
+        assert torch.equal(folded[:, 0b101], x[:, 0, 1::2, 0::2, 1::2])
+
+
+@pytest.mark.parametrize("kind", ["kl", "vq"])
+def test_patch_size_shapes_and_round_trip(kind, tmp_path):
+    m = _tiny(kind, patch_size=2)
+    assert m.downsample_factor == 8 and m.latent_shape(64) == (3, 8, 8)
+    first = next(mod for mod in m.net.modules() if isinstance(mod, torch.nn.Conv2d))
+    assert first.in_channels == 4  # the network reads the 2x2-folded image
+    x = torch.rand(2, 1, 32, 32)
+    assert m.train()(x)[0].shape == x.shape
+    m.eval().save_pretrained(tmp_path / "ae")
+    loaded = load_model(tmp_path / "ae")
+    assert loaded.config.patch_size == 2 and torch.equal(m.reconstruct(x), loaded.reconstruct(x))
+    with pytest.raises(ValueError, match="divisible"):
+        m.encode(torch.rand(1, 1, 36, 36))  # 36 is not a multiple of f=8
+
+
+def test_kl_without_norm_has_no_group_norm_and_ignores_the_group_count(tmp_path):
+    m = _tiny("kl", norm="none", channels=[8, 12, 12], norm_num_groups=8)  # 12 % 8 only matters with GroupNorm
+    assert not any(isinstance(mod, torch.nn.GroupNorm) for mod in m.modules())
+    assert any(isinstance(mod, torch.nn.GroupNorm) for mod in _tiny("kl").modules())
+    x = torch.rand(2, 1, 32, 32)
+    recon, mu, logvar = m.train()(x)
+    assert recon.shape == x.shape and torch.isfinite(recon).all() and mu.shape == logvar.shape == (2, 3, 8, 8)
+    m.eval().save_pretrained(tmp_path / "ae")
+    assert torch.equal(load_model(tmp_path / "ae").reconstruct(x), m.reconstruct(x))
+    # a per-pixel network: the reconstruction of a crop's centre does not depend on the rest of the image
+    # beyond the receptive field, as it would through per-image GroupNorm statistics
+    big = torch.rand(1, 1, 64, 64)
+    other = big.clone()
+    other[..., :, 48:] = 1.0 - other[..., :, 48:]
+    assert torch.allclose(m.reconstruct(big)[..., :, :16], m.reconstruct(other)[..., :, :16], atol=1e-6)
+    g = _tiny("kl").eval()
+    assert not torch.allclose(g.reconstruct(big)[..., :, :16], g.reconstruct(other)[..., :, :16], atol=1e-6)
+
+
 def test_config_checks(tmp_path):
     with pytest.raises(ValueError, match="norm_num_groups"):
         AutoencoderConfig(kind="kl", channels=[8, 12], norm_num_groups=8)

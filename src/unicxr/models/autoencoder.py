@@ -61,8 +61,23 @@ class AutoencoderConfig(StrictModel):
         description="widths per resolution level; downsampling factor = 2 ** (len(channels) - 1)",
     )
     latent_channels: int = Field(4, gt=0, description="latent channels C (VQ: embedding_dim = C)")
+    patch_size: Literal[1, 2, 4] = Field(
+        1,
+        description=(
+            "space-to-depth stem: each patch_size-wide block of pixels becomes patch_size ** spatial_dims channels "
+            "before the network and is unfolded after it, so the first level already runs at 1/patch_size of the "
+            "image side; downsampling factor = patch_size * 2 ** (len(channels) - 1)"
+        ),
+    )
     num_res_blocks: int = Field(1, ge=1)
     attention: bool = Field(False, description="KL only: attention at the lowest level + non-local blocks")
+    norm: Literal["group", "none"] = Field(
+        "group",
+        description=(
+            "KL only: group: MONAI's GroupNorm layers; none: no normalisation (every GroupNorm becomes an identity, "
+            "as in the VQ network), so a model trained on crops sees the same per-pixel maths on whole images"
+        ),
+    )
     norm_num_groups: int = Field(32, gt=0, description="KL only: GroupNorm groups (divides every width)")
     num_embeddings: int = Field(512, gt=1, description="VQ only: codebook size")
     num_quantizers: int = Field(
@@ -84,7 +99,7 @@ class AutoencoderConfig(StrictModel):
             raise ValueError("channels: need at least 2 levels (downsampling factor >= 2)")
         if any(c <= 0 for c in self.channels):
             raise ValueError(f"channels: must be positive, got {self.channels}")
-        if self.kind == "kl" and any(c % self.norm_num_groups for c in self.channels):
+        if self.kind == "kl" and self.norm == "group" and any(c % self.norm_num_groups for c in self.channels):
             raise ValueError(f"channels {self.channels} must be multiples of norm_num_groups ({self.norm_num_groups})")
         if self.image_size is not None and self.image_size % self.downsample_factor:
             raise ValueError(
@@ -94,8 +109,13 @@ class AutoencoderConfig(StrictModel):
 
     @property
     def downsample_factor(self) -> int:
-        """Spatial downsampling factor f = 2 ** (len(channels) - 1)."""
-        return 2 ** (len(self.channels) - 1)
+        """Spatial downsampling factor f = patch_size * 2 ** (len(channels) - 1)."""
+        return self.patch_size * 2 ** (len(self.channels) - 1)
+
+    @property
+    def io_channels(self) -> int:
+        """Channels the network itself reads and writes: patch_size ** spatial_dims."""
+        return self.patch_size**self.spatial_dims
 
 
 class LatentAutoencoder(ModelMixin):
@@ -139,11 +159,31 @@ class LatentAutoencoder(ModelMixin):
         f = self.downsample_factor
         if any(s % f for s in x.shape[2:]):
             raise ValueError(f"image sides {tuple(x.shape[2:])} must be divisible by the downsampling factor {f}")
-        return x.float() * 2.0 - 1.0
+        return self._fold(x.float() * 2.0 - 1.0)
 
-    @staticmethod
-    def _to_image(y: torch.Tensor) -> torch.Tensor:
-        return (y + 1.0) * 0.5
+    def _to_image(self, y: torch.Tensor) -> torch.Tensor:
+        """Network output (B, p**d, H/p, W/p) → image (B, 1, H, W) in about [0, 1]."""
+        return (self._unfold(y) + 1.0) * 0.5
+
+    def _fold(self, x: torch.Tensor) -> torch.Tensor:
+        """Space-to-depth: (B, 1, H, W) → (B, p**d, H/p, W/p) with p = patch_size (identity for p = 1)."""
+        p, d = self.config.patch_size, self.config.spatial_dims
+        if p == 1:
+            return x
+        b, sides = x.shape[0], x.shape[2:]
+        x = x.reshape(b, *[v for s in sides for v in (s // p, p)])  # (B, S1/p, p, S2/p, p[, S3/p, p])
+        x = x.permute(0, *range(2, 2 * d + 1, 2), *range(1, 2 * d, 2))  # (B, p, p[, p], S1/p, S2/p[, S3/p])
+        return x.reshape(b, p**d, *(s // p for s in sides))
+
+    def _unfold(self, y: torch.Tensor) -> torch.Tensor:
+        """Depth-to-space, the inverse of :meth:`_fold`: (B, p**d, h, w) → (B, 1, h*p, w*p)."""
+        p, d = self.config.patch_size, self.config.spatial_dims
+        if p == 1:
+            return y
+        b, sides = y.shape[0], y.shape[2:]
+        y = y.reshape(b, *([p] * d), *sides)  # (B, p, p[, p], h, w[, ...])
+        y = y.permute(0, *[v for k in range(d) for v in (d + 1 + k, 1 + k)])  # (B, h, p, w, p[, ...])
+        return y.reshape(b, 1, *(s * p for s in sides))
 
     # -- API --------------------------------------------------------------------------------------
     def encode_unscaled(self, x: torch.Tensor) -> torch.Tensor:
@@ -174,6 +214,18 @@ class LatentAutoencoder(ModelMixin):
         self.config = self.config.model_copy(update={"scale_factor": float(value)})
 
 
+def _drop_group_norms(module: torch.nn.Module) -> None:
+    """Replace every ``GroupNorm`` below ``module`` by an identity (in place).
+
+    GroupNorm statistics are per image: over a 128 px training crop they differ from those over the
+    whole 256 px image the model later sees, and a small network spends capacity undoing them."""
+    for name, child in module.named_children():
+        if isinstance(child, torch.nn.GroupNorm):
+            setattr(module, name, torch.nn.Identity())
+        else:
+            _drop_group_norms(child)
+
+
 @register_model
 class AutoencoderKLModel(LatentAutoencoder):
     """MONAI ``AutoencoderKL`` (1 channel in/out). ``forward(x)`` (training) returns
@@ -194,17 +246,19 @@ class AutoencoderKLModel(LatentAutoencoder):
             attn[-1] = True
         self.net = AutoencoderKL(
             spatial_dims=cfg.spatial_dims,
-            in_channels=1,
-            out_channels=1,
+            in_channels=cfg.io_channels,
+            out_channels=cfg.io_channels,
             num_res_blocks=cfg.num_res_blocks,
             channels=tuple(cfg.channels),
             attention_levels=tuple(attn),
             latent_channels=cfg.latent_channels,
-            norm_num_groups=cfg.norm_num_groups,
+            norm_num_groups=cfg.norm_num_groups if cfg.norm == "group" else 1,
             with_encoder_nonlocal_attn=cfg.attention,
             with_decoder_nonlocal_attn=cfg.attention,
             include_fc=False,
         )
+        if cfg.norm == "none":
+            _drop_group_norms(self.net)
 
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Unscaled posterior ``(mean, logvar)``, each (B, C, h, w), of images in [0, 1]."""
@@ -252,8 +306,8 @@ class VQVAEModel(LatentAutoencoder):
         levels = tuple(cfg.channels[1:])  # one stride-2 level per downsampling
         self.net = VQVAE(
             spatial_dims=cfg.spatial_dims,
-            in_channels=1,
-            out_channels=1,
+            in_channels=cfg.io_channels,
+            out_channels=cfg.io_channels,
             channels=levels,
             num_res_layers=cfg.num_res_blocks,
             num_res_channels=levels,

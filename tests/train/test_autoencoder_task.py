@@ -30,13 +30,17 @@ def _args(recipe: str, run: Path, cache: Path, extra: list[str] = ()) -> list[st
     return args
 
 
-@pytest.mark.parametrize("recipe,codebooks", [("ae_kl_phantom", 0), ("vq_phantom", 1), ("vq_phantom", 2)])
-def test_recipe_trains_with_delayed_discriminator(recipe, codebooks, tiny_phantom_cache, tmp_path):
+STEM = ["model.patch_size=2", "model.channels=[8,16]", "model.norm=none"]  # folded 2x2 input, no GroupNorm: f = 4
+
+
+@pytest.mark.parametrize("recipe,codebooks,stem", [("ae_kl_phantom", 0, False), ("vq_phantom", 1, False),
+                                                   ("vq_phantom", 2, False), ("ae_kl_phantom", 0, True)])
+def test_recipe_trains_with_delayed_discriminator(recipe, codebooks, stem, tiny_phantom_cache, tmp_path):
     from unicxr.cli import main
     from unicxr.models import load_model
 
     run = tmp_path / "run"
-    extra = [f"model.num_quantizers={codebooks}"] if codebooks else []
+    extra = ([f"model.num_quantizers={codebooks}"] if codebooks else []) + (STEM if stem else [])
     assert main(_args(recipe, run, tiny_phantom_cache, ["train.max_steps=12", "train.ckpt_every=12",
                                                          "train.lr=1e-3", "train.warmup_steps=0",
                                                          "data.disc_start_frac=0.5", *extra])) == 0
@@ -58,6 +62,7 @@ def test_recipe_trains_with_delayed_discriminator(recipe, codebooks, tiny_phanto
     assert cfg["config"]["scale_factor"] > 0
     ae = load_model(run / "model")
     assert ae.latent_shape() == (4, 8, 8)
+    assert (ae.config.patch_size, ae.config.norm) == ((2, "none") if stem else (1, "group"))
     # the discriminator is checkpointed, not saved with the model
     assert (run / "checkpoints" / "step_000012" / "disc.safetensors").is_file()
     assert not any("disc" in k for k in load_file(str(run / "model" / "model.safetensors")))

@@ -2,7 +2,7 @@
 
 Every generator works in the latent space of one of these models. Both types take images
 (B, 1, H, W) in [0, 1] (or (B, 1, D, H, W) with ``spatial_dims=3``), downsample by
-``2 ** (len(channels) - 1)`` (4 or 8 in the recipes) to ``latent_channels`` channels, and share::
+``patch_size * 2 ** (len(channels) - 1)`` (4 or 8 in the recipes) to ``latent_channels`` channels, and share::
 
     z = ae.encode(x)          # (B, C, h, w), already multiplied by config.scale_factor
     x_hat = ae.decode(z)      # (B, 1, H, W), divides by config.scale_factor first
@@ -20,7 +20,8 @@ Every generator works in the latent space of one of these models. Both types tak
   codes (same latent shape), and the indices gain a codebook axis: (B, N, h, w).
 
 The networks see ``2x - 1`` (inputs in [-1, 1]) and their output is mapped back with ``(y + 1) / 2``;
-decoded images are not clamped (clamp for display).
+decoded images are not clamped (clamp for display). With ``patch_size`` p > 1 the network reads the image
+folded into p ** d channels at 1/p of its side (space-to-depth) and its output is unfolded.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class AutoencoderConfig(StrictModel):
     )
     channels: list[int] = Field(
         default_factory=lambda: [32, 64, 64],
-        description="widths per resolution level; downsampling factor = 2 ** (len(channels) - 1)",
+        description="widths per resolution level; downsampling factor = patch_size * 2 ** (len(channels) - 1)",
     )
     latent_channels: int = Field(4, gt=0, description="latent channels C (VQ: embedding_dim = C)")
     patch_size: Literal[1, 2, 4] = Field(
@@ -228,7 +229,7 @@ def _drop_group_norms(module: torch.nn.Module) -> None:
 
 @register_model
 class AutoencoderKLModel(LatentAutoencoder):
-    """MONAI ``AutoencoderKL`` (1 channel in/out). ``forward(x)`` (training) returns
+    """MONAI ``AutoencoderKL`` (patch_size ** d channels in/out). ``forward(x)`` (training) returns
     ``(reconstruction (B, 1, H, W), mean, logvar)`` with a posterior sample from the global RNG."""
 
     model_type = "autoencoder_kl"
